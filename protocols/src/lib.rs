@@ -1,0 +1,165 @@
+//! Pure L7 parsers for wiremap: bytes in, events out.
+//!
+//! Nothing here does I/O, spawns threads or reads a clock. The caller (wiremap's pipeline)
+//! owns TCP reassembly, buffering of unconsumed bytes, timing and request/response pairing;
+//! a parser only turns in-order bytes of one connection into [`Event`]s.
+//!
+//! The split follows rusticata's parsers: small pure `parse_*` functions per protocol
+//! module, plus one stateful [`Session`] per protocol that drives them over a stream.
+//!
+//! Streaming contract of [`Session::feed`]:
+//! * `data` is the caller's unconsumed bytes of one direction, in order.
+//! * The session returns how many leading bytes it consumed. The caller keeps the rest and
+//!   calls again with the same unconsumed bytes plus whatever arrived since.
+//! * A session never needs more than [`Limits::max_buffered`] unconsumed bytes to make
+//!   progress: long payloads (bodies, bulk strings, result-set rows) are consumed
+//!   incrementally, not buffered. If the caller's buffer reaches that size without progress,
+//!   the caller calls [`Session::gap`] and counts a limit hit.
+//! * After [`Session::gap`] the session resynchronises: it discards bytes until it sees
+//!   something it recognises as the start of a message.
+
+pub mod detect;
+pub mod dns;
+pub mod event;
+pub mod http;
+pub mod limits;
+pub mod mysql;
+pub mod redis;
+pub mod text;
+pub mod tls;
+
+pub use detect::{detect, Detection, Role};
+pub use event::{Anomaly, Event, Events, Request, Response};
+pub use limits::Limits;
+pub use text::Text;
+
+/// Which way bytes travel on a connection, relative to the side that opened it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    ToServer,
+    ToClient,
+}
+
+impl Direction {
+    pub fn index(self) -> usize {
+        match self {
+            Direction::ToServer => 0,
+            Direction::ToClient => 1,
+        }
+    }
+    pub fn reverse(self) -> Direction {
+        match self {
+            Direction::ToServer => Direction::ToClient,
+            Direction::ToClient => Direction::ToServer,
+        }
+    }
+}
+
+/// Transport the bytes came over: UDP datagrams are fed one whole datagram per call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+/// The L7 protocols wiremap recognises by payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Http,
+    Dns,
+    Mysql,
+    Redis,
+    Tls,
+}
+
+impl Protocol {
+    /// The name used in the topology document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Dns => "dns",
+            Protocol::Mysql => "mysql",
+            Protocol::Redis => "redis",
+            Protocol::Tls => "tls",
+        }
+    }
+}
+
+/// A stateful parser for one connection (both directions).
+pub trait Session {
+    /// Consume in-order bytes of `dir`; push events to `out`; return bytes consumed.
+    /// For UDP, `data` is exactly one datagram and the session consumes all of it.
+    fn feed(&mut self, dir: Direction, data: &[u8], out: &mut Events) -> usize;
+    /// Bytes of `dir` were lost (capture loss, snaplen cut, buffer limit): drop partial
+    /// state of that direction and resynchronise on the next recognisable message.
+    fn gap(&mut self, dir: Direction);
+    /// `dir` ended (FIN): complete a message delimited by the close (HTTP/1.0 bodies).
+    fn close(&mut self, dir: Direction, out: &mut Events);
+    /// True while a message of `dir` has been partly consumed (mid-body, mid-result-set).
+    fn in_message(&self, dir: Direction) -> bool;
+}
+
+/// A session of any protocol, dispatched without boxing.
+pub enum AnySession {
+    Http(http::HttpSession),
+    Dns(dns::DnsSession),
+    Mysql(mysql::MysqlSession),
+    Redis(redis::RedisSession),
+    Tls(tls::TlsSession),
+}
+
+impl AnySession {
+    /// A fresh session for `protocol`. `mid_stream` is true when the connection's start was
+    /// not seen (no handshake): sessions that depend on the start (MySQL's greeting and
+    /// login) must then start in their command phase.
+    pub fn new(protocol: Protocol, transport: Transport, mid_stream: bool, limits: &Limits) -> Self {
+        match protocol {
+            Protocol::Http => AnySession::Http(http::HttpSession::new(limits)),
+            Protocol::Dns => AnySession::Dns(dns::DnsSession::new(transport, limits)),
+            Protocol::Mysql => AnySession::Mysql(mysql::MysqlSession::new(mid_stream, limits)),
+            Protocol::Redis => AnySession::Redis(redis::RedisSession::new(limits)),
+            Protocol::Tls => AnySession::Tls(tls::TlsSession::new(limits)),
+        }
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            AnySession::Http(_) => Protocol::Http,
+            AnySession::Dns(_) => Protocol::Dns,
+            AnySession::Mysql(_) => Protocol::Mysql,
+            AnySession::Redis(_) => Protocol::Redis,
+            AnySession::Tls(_) => Protocol::Tls,
+        }
+    }
+
+    fn inner(&mut self) -> &mut dyn Session {
+        match self {
+            AnySession::Http(s) => s,
+            AnySession::Dns(s) => s,
+            AnySession::Mysql(s) => s,
+            AnySession::Redis(s) => s,
+            AnySession::Tls(s) => s,
+        }
+    }
+}
+
+impl Session for AnySession {
+    fn feed(&mut self, dir: Direction, data: &[u8], out: &mut Events) -> usize {
+        self.inner().feed(dir, data, out)
+    }
+    fn gap(&mut self, dir: Direction) {
+        self.inner().gap(dir)
+    }
+    fn close(&mut self, dir: Direction, out: &mut Events) {
+        self.inner().close(dir, out)
+    }
+    fn in_message(&self, dir: Direction) -> bool {
+        match self {
+            AnySession::Http(s) => s.in_message(dir),
+            AnySession::Dns(s) => s.in_message(dir),
+            AnySession::Mysql(s) => s.in_message(dir),
+            AnySession::Redis(s) => s.in_message(dir),
+            AnySession::Tls(s) => s.in_message(dir),
+        }
+    }
+}
