@@ -1,0 +1,195 @@
+//! IPv4 and IPv6 fragment reassembly within limits.
+//!
+//! Overlaps: the first bytes to arrive win (as Linux does for IPv4 since 2.6.x drops
+//! overlapping IPv6 fragments outright; either way the datagram is bounded). A datagram is
+//! at most 64 KiB; the table holds at most `max` datagrams and evicts the oldest when full.
+//! Buffers of finished datagrams are kept for reuse: no allocation in steady state.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use super::IpHeader;
+
+const MAX_DATAGRAM: usize = 65_535;
+const UNITS: usize = MAX_DATAGRAM.div_ceil(8);
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    src: IpAddr,
+    dst: IpAddr,
+    id: u32,
+    proto: u8,
+}
+
+struct Pending {
+    key: Key,
+    first_ts: i64,
+    buf: Vec<u8>,
+    /// One bit per 8-byte unit received.
+    have: Vec<u64>,
+    /// Payload length, known once the last fragment arrived.
+    total: Option<usize>,
+    fragments: u32,
+    ip_bytes: u32,
+    /// Units received, and the furthest byte any fragment reached.
+    units: usize,
+    max_end: usize,
+}
+
+/// A completed datagram's upper-layer payload.
+pub struct Done<'a> {
+    pub payload: &'a [u8],
+    pub ip_bytes: u32,
+    pub fragments: u32,
+}
+
+pub struct FragTable {
+    max: usize,
+    timeout_ns: i64,
+    index: HashMap<Key, usize>,
+    slots: Vec<Pending>,
+    /// The slot whose buffer the last `Done` borrowed; freed on the next call.
+    finished: Option<usize>,
+    free: Vec<usize>,
+    dropped: u64,
+}
+
+impl FragTable {
+    pub fn new(max: usize, timeout_ns: i64) -> Self {
+        FragTable {
+            max: max.max(1),
+            timeout_ns,
+            index: HashMap::new(),
+            slots: Vec::new(),
+            finished: None,
+            free: Vec::new(),
+            dropped: 0,
+        }
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Add a fragment; returns the datagram's payload when it is complete.
+    pub fn insert(&mut self, h: &IpHeader, part: &[u8], ts_ns: i64) -> Option<Done<'_>> {
+        if let Some(slot) = self.finished.take() {
+            self.free.push(slot);
+        }
+        let key = Key { src: h.src, dst: h.dst, id: h.frag_id, proto: h.proto };
+        let start = h.frag_offset as usize;
+        let end = start + part.len();
+        if end > MAX_DATAGRAM || (h.more_fragments && part.len() % 8 != 0) {
+            self.dropped += 1;
+            return None;
+        }
+        let slot = match self.index.get(&key) {
+            Some(&s) if ts_ns.saturating_sub(self.slots[s].first_ts) <= self.timeout_ns => s,
+            Some(&s) => {
+                // Timed out: start over with this fragment.
+                self.dropped += u64::from(self.slots[s].fragments);
+                self.reset(s, key, ts_ns);
+                s
+            }
+            None => {
+                let s = self.allocate(ts_ns);
+                self.reset(s, key, ts_ns);
+                self.index.insert(key, s);
+                s
+            }
+        };
+        let p = &mut self.slots[slot];
+        p.fragments += 1;
+        p.ip_bytes = p.ip_bytes.saturating_add(h.ip_bytes);
+        if !h.more_fragments {
+            match p.total {
+                Some(t) if t != end => {
+                    // Two different ends: a malformed or hostile datagram.
+                    self.dropped += u64::from(p.fragments);
+                    self.release(slot);
+                    return None;
+                }
+                _ => p.total = Some(end),
+            }
+        }
+        if p.buf.len() < end {
+            p.buf.resize(end, 0);
+        }
+        // Copy only units not yet received (first arrival wins on overlap).
+        let mut unit = start / 8;
+        while unit * 8 < end {
+            let (w, b) = (unit / 64, unit % 64);
+            if p.have[w] & (1 << b) == 0 {
+                let from = unit * 8;
+                let to = (from + 8).min(end);
+                p.buf[from..to].copy_from_slice(&part[from - start..to - start]);
+                p.have[w] |= 1 << b;
+                p.units += 1;
+            }
+            unit += 1;
+        }
+        p.max_end = p.max_end.max(end);
+        let total = p.total?;
+        if p.max_end > total {
+            // Data past the datagram's end: malformed or hostile.
+            self.dropped += u64::from(p.fragments);
+            self.release(slot);
+            return None;
+        }
+        if p.units != total.div_ceil(8) {
+            return None;
+        }
+        self.index.remove(&key);
+        self.finished = Some(slot);
+        let p = &self.slots[slot];
+        Some(Done { payload: &p.buf[..total], ip_bytes: p.ip_bytes, fragments: p.fragments })
+    }
+
+    fn allocate(&mut self, ts_ns: i64) -> usize {
+        if let Some(s) = self.free.pop() {
+            return s;
+        }
+        if self.slots.len() < self.max {
+            self.slots.push(Pending {
+                key: Key { src: IpAddr::from([0u8; 4]), dst: IpAddr::from([0u8; 4]), id: 0, proto: 0 },
+                first_ts: ts_ns,
+                buf: Vec::new(),
+                have: vec![0; UNITS.div_ceil(64)],
+                total: None,
+                fragments: 0,
+                ip_bytes: 0,
+                units: 0,
+                max_end: 0,
+            });
+            return self.slots.len() - 1;
+        }
+        // Full: evict the oldest pending datagram (bounded scan of at most `max` slots).
+        let oldest = (0..self.slots.len())
+            .filter(|s| self.index.get(&self.slots[*s].key) == Some(s))
+            .min_by_key(|s| self.slots[*s].first_ts)
+            .unwrap_or(0);
+        self.dropped += u64::from(self.slots[oldest].fragments);
+        let k = self.slots[oldest].key;
+        self.index.remove(&k);
+        oldest
+    }
+
+    fn reset(&mut self, s: usize, key: Key, ts_ns: i64) {
+        let p = &mut self.slots[s];
+        p.key = key;
+        p.first_ts = ts_ns;
+        p.buf.clear();
+        p.have.iter_mut().for_each(|w| *w = 0);
+        p.total = None;
+        p.fragments = 0;
+        p.ip_bytes = 0;
+        p.units = 0;
+        p.max_end = 0;
+    }
+
+    fn release(&mut self, s: usize) {
+        let k = self.slots[s].key;
+        self.index.remove(&k);
+        self.free.push(s);
+    }
+}

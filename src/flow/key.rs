@@ -1,0 +1,117 @@
+//! Connection identity: a canonical (order-independent) 5-tuple, optionally with VLANs.
+
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+
+/// An address and port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// The node id of a service: `10.0.0.5:6379`, `[2001:db8::1]:53` (RFC 5952 form).
+    pub fn id(&self) -> String {
+        match self.ip {
+            IpAddr::V4(a) => format!("{a}:{}", self.port),
+            IpAddr::V6(a) => format!("[{a}]:{}", self.port),
+        }
+    }
+}
+
+/// Which endpoint of a [`FlowKey`] a packet came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    A = 0,
+    B = 1,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The canonical key: `a` is the lower endpoint, so both directions share one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub a: Endpoint,
+    pub b: Endpoint,
+    pub proto: u8,
+    /// VLAN ids, only when `--vlan-key` asks for them; 0 otherwise.
+    pub vlan: u32,
+}
+
+impl FlowKey {
+    /// The key of a packet from `src` to `dst`, and the side the packet came from.
+    pub fn new(src: Endpoint, dst: Endpoint, proto: u8, vlan: u32) -> (FlowKey, Side) {
+        if src <= dst {
+            (FlowKey { a: src, b: dst, proto, vlan }, Side::A)
+        } else {
+            (FlowKey { a: dst, b: src, proto, vlan }, Side::B)
+        }
+    }
+
+    pub fn endpoint(&self, side: Side) -> Endpoint {
+        match side {
+            Side::A => self.a,
+            Side::B => self.b,
+        }
+    }
+
+    /// A symmetric hash with a fixed key: picks the worker, the same for both directions.
+    pub fn dispatch_hash(&self) -> u64 {
+        let mut h = FixedHasher(0xcbf2_9ce4_8422_2325);
+        self.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// FNV-1a, then a final mix: stable across runs, cheap, and only used to spread
+/// connections over workers (the flow tables themselves use a keyed hash).
+struct FixedHasher(u64);
+
+impl Hasher for FixedHasher {
+    fn finish(&self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_directions_share_a_key_and_a_worker() {
+        let x = Endpoint { ip: "10.0.0.1".parse().unwrap(), port: 40000 };
+        let y = Endpoint { ip: "10.0.0.2".parse().unwrap(), port: 80 };
+        let (k1, s1) = FlowKey::new(x, y, 6, 0);
+        let (k2, s2) = FlowKey::new(y, x, 6, 0);
+        assert_eq!(k1, k2);
+        assert_ne!(s1, s2);
+        assert_eq!(k1.dispatch_hash(), k2.dispatch_hash());
+    }
+
+    #[test]
+    fn ipv6_ids_are_bracketed_rfc5952() {
+        let e = Endpoint { ip: "2001:db8:0:0:0:0:0:1".parse().unwrap(), port: 53 };
+        assert_eq!(e.id(), "[2001:db8::1]:53");
+    }
+}

@@ -1,0 +1,366 @@
+//! L7 on one connection: in-order byte delivery (TCP reassembly), protocol detection,
+//! the protocol's session from `protocols/`, and request/response pairing with latency.
+//!
+//! Parsers only report events; this module decides what they mean for the topology:
+//! pairing (in order, or by id for DNS), DNS retransmission de-duplication, latency
+//! (the response's first packet − the request's last packet, in packet time) and tallies.
+
+mod pairing;
+mod stream;
+
+use protocols::{AnySession, Detection, Direction, Event, Events, Protocol, Role, Session, Transport as L4};
+
+use crate::decode::Transport;
+use crate::flow::{SegmentKind, Side};
+use crate::limits::{LimitHits, Limits};
+use crate::report::L7Tally;
+use pairing::Pairing;
+use stream::Reassembly;
+
+/// How many payload-bearing chunks per direction detection looks at before giving up.
+const DETECT_TRIES: u8 = 4;
+/// Most bytes held while detection waits for more.
+const DETECT_BYTES: usize = 8 * 1024;
+
+enum State {
+    Detecting { tries: [u8; 2] },
+    Active(Box<AnySession>),
+    /// Encrypted (TLS, MySQL after SSL) or unrecognised: no more parsing.
+    Opaque,
+    Unknown,
+}
+
+impl std::fmt::Debug for L7Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("L7Conn").field("protocol", &self.protocol).field("client", &self.client).finish()
+    }
+}
+
+pub struct L7Conn {
+    tcp: bool,
+    state: State,
+    protocol: Option<Protocol>,
+    /// The side the parser treats as the client.
+    client: Option<Side>,
+    /// Set when detection (not the handshake) decided which side is the server.
+    l7_server: Option<Side>,
+    streams: [Reassembly; 2],
+    /// Bytes delivered in order but not yet consumed by the parser, per side.
+    carry: [Vec<u8>; 2],
+    pairing: Pairing,
+    tally: L7Tally,
+    events: Events,
+    /// Packet time at which the message now in progress in each direction began.
+    msg_start: [Option<i64>; 2],
+    mid_stream: bool,
+}
+
+impl L7Conn {
+    pub fn new(tcp: bool) -> L7Conn {
+        L7Conn {
+            tcp,
+            state: State::Detecting { tries: [0; 2] },
+            protocol: None,
+            client: None,
+            l7_server: None,
+            streams: [Reassembly::default(), Reassembly::default()],
+            carry: [Vec::new(), Vec::new()],
+            pairing: Pairing::default(),
+            tally: L7Tally::default(),
+            events: Vec::new(),
+            msg_start: [None; 2],
+            mid_stream: false,
+        }
+    }
+
+    fn done(&self) -> bool {
+        matches!(self.state, State::Opaque | State::Unknown)
+    }
+
+    /// One TCP segment from `side`. `client` is the flow's known opener, if any.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_tcp(
+        &mut self,
+        side: Side,
+        client: Option<Side>,
+        mid_stream: bool,
+        t: &Transport,
+        kind: SegmentKind,
+        payload: &[u8],
+        ts: i64,
+        limits: &Limits,
+        hits: &mut LimitHits,
+    ) {
+        if self.client.is_none() {
+            self.client = client;
+        }
+        self.mid_stream |= mid_stream;
+        if self.done() {
+            return;
+        }
+        let s = side.index();
+        let flags = t.tcp.flags;
+        if flags & crate::decode::tcp_flags::SYN != 0 {
+            self.streams[s].syn(t.tcp.seq);
+            return;
+        }
+        if kind == SegmentKind::KeepAlive {
+            return;
+        }
+        let fin = flags & crate::decode::tcp_flags::FIN != 0;
+        if payload.is_empty() && t.payload_wire_len == 0 && !fin {
+            return;
+        }
+        let mut st = std::mem::take(&mut self.streams[s]);
+        st.last_ts = ts;
+        let mut dropped = 0u64;
+        st.segment(t.tcp.seq, payload, t.payload_wire_len, fin, limits, &mut dropped, |chunk| {
+            self.deliver(side, chunk, ts, (t.sport, t.dport), limits, hits)
+        });
+        hits.reassembly_dropped_segments += dropped;
+        self.streams[s] = st;
+    }
+
+    pub fn on_udp(
+        &mut self,
+        side: Side,
+        client: Option<Side>,
+        t: &Transport,
+        payload: &[u8],
+        ts: i64,
+        limits: &Limits,
+        hits: &mut LimitHits,
+    ) {
+        if self.client.is_none() {
+            self.client = client;
+        }
+        if self.done() {
+            return;
+        }
+        self.deliver(side, stream::Chunk::Data(payload), ts, (t.sport, t.dport), limits, hits);
+    }
+
+    fn direction(&self, side: Side) -> Direction {
+        match self.client {
+            Some(c) if c != side => Direction::ToClient,
+            _ => Direction::ToServer,
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        side: Side,
+        chunk: stream::Chunk<'_>,
+        ts: i64,
+        ports: (u16, u16),
+        limits: &Limits,
+        hits: &mut LimitHits,
+    ) {
+        let s = side.index();
+        match chunk {
+            stream::Chunk::Gap => {
+                let dir = self.direction(side);
+                if let State::Active(sess) = &mut self.state {
+                    sess.gap(dir);
+                    self.carry[s].clear();
+                    self.msg_start[s] = None;
+                }
+            }
+            stream::Chunk::Fin => {
+                let dir = self.direction(side);
+                if let State::Active(sess) = &mut self.state {
+                    self.events.clear();
+                    sess.close(dir, &mut self.events);
+                    self.handle_events(side, ts, ts, limits, hits);
+                }
+            }
+            stream::Chunk::Data(bytes) => {
+                if bytes.is_empty() {
+                    return;
+                }
+                if let State::Detecting { .. } = self.state {
+                    self.detect(side, bytes, ports, limits);
+                    if let State::Active(_) = self.state {
+                        // Feed what detection held (the probed side first, then the other).
+                        let held = std::mem::take(&mut self.carry[s]);
+                        self.feed(side, &held, ts, limits, hits);
+                        let o = side.other();
+                        let held_o = std::mem::take(&mut self.carry[o.index()]);
+                        if !held_o.is_empty() {
+                            self.feed(o, &held_o, ts, limits, hits);
+                        }
+                    }
+                    return;
+                }
+                self.feed(side, bytes, ts, limits, hits);
+            }
+        }
+    }
+
+    fn detect(&mut self, side: Side, bytes: &[u8], ports: (u16, u16), limits: &Limits) {
+        let s = side.index();
+        let State::Detecting { tries } = &mut self.state else { return };
+        tries[s] = tries[s].saturating_add(1);
+        let give_up = tries[s] > DETECT_TRIES;
+        let carry = &mut self.carry[s];
+        if self.tcp {
+            carry.extend_from_slice(&bytes[..bytes.len().min(DETECT_BYTES.saturating_sub(carry.len()))]);
+        } else {
+            carry.clear();
+            carry.extend_from_slice(bytes);
+        }
+        let dir = match self.client {
+            Some(c) if c != side => Direction::ToClient,
+            _ => Direction::ToServer,
+        };
+        let hint = server_port_hint(ports, self.client.map(|c| c == side));
+        let l4 = if self.tcp { L4::Tcp } else { L4::Udp };
+        match protocols::detect(l4, dir, carry, hint) {
+            Detection::Found(p, role) => {
+                let sender_is_client = role == Role::Request;
+                let client = if sender_is_client { side } else { side.other() };
+                match self.client {
+                    None => {
+                        self.client = Some(client);
+                        self.l7_server = Some(client.other());
+                    }
+                    Some(known) if !self.tcp && known != client => {
+                        // UDP: a response seen first makes its receiver the client.
+                        self.client = Some(client);
+                        self.l7_server = Some(client.other());
+                    }
+                    _ => {}
+                }
+                self.protocol = Some(p);
+                if p == Protocol::Tls {
+                    self.state = State::Opaque;
+                    self.carry[0].clear();
+                    self.carry[1].clear();
+                    return;
+                }
+                let transport = if self.tcp { L4::Tcp } else { L4::Udp };
+                let mid = self.mid_stream || (self.tcp && self.streams[s].started_mid_stream());
+                self.state = State::Active(Box::new(AnySession::new(p, transport, mid, &limits.parser)));
+            }
+            Detection::NeedMore if !give_up && carry.len() < DETECT_BYTES && self.tcp => {}
+            Detection::NeedMore | Detection::Unknown => {
+                if !self.tcp {
+                    carry.clear();
+                }
+                let other_gave_up = tries[side.other().index()] > DETECT_TRIES;
+                if give_up || carry.len() >= DETECT_BYTES || !self.tcp {
+                    carry.clear();
+                    if !self.tcp || other_gave_up {
+                        self.state = State::Unknown;
+                    }
+                }
+            }
+        }
+    }
+
+    fn feed(&mut self, side: Side, bytes: &[u8], ts: i64, limits: &Limits, hits: &mut LimitHits) {
+        let s = side.index();
+        let dir = self.direction(side);
+        let State::Active(sess) = &mut self.state else { return };
+        if self.msg_start[s].is_none() {
+            self.msg_start[s] = Some(ts);
+        }
+        let start = self.msg_start[s].unwrap_or(ts);
+        self.events.clear();
+        let carry = &mut self.carry[s];
+        if carry.is_empty() {
+            let used = sess.feed(dir, bytes, &mut self.events).min(bytes.len());
+            if !self.tcp {
+                // A datagram is complete in itself.
+            } else if used < bytes.len() {
+                carry.extend_from_slice(&bytes[used..]);
+            }
+        } else {
+            carry.extend_from_slice(bytes);
+            let used = sess.feed(dir, carry, &mut self.events).min(carry.len());
+            carry.drain(..used);
+        }
+        if carry.len() > limits.parser.max_buffered {
+            // The parser cannot make progress within its bound: skip and resynchronise.
+            hits.parser_limits += 1;
+            carry.clear();
+            sess.gap(dir);
+        }
+        let in_progress = !carry.is_empty() || sess.in_message(dir);
+        let emitted = !self.events.is_empty();
+        self.handle_events(side, start, ts, limits, hits);
+        self.msg_start[s] = match (in_progress, emitted) {
+            (false, _) => None,
+            (true, true) => Some(ts),
+            (true, false) => Some(start),
+        };
+    }
+
+    /// Turn parser events into tallies. `first_start` is when the first message in these
+    /// events began; later ones began in the packet at `ts`.
+    fn handle_events(&mut self, side: Side, first_start: i64, ts: i64, limits: &Limits, hits: &mut LimitHits) {
+        let events = std::mem::take(&mut self.events);
+        let mut first = true;
+        for ev in &events {
+            let start = if first { first_start } else { ts };
+            first = false;
+            match ev {
+                Event::Request(r) => {
+                    if self.pairing.request(r, ts, limits.max_pending_requests, hits) {
+                        self.tally.requests += 1;
+                        self.tally.add_resource(&r.resource, 1, 0);
+                    }
+                }
+                Event::Response(resp) => {
+                    if let Some(req) = self.pairing.response(resp) {
+                        self.tally.responses += 1;
+                        *self.tally.codes.entry(resp.code).or_default() += 1;
+                        if resp.error {
+                            self.tally.errors += 1;
+                            self.tally.add_resource(&req.resource, 0, 1);
+                        }
+                        let lat_ns = start.saturating_sub(req.end_ts).max(0);
+                        self.tally.latency_us.record((lat_ns / 1000) as u64);
+                    }
+                }
+                Event::LoginFailed { code } => {
+                    *self.tally.codes.entry(*code).or_default() += 1;
+                }
+                Event::Encrypted => {
+                    self.state = State::Opaque;
+                }
+                Event::Anomaly(a) => {
+                    if *a == protocols::Anomaly::LimitExceeded {
+                        hits.parser_limits += 1;
+                    }
+                }
+            }
+        }
+        let _ = side;
+        self.events = events;
+        self.events.clear();
+    }
+
+    /// End of the connection: flush what reassembly still holds, and report.
+    pub fn finish(mut self, limits: &Limits, hits: &mut LimitHits) -> (&'static str, Option<Side>, L7Tally) {
+        for side in [Side::A, Side::B] {
+            let mut st = std::mem::take(&mut self.streams[side.index()]);
+            let last = st.last_ts;
+            st.flush(|chunk| self.deliver(side, chunk, last, (0, 0), limits, hits));
+            self.streams[side.index()] = st;
+        }
+        let name = self.protocol.map(Protocol::as_str).unwrap_or("unknown");
+        (name, self.l7_server, self.tally)
+    }
+}
+
+/// The port most likely to be the server's, used only to order the probes.
+fn server_port_hint((sport, dport): (u16, u16), sender_is_client: Option<bool>) -> u16 {
+    const KNOWN: [u16; 8] = [53, 80, 443, 3306, 6379, 8080, 5353, 8443];
+    match sender_is_client {
+        Some(true) => dport,
+        Some(false) => sport,
+        None if KNOWN.contains(&sport) && !KNOWN.contains(&dport) => sport,
+        None => dport,
+    }
+}

@@ -1,0 +1,48 @@
+//! Request/response pairing: in order (HTTP, MySQL, Redis pipelines) or by id (DNS).
+
+use std::collections::VecDeque;
+
+use protocols::event::Resource;
+use protocols::{Request, Response};
+
+use crate::limits::LimitHits;
+
+#[derive(Debug, Clone)]
+pub struct PendingRequest {
+    pub resource: Resource,
+    pub id: Option<u32>,
+    /// Packet time of the request's last packet.
+    pub end_ts: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct Pairing {
+    queue: VecDeque<PendingRequest>,
+}
+
+impl Pairing {
+    /// Queue a request. Returns false for a DNS retransmission (same id and question
+    /// still pending), which is the same request and counts once.
+    pub fn request(&mut self, r: &Request, ts: i64, max: usize, hits: &mut LimitHits) -> bool {
+        if r.id.is_some() && self.queue.iter().any(|p| p.id == r.id && p.resource == r.resource) {
+            return false;
+        }
+        if self.queue.len() >= max.max(1) {
+            self.queue.pop_front();
+            hits.pending_requests_dropped += 1;
+        }
+        self.queue.push_back(PendingRequest { resource: r.resource, id: r.id, end_ts: ts });
+        true
+    }
+
+    /// The request this response answers, if any is pending.
+    pub fn response(&mut self, resp: &Response) -> Option<PendingRequest> {
+        match resp.id {
+            Some(id) => {
+                let i = self.queue.iter().position(|p| p.id == Some(id))?;
+                self.queue.remove(i)
+            }
+            None => self.queue.pop_front(),
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! TCP reassembly for one direction: bytes come out in sequence order, once.
+//!
+//! Retransmitted and overlapping bytes are trimmed (first copy wins); segments after a hole
+//! wait in a bounded arena; when the arena is full, or the connection ends with a hole, the
+//! hole is reported as a [`Chunk::Gap`] and delivery resumes after it, so a lost segment
+//! never stalls the parser. Sequence numbers wrap around 2^32.
+
+use crate::limits::Limits;
+
+/// What reassembly hands to the parser, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Chunk<'a> {
+    Data(&'a [u8]),
+    /// Bytes that will never be seen (capture loss, snaplen cut, buffer limit).
+    Gap,
+    /// The direction ended (FIN), after all its data.
+    Fin,
+}
+
+/// At most this many buffered out-of-order segments per direction.
+const MAX_SEGMENTS: usize = 64;
+/// Arena capacity kept after it empties; larger ones are released.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    seq: u32,
+    /// Sequence length on the wire (captured bytes may be fewer).
+    wire_len: u32,
+    at: usize,
+    len: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Reassembly {
+    expected: Option<u32>,
+    mid_stream: bool,
+    held: Vec<Held>,
+    arena: Vec<u8>,
+    fin_seq: Option<u32>,
+    closed: bool,
+    pub last_ts: i64,
+}
+
+fn before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+impl Reassembly {
+    /// The direction's SYN: data starts at isn + 1.
+    pub fn syn(&mut self, isn: u32) {
+        if self.expected.is_none() {
+            self.expected = Some(isn.wrapping_add(1));
+        }
+    }
+
+    /// True if this direction's first byte was not seen from its start (no SYN).
+    pub fn started_mid_stream(&self) -> bool {
+        self.mid_stream
+    }
+
+    /// Take one segment; `out` receives what is now deliverable, in order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn segment(
+        &mut self,
+        seq: u32,
+        payload: &[u8],
+        wire_len: u32,
+        fin: bool,
+        limits: &Limits,
+        dropped: &mut u64,
+        mut out: impl FnMut(Chunk<'_>),
+    ) {
+        if self.closed {
+            return;
+        }
+        let exp = match self.expected {
+            Some(e) => e,
+            None => {
+                self.mid_stream = true;
+                self.expected = Some(seq);
+                seq
+            }
+        };
+        if fin {
+            self.fin_seq = Some(seq.wrapping_add(wire_len));
+        }
+        if wire_len > 0 {
+            if before(exp, seq) {
+                self.hold(seq, payload, wire_len, limits, dropped, &mut out);
+            } else {
+                self.take(seq, payload, wire_len, &mut out);
+                self.drain(&mut out);
+            }
+        }
+        self.check_fin(&mut out);
+    }
+
+    /// Deliver the part of a segment at or after `expected` (the segment starts at or
+    /// before it).
+    fn take(&mut self, seq: u32, payload: &[u8], wire_len: u32, out: &mut impl FnMut(Chunk<'_>)) {
+        let Some(exp) = self.expected else { return };
+        let skip = exp.wrapping_sub(seq);
+        if skip >= wire_len {
+            return; // all seen before
+        }
+        let skip = skip as usize;
+        if skip < payload.len() {
+            out(Chunk::Data(&payload[skip..]));
+        }
+        if payload.len() < wire_len as usize {
+            // The capture holds less than the segment carried.
+            out(Chunk::Gap);
+        }
+        self.expected = Some(seq.wrapping_add(wire_len));
+    }
+
+    fn hold(
+        &mut self,
+        seq: u32,
+        payload: &[u8],
+        wire_len: u32,
+        limits: &Limits,
+        dropped: &mut u64,
+        out: &mut impl FnMut(Chunk<'_>),
+    ) {
+        if self.held.iter().any(|h| h.seq == seq && h.wire_len >= wire_len) {
+            return; // a copy of a held segment
+        }
+        let full = self.held.len() >= MAX_SEGMENTS
+            || self.arena.len() + payload.len() > limits.max_reassembly_bytes_per_direction;
+        if full {
+            // Give up on the hole: resume at the earliest segment we have (held or this).
+            *dropped += 1;
+            let earliest = self.held.iter().map(|h| h.seq).fold(seq, |m, s| if before(s, m) { s } else { m });
+            out(Chunk::Gap);
+            self.expected = Some(earliest);
+            self.drain(out);
+            let Some(exp) = self.expected else { return };
+            if before(exp, seq) {
+                // Still after a hole: skip to this segment too.
+                out(Chunk::Gap);
+                self.expected = Some(seq);
+            }
+            self.take(seq, payload, wire_len, out);
+            self.drain(out);
+            return;
+        }
+        let at = self.arena.len();
+        self.arena.extend_from_slice(payload);
+        self.held.push(Held { seq, wire_len, at, len: payload.len() });
+    }
+
+    /// Deliver held segments that now touch `expected`.
+    fn drain(&mut self, out: &mut impl FnMut(Chunk<'_>)) {
+        while let Some(exp) = self.expected {
+            let Some(i) = self.held.iter().position(|h| !before(exp, h.seq)) else { break };
+            let h = self.held.swap_remove(i);
+            let arena = std::mem::take(&mut self.arena);
+            self.take(h.seq, &arena[h.at..h.at + h.len], h.wire_len, out);
+            self.arena = arena;
+        }
+        if self.held.is_empty() {
+            self.arena.clear();
+            if self.arena.capacity() > KEEP_CAPACITY {
+                self.arena = Vec::new();
+            }
+        }
+    }
+
+    fn check_fin(&mut self, out: &mut impl FnMut(Chunk<'_>)) {
+        if let (Some(f), Some(e)) = (self.fin_seq, self.expected) {
+            if !before(e, f) && self.held.is_empty() && !self.closed {
+                self.closed = true;
+                out(Chunk::Fin);
+            }
+        }
+    }
+
+    /// End of the connection: deliver everything held, reporting holes as gaps.
+    pub fn flush(&mut self, mut out: impl FnMut(Chunk<'_>)) {
+        while !self.held.is_empty() {
+            let earliest = self.held.iter().map(|h| h.seq).reduce(|m, s| if before(s, m) { s } else { m });
+            out(Chunk::Gap);
+            self.expected = earliest;
+            self.drain(&mut out);
+        }
+        if let Some(f) = self.fin_seq {
+            if !self.closed {
+                self.expected = Some(f);
+                self.check_fin(&mut out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(segs: &[(u32, &[u8])]) -> String {
+        let mut r = Reassembly::default();
+        r.syn(0);
+        let mut s = String::new();
+        let mut dropped = 0;
+        let limits = Limits::default();
+        for (seq, p) in segs {
+            r.segment(*seq, p, p.len() as u32, false, &limits, &mut dropped, |c| match c {
+                Chunk::Data(d) => s.push_str(std::str::from_utf8(d).unwrap()),
+                Chunk::Gap => s.push('|'),
+                Chunk::Fin => s.push('$'),
+            });
+        }
+        r.flush(|c| match c {
+            Chunk::Data(d) => s.push_str(std::str::from_utf8(d).unwrap()),
+            Chunk::Gap => s.push('|'),
+            Chunk::Fin => s.push('$'),
+        });
+        s
+    }
+
+    #[test]
+    fn out_of_order_retransmitted_and_overlapping_bytes_come_out_once_in_order() {
+        assert_eq!(run(&[(1, b"abc"), (7, b"ghi"), (4, b"def"), (1, b"abc"), (5, b"efgh"), (10, b"j")]), "abcdefghij");
+    }
+
+    #[test]
+    fn a_hole_never_filled_becomes_a_gap() {
+        assert_eq!(run(&[(1, b"abc"), (7, b"ghi")]), "abc|ghi");
+    }
+
+    #[test]
+    fn wraps_past_2_pow_32() {
+        let mut r = Reassembly::default();
+        r.syn(u32::MAX - 1);
+        let mut got = Vec::new();
+        let mut d = 0;
+        let l = Limits::default();
+        r.segment(u32::MAX, b"ab", 2, false, &l, &mut d, |c| if let Chunk::Data(x) = c { got.extend_from_slice(x) });
+        r.segment(1, b"cd", 2, false, &l, &mut d, |c| if let Chunk::Data(x) = c { got.extend_from_slice(x) });
+        assert_eq!(got, b"abcd");
+    }
+}

@@ -1,0 +1,83 @@
+//! Every bound wiremap enforces, in one place. Defaults are sized for a busy host on a
+//! 2-core / few-GiB budget; the ones users tune have command-line flags. Every hit is
+//! counted in the topology's `limits` object, never silent.
+
+use serde::Serialize;
+
+/// The bounds. Flags fill in the tunable ones; the rest keep their defaults.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Connections tracked at once, across all workers (the oldest idle one is evicted).
+    pub max_flows: usize,
+    /// Out-of-order bytes buffered per direction of a TCP connection.
+    pub max_reassembly_bytes_per_direction: usize,
+    /// Out-of-order bytes buffered across all connections of one worker.
+    pub max_reassembly_bytes_total: usize,
+    /// Requests waiting for a response per connection.
+    pub max_pending_requests: usize,
+    /// Edges in the document; past it, edges with only failed attempts are folded into the
+    /// service node's `failed_connections`.
+    pub max_edges: usize,
+    /// IP datagrams being reassembled from fragments at once.
+    pub max_fragment_datagrams: usize,
+    /// Largest capture record accepted (bytes); bigger ones mean a corrupt file.
+    pub max_record_bytes: usize,
+    /// Parser bounds (head sizes, DNS names, RESP nesting, MySQL packets).
+    pub parser: protocols::Limits,
+    /// Idle timeouts in packet time (nanoseconds).
+    pub udp_timeout_ns: i64,
+    pub tcp_idle_timeout_ns: i64,
+    pub tcp_closed_linger_ns: i64,
+    pub tcp_attempt_timeout_ns: i64,
+    pub fragment_timeout_ns: i64,
+}
+
+const SEC: i64 = 1_000_000_000;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_flows: 1_000_000,
+            max_reassembly_bytes_per_direction: 256 * 1024,
+            max_reassembly_bytes_total: 64 * 1024 * 1024,
+            max_pending_requests: 1024,
+            max_edges: 100_000,
+            max_fragment_datagrams: 4096,
+            max_record_bytes: 16 * 1024 * 1024,
+            parser: protocols::Limits::default(),
+            udp_timeout_ns: 60 * SEC,
+            tcp_idle_timeout_ns: 300 * SEC,
+            tcp_closed_linger_ns: 10 * SEC,
+            tcp_attempt_timeout_ns: 120 * SEC,
+            fragment_timeout_ns: 30 * SEC,
+        }
+    }
+}
+
+/// How often each limit was hit. Summed across workers; written as the document's `limits`.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct LimitHits {
+    /// Connections evicted because the flow table was full.
+    pub flows_evicted: u64,
+    /// Out-of-order segments dropped because a reassembly buffer was full.
+    pub reassembly_dropped_segments: u64,
+    /// Responses that found no pending request slot, or requests dropped from a full queue.
+    pub pending_requests_dropped: u64,
+    /// Edges with only failed attempts folded into their service node.
+    pub edges_folded: u64,
+    /// Fragments dropped: table full, datagram too big, or timed out incomplete.
+    pub fragments_dropped: u64,
+    /// Parser bounds hit (over-long heads, names, nesting, packets); the stream resynchronised.
+    pub parser_limits: u64,
+}
+
+impl LimitHits {
+    pub fn add(&mut self, o: &LimitHits) {
+        self.flows_evicted += o.flows_evicted;
+        self.reassembly_dropped_segments += o.reassembly_dropped_segments;
+        self.pending_requests_dropped += o.pending_requests_dropped;
+        self.edges_folded += o.edges_folded;
+        self.fragments_dropped += o.fragments_dropped;
+        self.parser_limits += o.parser_limits;
+    }
+}

@@ -1,0 +1,58 @@
+//! Batches: packets cross threads hundreds at a time, and the buffers come back to be
+//! reused, so the steady state allocates nothing.
+
+use crate::decode::Transport;
+
+/// A decoded packet inside a batch; its payload lives in the batch's byte buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct PacketMeta {
+    pub t: Transport,
+    pub ts_ns: i64,
+    pub vantage: u16,
+    /// Position of the packet in the merged input (for error reports).
+    pub order: u64,
+    pub payload_start: u32,
+    pub payload_len: u32,
+}
+
+#[derive(Default)]
+pub struct Batch {
+    pub packets: Vec<PacketMeta>,
+    pub bytes: Vec<u8>,
+}
+
+pub const BATCH_PACKETS: usize = 512;
+pub const BATCH_BYTES: usize = 512 * 1024;
+
+impl Batch {
+    pub fn with_capacity() -> Batch {
+        Batch { packets: Vec::with_capacity(BATCH_PACKETS), bytes: Vec::with_capacity(BATCH_BYTES) }
+    }
+
+    pub fn clear(&mut self) {
+        self.packets.clear();
+        self.bytes.clear();
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.packets.len() >= BATCH_PACKETS || self.bytes.len() >= BATCH_BYTES
+    }
+
+    pub fn push(&mut self, t: Transport, ts_ns: i64, vantage: u16, order: u64, payload: &[u8]) {
+        let start = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(payload);
+        self.packets.push(PacketMeta {
+            t,
+            ts_ns,
+            vantage,
+            order,
+            payload_start: start,
+            payload_len: payload.len() as u32,
+        });
+    }
+
+    pub fn payload(&self, m: &PacketMeta) -> &[u8] {
+        let s = m.payload_start as usize;
+        self.bytes.get(s..s + m.payload_len as usize).unwrap_or(&[])
+    }
+}

@@ -1,0 +1,301 @@
+//! The offline pipeline: read files merged by packet time, filter, decode, dispatch by a
+//! symmetric hash to N workers in recycled batches; join; build the document.
+
+mod batch;
+mod worker;
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+pub use batch::{Batch, PacketMeta};
+use worker::Worker;
+
+use crate::decode::{self, Decoder, Outcome};
+use crate::filter::FilterSet;
+use crate::flow::{Endpoint, FlowKey};
+use crate::limits::Limits;
+use crate::report::{self, doc::Document, ReaderStats, WorkerResult};
+use crate::source::{CaptureFile, InputError, OwnedPacket, ReadOutcome, Vantages};
+
+/// What the user asked for.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub files: Vec<String>,
+    pub filter: Option<String>,
+    pub threads: usize,
+    pub one_vantage: bool,
+    pub vlan_key: bool,
+    pub l7: bool,
+    pub limits: Limits,
+    pub progress: bool,
+}
+
+/// Why an analysis failed.
+#[derive(Debug)]
+pub enum RunError {
+    /// Nothing usable was read: no document.
+    Input(InputError),
+    Filter(String),
+    /// A worker crashed: an internal error, reported with the packet it was on.
+    Internal(String),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Input(e) => write!(f, "{e}"),
+            RunError::Filter(e) => write!(f, "{e}"),
+            RunError::Internal(e) => write!(f, "internal error: {e}"),
+        }
+    }
+}
+
+/// The document, plus warnings and a fault that stopped reading early (the document then
+/// covers what came before it).
+pub struct Analysis {
+    pub document: Document,
+    pub warnings: Vec<String>,
+    pub fault: Option<InputError>,
+}
+
+struct Input {
+    file: CaptureFile,
+    head: OwnedPacket,
+    has_head: bool,
+    done: bool,
+}
+
+pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
+    let mut vantages = Vantages::new(opts.one_vantage);
+    let mut inputs = Vec::with_capacity(opts.files.len());
+    for path in &opts.files {
+        let file = CaptureFile::open(path, opts.limits.max_record_bytes).map_err(RunError::Input)?;
+        inputs.push(Input { file, head: OwnedPacket::default(), has_head: false, done: false });
+    }
+    let mut filter = opts.filter.as_deref().map(FilterSet::new);
+    if let Some(f) = &mut filter {
+        // Surface a bad expression before reading anything.
+        f.prepare(decode::linktype::EN10MB).map_err(|e| RunError::Filter(e.0))?;
+    }
+
+    let threads = opts.threads.max(1);
+    let (result_tx, result_rx) = bounded::<(usize, WorkerResult)>(threads);
+    let mut senders: Vec<Sender<Batch>> = Vec::with_capacity(threads);
+    let (recycle_tx, recycle_rx) = bounded::<Batch>(threads * 8);
+    let mut handles = Vec::with_capacity(threads);
+    let positions: Vec<Arc<AtomicU64>> = (0..threads).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    for (i, position) in positions.iter().enumerate() {
+        let (tx, rx) = bounded::<Batch>(4);
+        senders.push(tx);
+        let recycle = recycle_tx.clone();
+        let results = result_tx.clone();
+        let limits = opts.limits.clone();
+        let max_flows = (opts.limits.max_flows / threads).max(1);
+        let (vlan_key, l7) = (opts.vlan_key, opts.l7);
+        let position = Arc::clone(position);
+        handles.push(thread::Builder::new().name(format!("wiremap-worker-{i}")).spawn(move || {
+            let mut w = Worker::new(limits, max_flows, vlan_key, l7);
+            work(&mut w, &rx, &recycle, &position);
+            let _ = results.send((i, w.into_result()));
+        }));
+    }
+    drop(result_tx);
+    drop(recycle_tx);
+
+    let mut reader = Reader {
+        decoder: Decoder::new(opts.limits.max_fragment_datagrams, opts.limits.fragment_timeout_ns),
+        stats: ReaderStats::default(),
+        batches: (0..threads).map(|_| Batch::with_capacity()).collect(),
+        senders,
+        recycle: recycle_rx,
+        order: 0,
+        workers_gone: false,
+    };
+    let mut warnings = Vec::new();
+    let mut fault = None;
+    let progress = opts.progress && std::io::stderr().is_terminal();
+    let total_bytes: u64 = opts.files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+
+    // Merge by packet time; ties go to the earlier file.
+    'read: loop {
+        for inp in inputs.iter_mut() {
+            if inp.has_head || inp.done {
+                continue;
+            }
+            match inp.file.next_packet(&mut vantages, &mut inp.head) {
+                Ok(ReadOutcome::Packet) => inp.has_head = true,
+                Ok(ReadOutcome::End) => inp.done = true,
+                Ok(ReadOutcome::Cut { offset }) => {
+                    warnings.push(format!(
+                        "{}: the file ends in the middle of a record at byte {offset} (a capture that was cut short); the document covers what came before",
+                        inp.file.path
+                    ));
+                    inp.done = true;
+                }
+                Err(e) => {
+                    fault = Some(e);
+                    break 'read;
+                }
+            }
+        }
+        let next = inputs
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.has_head)
+            .min_by_key(|(idx, i)| (i.head.ts_ns, *idx))
+            .map(|(idx, _)| idx);
+        let Some(idx) = next else { break };
+        let pkt = std::mem::take(&mut inputs[idx].head);
+        inputs[idx].has_head = false;
+        if let Err(e) = reader.packet(&pkt, &mut vantages, filter.as_mut()) {
+            return Err(RunError::Filter(e));
+        }
+        inputs[idx].head = pkt;
+        if reader.workers_gone {
+            break;
+        }
+        if progress && reader.order % 1_000_000 == 0 {
+            let done: u64 = inputs.iter().map(|i| i.file.offset()).sum();
+            eprint!("\rwiremap: {} packets, {}% of input", reader.order, done * 100 / total_bytes.max(1));
+        }
+    }
+    if progress && reader.order >= 1_000_000 {
+        eprintln!();
+    }
+    reader.flush_all();
+    let stats = reader.finish();
+
+    let mut results: Vec<Option<WorkerResult>> = (0..threads).map(|_| None).collect();
+    for (i, r) in result_rx.iter() {
+        results[i] = Some(r);
+    }
+    for (i, h) in handles.into_iter().enumerate() {
+        let joined = match h {
+            Ok(h) => h.join(),
+            Err(e) => return Err(RunError::Internal(format!("cannot start worker: {e}"))),
+        };
+        if let Err(panic) = joined {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            return Err(RunError::Internal(format!(
+                "worker {i} failed at packet {} of the input: {msg}",
+                positions[i].load(Ordering::Relaxed) + 1
+            )));
+        }
+    }
+    let results: Vec<WorkerResult> = results.into_iter().flatten().collect();
+    let kind = "pcap";
+    let document = report::build_document(report::DocumentInput {
+        results,
+        reader: stats,
+        vantages: &vantages,
+        filter: opts.filter.as_deref(),
+        max_edges: opts.limits.max_edges,
+        kind,
+    });
+    Ok(Analysis { document, warnings, fault })
+}
+
+fn work(w: &mut Worker, rx: &Receiver<Batch>, recycle: &Sender<Batch>, position: &AtomicU64) {
+    for mut batch in rx.iter() {
+        w.process_batch(&batch, position);
+        batch.clear();
+        let _ = recycle.try_send(batch);
+    }
+}
+
+/// The reader's side of dispatch.
+pub struct Reader {
+    decoder: Decoder,
+    pub stats: ReaderStats,
+    batches: Vec<Batch>,
+    senders: Vec<Sender<Batch>>,
+    recycle: Receiver<Batch>,
+    order: u64,
+    workers_gone: bool,
+}
+
+impl Reader {
+    fn packet(&mut self, pkt: &OwnedPacket, vantages: &mut Vantages, filter: Option<&mut FilterSet>) -> Result<(), String> {
+        let order = self.order;
+        self.order += 1;
+        let ip_bytes_seen = decode::ip_bytes_of(pkt.linktype, &pkt.data);
+        if let Some(v) = vantages.list.get_mut(pkt.vantage as usize) {
+            v.packets += 1;
+            v.bytes += u64::from(ip_bytes_seen);
+        }
+        if let Some(f) = filter {
+            f.prepare(pkt.linktype).map_err(|e| e.0)?;
+            if !f.matches(pkt.linktype, &pkt.data, pkt.wire_len) {
+                return Ok(());
+            }
+        }
+        let st = &mut self.stats;
+        st.packets += 1;
+        st.bytes += u64::from(ip_bytes_seen);
+        st.first_ts = Some(st.first_ts.map_or(pkt.ts_ns, |t| t.min(pkt.ts_ns)));
+        st.last_ts = Some(st.last_ts.map_or(pkt.ts_ns, |t| t.max(pkt.ts_ns)));
+        match self.decoder.decode(pkt.linktype, &pkt.data, pkt.ts_ns) {
+            Outcome::Flow(t, payload) => {
+                if t.truncated {
+                    st.truncated += 1;
+                }
+                let (key, _) = FlowKey::new(
+                    Endpoint { ip: t.src, port: t.sport },
+                    Endpoint { ip: t.dst, port: t.dport },
+                    t.proto,
+                    0,
+                );
+                let w = (key.dispatch_hash() % self.senders.len() as u64) as usize;
+                self.batches[w].push(t, pkt.ts_ns, pkt.vantage, order, payload);
+                if self.batches[w].is_full() {
+                    self.send(w);
+                }
+            }
+            Outcome::Other { truncated, .. } => {
+                st.other += 1;
+                if truncated {
+                    st.truncated += 1;
+                }
+            }
+            Outcome::FragmentHeld { .. } => {}
+            Outcome::Duplicate => st.duplicates += 1,
+            Outcome::Undecodable { truncated, .. } => {
+                st.undecodable += 1;
+                if truncated {
+                    st.truncated += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, w: usize) {
+        let fresh = self.recycle.try_recv().unwrap_or_else(|_| Batch::with_capacity());
+        let full = std::mem::replace(&mut self.batches[w], fresh);
+        if self.senders[w].send(full).is_err() {
+            self.workers_gone = true;
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for w in 0..self.batches.len() {
+            if !self.batches[w].packets.is_empty() {
+                self.send(w);
+            }
+        }
+    }
+
+    fn finish(mut self) -> ReaderStats {
+        self.stats.fragments_dropped = self.decoder.fragments_dropped();
+        self.senders.clear();
+        self.stats
+    }
+}

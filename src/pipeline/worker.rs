@@ -1,0 +1,171 @@
+//! A worker: owns its flow table (no locks), turns packets into connection state and
+//! finished connections into edge sums.
+
+use std::collections::hash_map::Entry;
+
+use super::batch::{Batch, PacketMeta};
+use crate::decode::tcp_flags::{ACK, SYN};
+use crate::flow::{Endpoint, Flow, FlowKey, FlowTable};
+use crate::l7::L7Conn;
+use crate::limits::Limits;
+use crate::report::{ConnSummary, WorkerResult};
+
+pub struct Worker {
+    table: FlowTable,
+    limits: Limits,
+    vlan_key: bool,
+    l7: bool,
+    out: WorkerResult,
+    now: i64,
+    since_sweep: u32,
+}
+
+impl Worker {
+    pub fn new(limits: Limits, max_flows: usize, vlan_key: bool, l7: bool) -> Worker {
+        Worker {
+            table: FlowTable::new(max_flows),
+            limits,
+            vlan_key,
+            l7,
+            out: WorkerResult::default(),
+            now: i64::MIN,
+            since_sweep: 0,
+        }
+    }
+
+    pub fn process_batch(&mut self, batch: &Batch, position: &std::sync::atomic::AtomicU64) {
+        for m in &batch.packets {
+            position.store(m.order, std::sync::atomic::Ordering::Relaxed);
+            self.process(m, batch.payload(m));
+        }
+        self.since_sweep += 1;
+        if self.since_sweep >= 16 {
+            self.since_sweep = 0;
+            self.sweep();
+        }
+    }
+
+    fn process(&mut self, m: &PacketMeta, payload: &[u8]) {
+        let t = &m.t;
+        let ts = m.ts_ns;
+        self.now = self.now.max(ts);
+        let src = Endpoint { ip: t.src, port: t.sport };
+        let dst = Endpoint { ip: t.dst, port: t.dport };
+        let (key, side) = FlowKey::new(src, dst, t.proto, if self.vlan_key { t.vlan } else { 0 });
+        let tcp = t.proto == 6;
+        let id = match self.table.find(&key) {
+            Some(id) => {
+                let f = self.table.get(id);
+                let renew = f.expired(ts, &self.limits) || f.is_new_connection(t);
+                if renew {
+                    self.finish(id);
+                    self.create(key, m.vantage, ts, tcp)
+                } else if f.vantage != m.vantage {
+                    // The same connection seen again from another capture position: its
+                    // counters come from the first one (the contract's vantage rule).
+                    self.out.other_vantage_packets += u64::from(t.fragments);
+                    return;
+                } else {
+                    id
+                }
+            }
+            None => self.create(key, m.vantage, ts, tcp),
+        };
+        self.table.touch(id);
+        let l7_on = self.l7;
+        let flow = self.table.get_mut(id);
+        if tcp {
+            let kind = flow.update_tcp(side, t, payload.len(), ts);
+            if t.tcp.flags & (SYN | ACK) == (SYN | ACK) && flow.client == Some(side.other()) {
+                self.out.syn_servers.insert(key.endpoint(side));
+            }
+            if l7_on {
+                let client = flow.client;
+                let mid = !flow.syn_seen && !flow.synack_seen;
+                let conn = flow.l7.get_or_insert_with(|| Box::new(L7Conn::new(true)));
+                conn.on_tcp(side, client, mid, t, kind, payload, ts, &self.limits, &mut self.out.limits);
+            }
+        } else {
+            flow.update_udp(side, t, ts);
+            if l7_on && !payload.is_empty() {
+                let client = flow.client;
+                let conn = flow.l7.get_or_insert_with(|| Box::new(L7Conn::new(false)));
+                conn.on_udp(side, client, t, payload, ts, &self.limits, &mut self.out.limits);
+            }
+        }
+    }
+
+    fn create(&mut self, key: FlowKey, vantage: u16, ts: i64, tcp: bool) -> u32 {
+        if self.table.is_full() {
+            if let Some(old) = self.table.oldest() {
+                if !self.table.get(old).expired(ts, &self.limits) {
+                    self.out.limits.flows_evicted += 1;
+                }
+                self.finish(old);
+            }
+        }
+        self.table.insert(Flow::new(key, vantage, ts, tcp))
+    }
+
+    /// Expire idle flows from the old end of the LRU list. Only frees memory: a packet
+    /// for an expired flow would have started a new one anyway.
+    fn sweep(&mut self) {
+        while let Some(old) = self.table.oldest() {
+            if self.table.get(old).expired(self.now, &self.limits) {
+                self.finish(old);
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn finish(&mut self, id: u32) {
+        let flow = self.table.remove(id);
+        self.account(flow);
+    }
+
+    fn account(&mut self, mut flow: Flow) {
+        flow.finish();
+        self.out.flows += 1;
+        if flow.failed() {
+            self.out.failed_connections += 1;
+        }
+        let (protocol, l7_server, tally) = match flow.l7.take() {
+            Some(conn) => conn.finish(&self.limits, &mut self.out.limits),
+            None => ("unknown", None, Default::default()),
+        };
+        let summary = ConnSummary::from_flow(&flow, protocol, l7_server, tally);
+        // UDP: a response seen first (a DNS answer) makes its receiver the client. TCP
+        // without a handshake is oriented in the join stage, where every worker's SYN
+        // answers are known.
+        let client = match (flow.tcp, l7_server) {
+            (false, Some(server)) => Some(server.other()),
+            _ => flow.client,
+        };
+        let Some(client) = client else {
+            self.out.undetermined.push(summary);
+            return;
+        };
+        let (k, agg) = summary.into_edge(client);
+        let room = self.out.edges.len() < self.limits.max_edges;
+        match self.out.edges.entry(k) {
+            Entry::Occupied(mut e) => e.get_mut().merge(&agg),
+            Entry::Vacant(v) => {
+                if room || !agg.only_failed() {
+                    v.insert(agg);
+                } else {
+                    // A flood of failed attempts must not grow the edge map without bound.
+                    *self.out.folded_failed.entry(k.server).or_default() += agg.failed_connections;
+                    self.out.limits.edges_folded += 1;
+                }
+            }
+        }
+    }
+
+    pub fn into_result(mut self) -> WorkerResult {
+        for flow in self.table.drain() {
+            self.account(flow);
+        }
+        self.out
+    }
+}

@@ -1,0 +1,348 @@
+//! The join-and-merge stage: per-connection summaries and per-worker edge sums in, one
+//! deterministic topology document out. Everything here is order-independent (sums,
+//! mergeable digests) and sorted at the end, so `--threads` never changes the output.
+
+mod digest;
+pub mod doc;
+mod edge;
+pub mod time;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+pub use digest::{Digest, Summary};
+pub use edge::{EdgeAgg, EdgeKey, L7Tally, MAX_RESOURCES};
+
+use crate::flow::{Endpoint, Flow, FlowKey, Side};
+use crate::limits::LimitHits;
+use crate::source::{linktype_name, Vantages};
+use doc::*;
+
+/// A finished connection, reduced to what the topology needs.
+#[derive(Debug)]
+pub struct ConnSummary {
+    pub key: FlowKey,
+    /// Known opener (SYN, SYN-ACK, first UDP datagram).
+    pub client: Option<Side>,
+    /// The side the L7 parser recognised as responding, when the start was not seen.
+    pub l7_server: Option<Side>,
+    pub udp: bool,
+    pub protocol: &'static str,
+    pub established: bool,
+    pub failed: bool,
+    pub reset: bool,
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+    pub retransmissions: u64,
+    pub missed_bytes: u64,
+    pub rtt_us: Option<u64>,
+    pub l7: L7Tally,
+}
+
+impl ConnSummary {
+    pub fn from_flow(f: &Flow, protocol: &'static str, l7_server: Option<Side>, l7: L7Tally) -> ConnSummary {
+        ConnSummary {
+            key: f.key,
+            client: f.client,
+            l7_server,
+            udp: !f.tcp,
+            protocol,
+            established: f.established,
+            failed: f.failed(),
+            reset: f.rst_seen,
+            packets: [f.dir[0].packets, f.dir[1].packets],
+            bytes: [f.dir[0].bytes, f.dir[1].bytes],
+            retransmissions: f.retransmissions,
+            missed_bytes: f.missed_bytes(),
+            rtt_us: f.rtt_ns.map(|ns| (ns.max(0) / 1000) as u64),
+            l7,
+        }
+    }
+
+    /// The edge this connection belongs to, given which side is the client.
+    pub fn into_edge(self, client: Side) -> (EdgeKey, EdgeAgg) {
+        let c = client.index();
+        let s = client.other().index();
+        let key = EdgeKey {
+            client: self.key.endpoint(client).ip,
+            server: self.key.endpoint(client.other()),
+            udp: self.udp,
+            protocol: self.protocol,
+        };
+        let mut agg = EdgeAgg {
+            connections: u64::from(self.established),
+            failed_connections: u64::from(self.failed),
+            packets: [self.packets[c], self.packets[s]],
+            bytes: [self.bytes[c], self.bytes[s]],
+            retransmissions: self.retransmissions,
+            resets: u64::from(self.reset),
+            missed_bytes: self.missed_bytes,
+            rtt_us: Digest::default(),
+            l7: self.l7,
+        };
+        if let Some(rtt) = self.rtt_us {
+            agg.rtt_us.record(rtt);
+        }
+        (key, agg)
+    }
+}
+
+/// What one worker hands to the join stage.
+#[derive(Debug, Default)]
+pub struct WorkerResult {
+    pub edges: HashMap<EdgeKey, EdgeAgg>,
+    /// Connections whose opener was not seen: oriented in the join stage.
+    pub undetermined: Vec<ConnSummary>,
+    /// Endpoints seen answering a SYN.
+    pub syn_servers: HashSet<Endpoint>,
+    /// Failed attempts folded into their service when the edge limit was reached.
+    pub folded_failed: HashMap<Endpoint, u64>,
+    pub flows: u64,
+    pub failed_connections: u64,
+    pub other_vantage_packets: u64,
+    pub limits: LimitHits,
+}
+
+/// Counts made by the reader (before dispatch).
+#[derive(Debug, Default, Clone)]
+pub struct ReaderStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub other: u64,
+    pub undecodable: u64,
+    pub truncated: u64,
+    pub duplicates: u64,
+    pub first_ts: Option<i64>,
+    pub last_ts: Option<i64>,
+    pub fragments_dropped: u64,
+}
+
+/// Pick the server of a connection whose opener was not seen (the contract's rules):
+/// an endpoint seen answering a SYN elsewhere; else what L7 recognised; else the port
+/// below 1024; else the lower port.
+fn server_side(c: &ConnSummary, syn_servers: &HashSet<Endpoint>) -> Side {
+    let a = syn_servers.contains(&c.key.a);
+    let b = syn_servers.contains(&c.key.b);
+    if a != b {
+        return if a { Side::A } else { Side::B };
+    }
+    if let Some(s) = c.l7_server {
+        return s;
+    }
+    let (pa, pb) = (c.key.a.port, c.key.b.port);
+    if (pa < 1024) != (pb < 1024) {
+        return if pa < 1024 { Side::A } else { Side::B };
+    }
+    if pa != pb {
+        return if pa < pb { Side::A } else { Side::B };
+    }
+    Side::A
+}
+
+pub struct DocumentInput<'a> {
+    pub results: Vec<WorkerResult>,
+    pub reader: ReaderStats,
+    pub vantages: &'a Vantages,
+    pub filter: Option<&'a str>,
+    pub max_edges: usize,
+    pub kind: &'static str,
+}
+
+fn client_id(ip: &std::net::IpAddr) -> String {
+    ip.to_string()
+}
+
+/// Merge worker results into the document.
+pub fn build_document(input: DocumentInput<'_>) -> Document {
+    let DocumentInput { results, reader, vantages, filter, max_edges, kind } = input;
+    let mut syn_servers = HashSet::new();
+    for r in &results {
+        syn_servers.extend(r.syn_servers.iter().copied());
+    }
+    let mut limits = LimitHits::default();
+    let mut totals = Totals {
+        packets: reader.packets,
+        bytes: reader.bytes,
+        other: reader.other,
+        undecodable: reader.undecodable,
+        truncated: reader.truncated,
+        duplicates: reader.duplicates,
+        ..Totals::default()
+    };
+    limits.fragments_dropped += reader.fragments_dropped;
+
+    // Sorted by the contract's edge key (string ids).
+    let mut edges: BTreeMap<(String, String, &'static str, &'static str), EdgeAgg> = BTreeMap::new();
+    let mut folded: BTreeMap<Endpoint, u64> = BTreeMap::new();
+    let add = |edges: &mut BTreeMap<_, EdgeAgg>, k: EdgeKey, a: &EdgeAgg| {
+        let key = (client_id(&k.client), k.server.id(), if k.udp { "udp" } else { "tcp" }, k.protocol);
+        edges.entry(key).or_default().merge(a);
+    };
+    let mut server_of: HashMap<String, Endpoint> = HashMap::new();
+    for r in results {
+        totals.flows += r.flows;
+        totals.failed_connections += r.failed_connections;
+        totals.other_vantage_packets += r.other_vantage_packets;
+        limits.add(&r.limits);
+        for (ep, n) in r.folded_failed {
+            *folded.entry(ep).or_default() += n;
+        }
+        for (k, a) in &r.edges {
+            server_of.insert(k.server.id(), k.server);
+            add(&mut edges, *k, a);
+        }
+        for c in r.undetermined {
+            let client = c.client.unwrap_or_else(|| server_side(&c, &syn_servers).other());
+            let (k, a) = c.into_edge(client);
+            server_of.insert(k.server.id(), k.server);
+            add(&mut edges, k, &a);
+        }
+    }
+
+    // The edge limit: edges with real traffic first; failed-only edges while room remains.
+    let working = edges.values().filter(|a| !a.only_failed()).count();
+    let mut room = max_edges.saturating_sub(working);
+    edges.retain(|(_, server, _, _), a| {
+        if !a.only_failed() {
+            return true;
+        }
+        if room > 0 {
+            room -= 1;
+            return true;
+        }
+        if let Some(ep) = server_of.get(server) {
+            *folded.entry(*ep).or_default() += a.failed_connections;
+        }
+        limits.edges_folded += 1;
+        false
+    });
+
+    // Nodes: every endpoint in an edge, once, sorted by id.
+    let mut clients: BTreeSet<String> = BTreeSet::new();
+    let mut services: BTreeMap<String, (Endpoint, BTreeSet<&'static str>, u64)> = BTreeMap::new();
+    for ((client, server, _, proto), a) in &edges {
+        clients.insert(client.clone());
+        let ep = server_of[server];
+        let e = services.entry(server.clone()).or_insert((ep, BTreeSet::new(), 0));
+        e.1.insert(proto);
+        e.2 += a.failed_connections;
+    }
+    for (ep, n) in &folded {
+        let e = services.entry(ep.id()).or_insert((*ep, BTreeSet::new(), 0));
+        e.2 += n;
+    }
+    let mut nodes: Vec<NodeDoc> = Vec::new();
+    for c in clients {
+        nodes.push(NodeDoc {
+            ip: c.clone(),
+            id: c,
+            port: None,
+            role: "client",
+            protocols: None,
+            backends: None,
+            failed_connections: None,
+        });
+    }
+    for (id, (ep, protos, failed)) in services {
+        // "unknown" is listed only when nothing better is known.
+        let mut p: Vec<&'static str> = protos.iter().copied().filter(|p| *p != "unknown").collect();
+        if p.is_empty() && protos.contains("unknown") {
+            p.push("unknown");
+        }
+        nodes.push(NodeDoc {
+            id,
+            ip: ep.ip.to_string(),
+            port: Some(ep.port),
+            role: "service",
+            protocols: Some(p),
+            backends: None,
+            failed_connections: Some(failed),
+        });
+    }
+    nodes.sort_by(|a, b| a.id.cmp(&b.id));
+
+    let mut edge_docs = Vec::with_capacity(edges.len());
+    for ((client, server, transport, protocol), a) in edges {
+        totals.l7_requests += a.l7.requests;
+        edge_docs.push(edge_doc(client, server, transport, protocol, a));
+    }
+
+    let sources = vantages
+        .list
+        .iter()
+        .map(|v| SourceDoc {
+            kind,
+            name: v.files.first().cloned().unwrap_or_default(),
+            interface: v.interface.as_ref().map(|(i, _)| *i),
+            interface_name: v.interface.as_ref().and_then(|(_, n)| n.clone()),
+            files: (v.files.len() > 1).then(|| v.files.clone()),
+            format: v.format,
+            linktype: linktype_name(v.linktype),
+            packets: v.packets,
+            bytes: v.bytes,
+            filter: filter.map(str::to_string),
+        })
+        .collect();
+
+    Document {
+        schema: SCHEMA,
+        generator: Generator { name: "wiremap", version: env!("CARGO_PKG_VERSION") },
+        sources,
+        window: Window {
+            start: time::rfc3339_micros(reader.first_ts.unwrap_or(0)),
+            end: time::rfc3339_micros(reader.last_ts.unwrap_or(0)),
+        },
+        totals,
+        limits,
+        nodes,
+        edges: edge_docs,
+    }
+}
+
+fn edge_doc(client: String, server: String, transport: &'static str, protocol: &'static str, a: EdgeAgg) -> EdgeDoc {
+    let tcp = transport == "tcp";
+    let mut resources: Vec<(String, u64, u64)> =
+        a.l7.resources.iter().map(|(r, (n, e))| (r.as_str().to_string(), *n, *e)).collect();
+    // Most requests first; ties by name so the order is stable.
+    resources.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+    resources.truncate(10);
+    let latency = if a.l7.responses > 0 {
+        a.l7.latency_us.summary().map(|s| Latency {
+            count: s.count,
+            min: s.min,
+            p50: s.p50,
+            p90: s.p90,
+            p99: s.p99,
+            max: s.max,
+            mean: s.mean,
+        })
+    } else {
+        None
+    };
+    EdgeDoc {
+        client,
+        server,
+        transport,
+        protocol,
+        connections: a.connections,
+        failed_connections: tcp.then_some(a.failed_connections),
+        packets: Directional { to_server: a.packets[0], to_client: a.packets[1] },
+        bytes: Directional { to_server: a.bytes[0], to_client: a.bytes[1] },
+        requests: a.l7.requests,
+        responses: a.l7.responses,
+        errors: a.l7.errors,
+        latency_us: latency,
+        codes: a.l7.codes.iter().map(|(c, n)| (c.as_str().to_string(), *n)).collect(),
+        top_resources: (a.l7.requests > 0).then(|| {
+            resources
+                .into_iter()
+                .map(|(resource, requests, errors)| ResourceDoc { resource, requests, errors })
+                .collect()
+        }),
+        tcp: tcp.then(|| TcpDoc {
+            rtt_us: if a.rtt_us.is_empty() { None } else { Some(a.rtt_us.quantile(0.5)) },
+            retransmissions: a.retransmissions,
+            resets: a.resets,
+            missed_bytes: a.missed_bytes,
+        }),
+    }
+}

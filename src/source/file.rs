@@ -1,0 +1,303 @@
+//! pcap and pcapng files, read with `pcap-parser` (pure Rust, streaming, exposes pcapng
+//! interfaces and their timestamp resolutions, which libpcap's reader hides).
+
+use std::fs::File;
+use std::io::Read;
+
+use pcap_parser::pcapng::Block;
+use pcap_parser::traits::PcapReaderIterator;
+use pcap_parser::{PcapBlockOwned, PcapError};
+
+use super::{OwnedPacket, Vantages};
+
+/// Why a file could not be read. Displayed as one line naming the file.
+#[derive(Debug)]
+pub enum InputError {
+    Open(String, std::io::Error),
+    Empty(String),
+    NotCapture(String),
+    /// A fault after some packets were read: what came before is still reported.
+    Corrupt { path: String, offset: u64, what: String },
+    Read(String, String),
+}
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InputError::Open(p, e) => write!(f, "{p}: cannot open: {e}"),
+            InputError::Empty(p) => write!(f, "{p}: empty file, not a pcap or pcapng capture"),
+            InputError::NotCapture(p) => write!(f, "{p}: not a pcap or pcapng capture"),
+            InputError::Corrupt { path, offset, what } => {
+                write!(f, "{path}: corrupt capture at byte {offset}: {what}")
+            }
+            InputError::Read(p, e) => write!(f, "{p}: read error: {e}"),
+        }
+    }
+}
+
+/// What `next_packet` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    Packet,
+    End,
+    /// The file ends in the middle of a record (a capture that was killed).
+    Cut { offset: u64 },
+}
+
+struct Interface {
+    linktype: u32,
+    /// Units per second of this interface's timestamps.
+    units_per_sec: u64,
+    offset_sec: i64,
+    vantage: u16,
+}
+
+enum Format {
+    Pcap { linktype: u32, nanos: bool, vantage: u16 },
+    PcapNg { section: u32, interfaces: Vec<Interface> },
+    Unknown,
+}
+
+/// One open capture file, yielding packets in file order.
+pub struct CaptureFile {
+    pub path: String,
+    reader: Box<dyn PcapReaderIterator + Send>,
+    format: Format,
+    offset: u64,
+    max_record: usize,
+    last_ts_ns: i64,
+}
+
+const INITIAL_BUFFER: usize = 1 << 20;
+
+impl CaptureFile {
+    pub fn open(path: &str, max_record: usize) -> Result<CaptureFile, InputError> {
+        let mut file = File::open(path).map_err(|e| InputError::Open(path.to_string(), e))?;
+        let meta = file.metadata().map_err(|e| InputError::Open(path.to_string(), e))?;
+        if meta.is_dir() {
+            return Err(InputError::NotCapture(path.to_string()));
+        }
+        if meta.len() == 0 {
+            return Err(InputError::Empty(path.to_string()));
+        }
+        // Check the magic ourselves: pcap-parser's own error for a short or foreign file
+        // is less precise than the one line a user should see.
+        let mut magic = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            match file.read(&mut magic[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) => return Err(InputError::Read(path.to_string(), e.to_string())),
+            }
+        }
+        let known = matches!(
+            u32::from_le_bytes(magic),
+            0xa1b2c3d4 | 0xd4c3b2a1 | 0xa1b23c4d | 0x4d3cb2a1 | 0x0a0d0d0a
+        );
+        if got < 4 || !known {
+            return Err(InputError::NotCapture(path.to_string()));
+        }
+        let file = File::open(path).map_err(|e| InputError::Open(path.to_string(), e))?;
+        let reader = pcap_parser::create_reader(INITIAL_BUFFER, file).map_err(|e| match e {
+            PcapError::HeaderNotRecognized => InputError::NotCapture(path.to_string()),
+            PcapError::Incomplete(_) | PcapError::UnexpectedEof | PcapError::Eof => InputError::Corrupt {
+                path: path.to_string(),
+                offset: 0,
+                what: "the file header is cut short".into(),
+            },
+            other => InputError::Corrupt { path: path.to_string(), offset: 0, what: format!("{other}") },
+        })?;
+        Ok(CaptureFile {
+            path: path.to_string(),
+            reader,
+            format: Format::Unknown,
+            offset: 0,
+            max_record: max_record.max(INITIAL_BUFFER),
+            last_ts_ns: 0,
+        })
+    }
+
+    /// Read the next packet into `out` (its buffer is reused). Non-packet blocks are
+    /// handled on the way (interfaces registered as vantage points).
+    pub fn next_packet(
+        &mut self,
+        vantages: &mut Vantages,
+        out: &mut OwnedPacket,
+    ) -> Result<ReadOutcome, InputError> {
+        loop {
+            let (consumed, done) = match self.reader.next() {
+                Ok((consumed, block)) => {
+                    let done = handle_block(
+                        &self.path,
+                        &mut self.format,
+                        vantages,
+                        block,
+                        out,
+                        &mut self.last_ts_ns,
+                    );
+                    (consumed, done)
+                }
+                Err(PcapError::Eof) => return Ok(ReadOutcome::End),
+                Err(PcapError::Incomplete(_)) => {
+                    self.refill()?;
+                    continue;
+                }
+                Err(PcapError::BufferTooSmall) => {
+                    let cap = self.reader.data().len().max(INITIAL_BUFFER);
+                    let want = cap.saturating_mul(2);
+                    if want > self.max_record.saturating_mul(2) || !self.reader.grow(want) {
+                        return Err(self.corrupt("a record larger than the record limit"));
+                    }
+                    self.refill()?;
+                    continue;
+                }
+                Err(PcapError::UnexpectedEof) => return Ok(ReadOutcome::Cut { offset: self.offset }),
+                Err(e) => {
+                    let what = match e {
+                        PcapError::NomError(_, kind) => format!("unparsable block ({kind:?})"),
+                        other => format!("{other}"),
+                    };
+                    return Err(self.corrupt(&what));
+                }
+            };
+            self.reader.consume(consumed);
+            self.offset += consumed as u64;
+            match done {
+                Ok(true) => {
+                    if out.data.len() > self.max_record {
+                        return Err(self.corrupt("a record larger than the record limit"));
+                    }
+                    return Ok(ReadOutcome::Packet);
+                }
+                Ok(false) => continue,
+                Err(what) => return Err(self.corrupt(&what)),
+            }
+        }
+    }
+
+    fn refill(&mut self) -> Result<(), InputError> {
+        self.reader.refill().map_err(|e| InputError::Read(self.path.clone(), format!("{e}")))
+    }
+
+    fn corrupt(&self, what: &str) -> InputError {
+        InputError::Corrupt { path: self.path.clone(), offset: self.offset, what: what.to_string() }
+    }
+
+    /// Bytes consumed so far (for progress).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+/// Handle one block: Ok(true) when `out` now holds a packet.
+fn handle_block(
+    path: &str,
+    format: &mut Format,
+    vantages: &mut Vantages,
+    block: PcapBlockOwned<'_>,
+    out: &mut OwnedPacket,
+    last_ts_ns: &mut i64,
+) -> Result<bool, String> {
+    match block {
+        PcapBlockOwned::LegacyHeader(h) => {
+            // The upper bits of the link-type field carry FCS information.
+            let linktype = (h.network.0 as u32) & 0xFFFF;
+            let vantage = vantages.assign(path, 0, None, "pcap", linktype);
+            *format = Format::Pcap { linktype, nanos: h.is_nanosecond_precision(), vantage };
+            Ok(false)
+        }
+        PcapBlockOwned::Legacy(b) => {
+            let Format::Pcap { linktype, nanos, vantage } = *format else {
+                return Err("packet record before the file header".into());
+            };
+            let frac = if nanos { i64::from(b.ts_usec) } else { i64::from(b.ts_usec) * 1000 };
+            out.ts_ns = i64::from(b.ts_sec) * 1_000_000_000 + frac;
+            out.linktype = linktype;
+            out.vantage = vantage;
+            out.wire_len = b.origlen.max(b.caplen);
+            out.data.clear();
+            out.data.extend_from_slice(b.data);
+            *last_ts_ns = out.ts_ns;
+            Ok(true)
+        }
+        PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+            let section = match format {
+                Format::PcapNg { section, .. } => *section + 1,
+                _ => 0,
+            };
+            *format = Format::PcapNg { section, interfaces: Vec::new() };
+            Ok(false)
+        }
+        PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+            let Format::PcapNg { section, interfaces } = format else {
+                return Err("interface block before a section header".into());
+            };
+            let linktype = (idb.linktype.0 as u32) & 0xFFFF;
+            let name = idb.if_name().and_then(|r| r.ok()).map(str::to_string);
+            let index = interfaces.len() as u32;
+            let vantage = vantages.assign(path, *section, Some((index, name)), "pcapng", linktype);
+            interfaces.push(Interface {
+                linktype,
+                units_per_sec: idb.ts_resolution().unwrap_or(1_000_000).max(1),
+                offset_sec: idb.ts_offset(),
+                vantage,
+            });
+            Ok(false)
+        }
+        PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+            let Format::PcapNg { interfaces, .. } = format else {
+                return Err("packet block before a section header".into());
+            };
+            let Some(iface) = interfaces.get(epb.if_id as usize) else {
+                return Err(format!("packet on undeclared interface {}", epb.if_id));
+            };
+            let units = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+            out.ts_ns = units_to_ns(units, iface.units_per_sec, iface.offset_sec);
+            out.linktype = iface.linktype;
+            out.vantage = iface.vantage;
+            let caplen = (epb.caplen as usize).min(epb.data.len());
+            out.wire_len = epb.origlen.max(caplen as u32);
+            out.data.clear();
+            out.data.extend_from_slice(&epb.data[..caplen]);
+            *last_ts_ns = out.ts_ns;
+            Ok(true)
+        }
+        PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
+            let Format::PcapNg { interfaces, .. } = format else {
+                return Err("packet block before a section header".into());
+            };
+            let Some(iface) = interfaces.first() else {
+                return Err("simple packet block without an interface".into());
+            };
+            // A simple packet block has no timestamp: it takes the previous packet's.
+            out.ts_ns = *last_ts_ns;
+            out.linktype = iface.linktype;
+            out.vantage = iface.vantage;
+            let caplen = (spb.origlen as usize).min(spb.data.len());
+            out.wire_len = spb.origlen.max(caplen as u32);
+            out.data.clear();
+            out.data.extend_from_slice(&spb.data[..caplen]);
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+fn units_to_ns(units: u64, units_per_sec: u64, offset_sec: i64) -> i64 {
+    let ns = (u128::from(units) * 1_000_000_000) / u128::from(units_per_sec);
+    let ns = i64::try_from(ns).unwrap_or(i64::MAX);
+    ns.saturating_add(offset_sec.saturating_mul(1_000_000_000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pcapng_resolutions_convert_to_nanoseconds() {
+        assert_eq!(units_to_ns(1_500_000, 1_000_000, 0), 1_500_000_000);
+        assert_eq!(units_to_ns(3, 1_000_000_000, 1), 1_000_000_003);
+        assert_eq!(units_to_ns(1024, 1024, 0), 1_000_000_000);
+    }
+}
