@@ -98,10 +98,18 @@ impl Flow {
         idle > timeout
     }
 
-    /// True if this TCP packet opens a new connection on the same 5-tuple (a SYN with
-    /// another initial sequence number: source-port reuse, or a fresh attempt).
+    /// True if this TCP packet opens a new connection on the same 5-tuple: a SYN with
+    /// another initial sequence number (source-port reuse, or a fresh attempt), or a SYN
+    /// after a connection that was already open when the capture began. A SYN arriving
+    /// after its own SYN-ACK (reordered capture) joins the flow.
     pub fn is_new_connection(&self, t: &Transport) -> bool {
-        self.tcp && t.tcp.flags & (SYN | ACK) == SYN && self.isn != Some(t.tcp.seq)
+        if !self.tcp || t.tcp.flags & (SYN | ACK) != SYN {
+            return false;
+        }
+        match self.isn {
+            Some(isn) => isn != t.tcp.seq,
+            None => self.established || self.closed() || self.data_seen[0] || self.data_seen[1],
+        }
     }
 
     /// Update TCP state with one packet from `side`. Returns what the payload was.
