@@ -53,8 +53,8 @@ pub fn detect(transport: Transport, dir: Direction, data: &[u8], server_port: u1
         _ => None,
     };
     if let (Transport::Tcp, Some(h)) = (transport, hinted) {
-        if let Some(pos) = order.iter().position(|p| *p == h) {
-            order[..=pos].rotate_right(1);
+        if let Some(head) = order.iter().position(|p| *p == h).and_then(|pos| order.get_mut(..=pos)) {
+            head.rotate_right(1);
         }
     }
     let probes = if transport == Transport::Udp { 1 } else { order.len() };
