@@ -106,6 +106,9 @@ struct FilterArgs {
     /// or a number).
     #[arg(long, default_value = "EN10MB")]
     linktype: String,
+    /// Snapshot length the program is compiled for (it sets the accepting return value).
+    #[arg(long, default_value_t = wiremap::filter::DEFAULT_SNAPLEN)]
+    snaplen: u32,
 }
 
 fn main() -> ExitCode {
@@ -193,7 +196,7 @@ fn filter(f: FilterArgs) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     };
     let expr = f.expr.join(" ");
-    match wiremap::filter::compile(&expr, linktype) {
+    match wiremap::filter::compile(&expr, linktype, f.snaplen) {
         Ok(p) => {
             print!("{}", p.dump());
             ExitCode::SUCCESS

@@ -67,8 +67,11 @@ impl FragTable {
         }
     }
 
+    /// Fragments dropped so far, counting those still waiting for a datagram that never
+    /// completed (call at the end of input).
     pub fn dropped(&self) -> u64 {
-        self.dropped
+        let waiting: u64 = self.index.values().map(|&s| u64::from(self.slots[s].fragments)).sum();
+        self.dropped + waiting
     }
 
     /// Add a fragment; returns the datagram's payload when it is complete.

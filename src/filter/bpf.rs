@@ -210,7 +210,7 @@ mod tests {
     use super::*;
 
     fn prog(expr: &str) -> Program {
-        super::super::compile(expr, 1).expect("compiles")
+        super::super::compile(expr, 1, 65535).expect("compiles")
     }
 
     /// An Ethernet + IPv4 + TCP frame from 10.0.0.1:40000 to 10.0.0.2:80.

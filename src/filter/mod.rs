@@ -19,14 +19,21 @@ impl std::fmt::Display for FilterError {
     }
 }
 
-/// Compile `expr` for `linktype` (libpcap LINKTYPE_ number). Host, service and protocol
-/// names are resolved from /etc/hosts, /etc/services and /etc/protocols first: a static
-/// binary cannot rely on NSS, and libpcap would otherwise ask it.
-pub fn compile(expr: &str, linktype: u32) -> Result<Program, FilterError> {
+/// The snapshot length programs are compiled for when none is given (tcpdump's default).
+pub const DEFAULT_SNAPLEN: u32 = 262_144;
+
+/// Compile `expr` for `linktype` (libpcap LINKTYPE_ number) and `snaplen`. Host, service
+/// and protocol names are resolved from /etc/hosts, /etc/services and /etc/protocols first:
+/// a static binary cannot rely on NSS, and libpcap would otherwise ask it.
+///
+/// The program is compiled on a savefile handle, exactly as `tcpdump -r FILE` does: libpcap
+/// generates different code for a file than for `pcap_open_dead` (DLT_NULL accepts every
+/// BSD AF_INET6 value; LINKTYPE_RAW maps to the host's DLT_RAW).
+pub fn compile(expr: &str, linktype: u32, snaplen: u32) -> Result<Program, FilterError> {
     let resolved = resolve_names(expr, &names::SystemFiles)?;
-    let dead = pcap::Capture::dead(pcap::Linktype(linktype as i32))
+    let handle = savefile_handle(linktype, snaplen)
         .map_err(|e| FilterError(format!("cannot compile for link type {linktype}: {e}")))?;
-    let prog = dead.compile(&resolved, true).map_err(|e| {
+    let prog = handle.compile(&resolved, true).map_err(|e| {
         let msg = e.to_string();
         FilterError(format!("bad filter expression '{expr}': {}", msg.trim()))
     })?;
@@ -49,6 +56,34 @@ pub fn compile(expr: &str, linktype: u32) -> Result<Program, FilterError> {
     Program::new(insns).map_err(FilterError)
 }
 
+/// A libpcap savefile handle for an empty capture of `linktype`, read from a pipe (no
+/// temporary file, no system call newer than Linux 2.6).
+fn savefile_handle(linktype: u32, snaplen: u32) -> Result<pcap::Capture<pcap::Offline>, String> {
+    let mut header = Vec::with_capacity(24);
+    header.extend_from_slice(&0xa1b2_c3d4u32.to_ne_bytes());
+    header.extend_from_slice(&2u16.to_ne_bytes());
+    header.extend_from_slice(&4u16.to_ne_bytes());
+    header.extend_from_slice(&[0; 8]);
+    header.extend_from_slice(&snaplen.to_ne_bytes());
+    header.extend_from_slice(&linktype.to_ne_bytes());
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe writes two descriptors into the array we own.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    // SAFETY: fds[1] is the pipe's write end, open and ours; 24 bytes fit in any pipe buffer.
+    let written = unsafe { libc::write(fds[1], header.as_ptr().cast(), header.len()) };
+    // SAFETY: closing our own descriptor once.
+    unsafe { libc::close(fds[1]) };
+    if written != header.len() as isize {
+        // SAFETY: as above, for the read end that no one else owns yet.
+        unsafe { libc::close(fds[0]) };
+        return Err("cannot prepare the filter compiler".into());
+    }
+    // SAFETY: fds[0] is an open pipe read end that the returned Capture now owns.
+    unsafe { pcap::Capture::from_raw_fd(fds[0]) }.map_err(|e| e.to_string())
+}
+
 /// Compiled programs per link type, for inputs that mix link types (pcapng interfaces).
 pub struct FilterSet {
     expr: String,
@@ -67,7 +102,7 @@ impl FilterSet {
     /// Compile ahead of time for a link type (so errors surface before reading).
     pub fn prepare(&mut self, linktype: u32) -> Result<(), FilterError> {
         if !self.programs.iter().any(|(l, _)| *l == linktype) {
-            let p = compile(&self.expr, linktype)?;
+            let p = compile(&self.expr, linktype, DEFAULT_SNAPLEN)?;
             self.programs.push((linktype, p));
         }
         Ok(())

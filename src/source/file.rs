@@ -53,8 +53,8 @@ struct Interface {
 }
 
 enum Format {
-    Pcap { linktype: u32, nanos: bool, vantage: u16 },
-    PcapNg { section: u32, interfaces: Vec<Interface> },
+    Pcap { linktype: u32, nanos: bool, vantage: u16, big_endian: bool },
+    PcapNg { section: u32, interfaces: Vec<Interface>, big_endian: bool },
     Unknown,
 }
 
@@ -152,7 +152,13 @@ impl CaptureFile {
                     self.refill()?;
                     continue;
                 }
-                Err(PcapError::UnexpectedEof) => return Ok(ReadOutcome::Cut { offset: self.offset }),
+                Err(PcapError::UnexpectedEof) => {
+                    // A record that claims more than any sane record is corruption, not a cut.
+                    if self.declared_record_len().is_some_and(|n| n > self.max_record) {
+                        return Err(self.corrupt("a record claims more bytes than the record limit"));
+                    }
+                    return Ok(ReadOutcome::Cut { offset: self.offset });
+                }
                 Err(e) => {
                     let what = match e {
                         PcapError::NomError(_, kind) => format!("unparsable block ({kind:?})"),
@@ -173,6 +179,20 @@ impl CaptureFile {
                 Ok(false) => continue,
                 Err(what) => return Err(self.corrupt(&what)),
             }
+        }
+    }
+
+    /// The length the next (incomplete) record declares, when its header is there.
+    fn declared_record_len(&self) -> Option<usize> {
+        let d = self.reader.data();
+        let field = |at: usize, be: bool| {
+            let b: [u8; 4] = d.get(at..at + 4)?.try_into().ok()?;
+            Some(if be { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) } as usize)
+        };
+        match self.format {
+            Format::Pcap { big_endian, .. } => field(8, big_endian),
+            Format::PcapNg { big_endian, .. } => field(4, big_endian),
+            Format::Unknown => None,
         }
     }
 
@@ -204,11 +224,11 @@ fn handle_block(
             // The upper bits of the link-type field carry FCS information.
             let linktype = (h.network.0 as u32) & 0xFFFF;
             let vantage = vantages.assign(path, 0, None, "pcap", linktype);
-            *format = Format::Pcap { linktype, nanos: h.is_nanosecond_precision(), vantage };
+            *format = Format::Pcap { linktype, nanos: h.is_nanosecond_precision(), vantage, big_endian: h.is_bigendian() };
             Ok(false)
         }
         PcapBlockOwned::Legacy(b) => {
-            let Format::Pcap { linktype, nanos, vantage } = *format else {
+            let Format::Pcap { linktype, nanos, vantage, .. } = *format else {
                 return Err("packet record before the file header".into());
             };
             let frac = if nanos { i64::from(b.ts_usec) } else { i64::from(b.ts_usec) * 1000 };
@@ -221,16 +241,16 @@ fn handle_block(
             *last_ts_ns = out.ts_ns;
             Ok(true)
         }
-        PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+        PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
             let section = match format {
                 Format::PcapNg { section, .. } => *section + 1,
                 _ => 0,
             };
-            *format = Format::PcapNg { section, interfaces: Vec::new() };
+            *format = Format::PcapNg { section, interfaces: Vec::new(), big_endian: shb.big_endian() };
             Ok(false)
         }
         PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-            let Format::PcapNg { section, interfaces } = format else {
+            let Format::PcapNg { section, interfaces, .. } = format else {
                 return Err("interface block before a section header".into());
             };
             let linktype = (idb.linktype.0 as u32) & 0xFFFF;

@@ -1,0 +1,117 @@
+//! Shared test helpers: run the binary, find peer captures, read and write small pcaps
+//! independently of wiremap's own reader (so a reader bug cannot hide itself).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_wiremap")
+}
+
+pub fn run(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().expect("wiremap runs")
+}
+
+/// `wiremap analyze -q ARGS`, asserting success, parsed.
+pub fn analyze(args: &[&str]) -> Value {
+    let mut a = vec!["analyze", "-q"];
+    a.extend_from_slice(args);
+    let out = run(&a);
+    assert!(
+        out.status.success(),
+        "wiremap {a:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the output is JSON")
+}
+
+pub fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name).to_string_lossy().into_owned()
+}
+
+/// A capture from ../shared/peer-pcaps, or None (with the reason printed) when the shared
+/// folder is absent.
+pub fn peer(rel: &str) -> Option<String> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peer-pcaps").join(rel);
+    if p.exists() {
+        Some(p.to_string_lossy().into_owned())
+    } else {
+        println!("skipped: {} is absent (../shared is not beside the repository)", p.display());
+        None
+    }
+}
+
+pub fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wiremap-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The edge with this client and server, or a panic listing the edges there are.
+pub fn edge<'a>(doc: &'a Value, client: &str, server: &str, protocol: Option<&str>) -> &'a Value {
+    doc["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["client"] == client && e["server"] == server && protocol.is_none_or(|p| e["protocol"] == p))
+        .unwrap_or_else(|| panic!("no edge {client} -> {server} ({protocol:?}) in {:#}", doc["edges"]))
+}
+
+pub fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not an integer: {v}"))
+}
+
+/// One record of a classic pcap file.
+#[derive(Clone, Debug)]
+pub struct Rec {
+    pub ts_sec: u32,
+    pub ts_usec: u32,
+    pub orig_len: u32,
+    pub data: Vec<u8>,
+}
+
+/// Read a little-endian microsecond pcap: (linktype, records).
+pub fn read_pcap(path: &str) -> (u32, Vec<Rec>) {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[0..4], &[0xd4, 0xc3, 0xb2, 0xa1], "test reader handles LE µs pcap only");
+    let le32 = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    let linktype = le32(20);
+    let mut recs = Vec::new();
+    let mut o = 24;
+    while o + 16 <= b.len() {
+        let incl = le32(o + 8) as usize;
+        recs.push(Rec { ts_sec: le32(o), ts_usec: le32(o + 4), orig_len: le32(o + 12), data: b[o + 16..o + 16 + incl].to_vec() });
+        o += 16 + incl;
+    }
+    (linktype, recs)
+}
+
+pub fn write_pcap(path: &Path, linktype: u32, recs: &[Rec]) {
+    let mut b = Vec::new();
+    b.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&4u16.to_le_bytes());
+    b.extend_from_slice(&[0; 8]);
+    b.extend_from_slice(&262144u32.to_le_bytes());
+    b.extend_from_slice(&linktype.to_le_bytes());
+    for r in recs {
+        b.extend_from_slice(&r.ts_sec.to_le_bytes());
+        b.extend_from_slice(&r.ts_usec.to_le_bytes());
+        b.extend_from_slice(&(r.data.len() as u32).to_le_bytes());
+        b.extend_from_slice(&r.orig_len.max(r.data.len() as u32).to_le_bytes());
+        b.extend_from_slice(&r.data);
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+/// The number of packets tcpdump reads from FILE with EXPR (the reference for filters),
+/// or None when tcpdump refuses the expression for this capture's link type.
+pub fn tcpdump_count(file: &str, expr: &str) -> Option<u64> {
+    let out = Command::new("tcpdump").args(["-nn", "-r", file, expr]).output().expect("tcpdump is installed");
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).lines().count() as u64)
+}
