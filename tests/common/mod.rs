@@ -115,3 +115,51 @@ pub fn tcpdump_count(file: &str, expr: &str) -> Option<u64> {
     let out = Command::new("tcpdump").args(["-nn", "-r", file, expr]).output().expect("tcpdump is installed");
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).lines().count() as u64)
 }
+
+/// Write a little-endian pcapng: one section, `interfaces` Ethernet interfaces with
+/// microsecond timestamps, and packets as (interface, record).
+pub fn write_pcapng(path: &Path, interfaces: &[&str], packets: &[(u32, Rec)]) {
+    fn block(out: &mut Vec<u8>, kind: u32, body: &[u8]) {
+        let pad = (4 - body.len() % 4) % 4;
+        let len = (12 + body.len() + pad) as u32;
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(body);
+        out.extend(std::iter::repeat_n(0u8, pad));
+        out.extend_from_slice(&len.to_le_bytes());
+    }
+    let mut b = Vec::new();
+    let mut shb = Vec::new();
+    shb.extend_from_slice(&0x1a2b3c4du32.to_le_bytes());
+    shb.extend_from_slice(&1u16.to_le_bytes());
+    shb.extend_from_slice(&0u16.to_le_bytes());
+    shb.extend_from_slice(&(-1i64).to_le_bytes());
+    block(&mut b, 0x0a0d0d0a, &shb);
+    for name in interfaces {
+        let mut idb = Vec::new();
+        idb.extend_from_slice(&1u16.to_le_bytes());
+        idb.extend_from_slice(&0u16.to_le_bytes());
+        idb.extend_from_slice(&262144u32.to_le_bytes());
+        // if_name option (code 2), then opt_endofopt.
+        let n = name.as_bytes();
+        idb.extend_from_slice(&2u16.to_le_bytes());
+        idb.extend_from_slice(&(n.len() as u16).to_le_bytes());
+        idb.extend_from_slice(n);
+        idb.extend(std::iter::repeat_n(0u8, (4 - n.len() % 4) % 4));
+        idb.extend_from_slice(&[0, 0, 0, 0]);
+        block(&mut b, 1, &idb);
+    }
+    for (iface, r) in packets {
+        let ts = u64::from(r.ts_sec) * 1_000_000 + u64::from(r.ts_usec);
+        let mut epb = Vec::new();
+        epb.extend_from_slice(&iface.to_le_bytes());
+        epb.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
+        epb.extend_from_slice(&(ts as u32).to_le_bytes());
+        epb.extend_from_slice(&(r.data.len() as u32).to_le_bytes());
+        epb.extend_from_slice(&r.orig_len.max(r.data.len() as u32).to_le_bytes());
+        epb.extend_from_slice(&r.data);
+        epb.extend(std::iter::repeat_n(0u8, (4 - r.data.len() % 4) % 4));
+        block(&mut b, 6, &epb);
+    }
+    std::fs::write(path, b).unwrap();
+}
