@@ -138,7 +138,11 @@ fn analyze(a: AnalyzeArgs) -> ExitCode {
     limits.parser.max_pending = limits.max_pending_requests;
     let threads = a
         .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
         .clamp(1, 256);
     let opts = Options {
         files: a.files,
@@ -176,7 +180,9 @@ fn analyze(a: AnalyzeArgs) -> ExitCode {
         Some(path) => std::fs::write(path, &json).map_err(|e| format!("{path}: {e}")),
         None => {
             let mut out = std::io::stdout().lock();
-            out.write_all(&json).and_then(|_| out.flush()).map_err(|e| format!("standard output: {e}"))
+            out.write_all(&json)
+                .and_then(|_| out.flush())
+                .map_err(|e| format!("standard output: {e}"))
         }
     };
     if let Err(e) = written {

@@ -30,24 +30,39 @@ fn pcapng_with_two_interfaces_counts_each_connection_once() {
     let doc = analyze(&[path.to_str().unwrap()]);
     let sources = doc["sources"].as_array().unwrap();
     assert_eq!(sources.len(), 2);
-    assert_eq!((u(&sources[0]["packets"]), u(&sources[1]["packets"])), (14, 14));
+    assert_eq!(
+        (u(&sources[0]["packets"]), u(&sources[1]["packets"])),
+        (14, 14)
+    );
     assert_eq!(sources[1]["interface"], 1);
     assert_eq!(sources[1]["interface_name"], "eth1");
     let e = edge(&doc, "141.142.228.5", "192.150.187.43:80", None);
     assert_eq!(u(&e["connections"]), 1);
-    assert_eq!((u(&e["packets"]["to_server"]), u(&e["packets"]["to_client"])), (7, 7));
-    assert_eq!(u(&e["tcp"]["retransmissions"]), 0, "a second sighting is not a retransmission");
+    assert_eq!(
+        (u(&e["packets"]["to_server"]), u(&e["packets"]["to_client"])),
+        (7, 7)
+    );
+    assert_eq!(
+        u(&e["tcp"]["retransmissions"]),
+        0,
+        "a second sighting is not a retransmission"
+    );
     assert_eq!(u(&doc["totals"]["other_vantage_packets"]), 14);
 }
 
 #[test]
 fn two_files_of_the_same_traffic_are_merged_by_time_and_counted_once() {
-    let Some(p) = peer("zeek/http/get.pcap") else { return };
+    let Some(p) = peer("zeek/http/get.pcap") else {
+        return;
+    };
     let doc = analyze(&[&p, &p]);
     assert_eq!(doc["sources"].as_array().unwrap().len(), 2);
     let e = edge(&doc, "141.142.228.5", "192.150.187.43:80", None);
     assert_eq!(u(&e["connections"]), 1);
-    assert_eq!(u(&e["packets"]["to_server"]) + u(&e["packets"]["to_client"]), 14);
+    assert_eq!(
+        u(&e["packets"]["to_server"]) + u(&e["packets"]["to_client"]),
+        14
+    );
     assert_eq!(u(&doc["totals"]["other_vantage_packets"]), 14);
 }
 
@@ -62,13 +77,19 @@ fn one_vantage_joins_a_rotated_capture() {
     // As two vantage points, the second file's packets are another sighting.
     let doc = analyze(&[a, b]);
     let e = edge(&doc, "141.142.228.5", "192.150.187.43:80", None);
-    assert_eq!(u(&e["packets"]["to_server"]) + u(&e["packets"]["to_client"]), 6);
+    assert_eq!(
+        u(&e["packets"]["to_server"]) + u(&e["packets"]["to_client"]),
+        6
+    );
     // Joined, it is one connection with all 14 packets.
     let doc = analyze(&["--one-vantage", a, b]);
     assert_eq!(doc["sources"].as_array().unwrap().len(), 1);
     assert_eq!(doc["sources"][0]["files"].as_array().unwrap().len(), 2);
     let e = edge(&doc, "141.142.228.5", "192.150.187.43:80", None);
     assert_eq!(u(&e["connections"]), 1);
-    assert_eq!((u(&e["packets"]["to_server"]), u(&e["packets"]["to_client"])), (7, 7));
+    assert_eq!(
+        (u(&e["packets"]["to_server"]), u(&e["packets"]["to_client"])),
+        (7, 7)
+    );
     assert_eq!(u(&doc["totals"]["other_vantage_packets"]), 0);
 }

@@ -70,7 +70,11 @@ impl FragTable {
     /// Fragments dropped so far, counting those still waiting for a datagram that never
     /// completed (call at the end of input).
     pub fn dropped(&self) -> u64 {
-        let waiting: u64 = self.index.values().map(|&s| u64::from(self.slots[s].fragments)).sum();
+        let waiting: u64 = self
+            .index
+            .values()
+            .map(|&s| u64::from(self.slots[s].fragments))
+            .sum();
         self.dropped + waiting
     }
 
@@ -79,7 +83,12 @@ impl FragTable {
         if let Some(slot) = self.finished.take() {
             self.free.push(slot);
         }
-        let key = Key { src: h.src, dst: h.dst, id: h.frag_id, proto: h.proto };
+        let key = Key {
+            src: h.src,
+            dst: h.dst,
+            id: h.frag_id,
+            proto: h.proto,
+        };
         let start = h.frag_offset as usize;
         let end = start + part.len();
         if end > MAX_DATAGRAM || (h.more_fragments && part.len() % 8 != 0) {
@@ -145,7 +154,11 @@ impl FragTable {
         self.index.remove(&key);
         self.finished = Some(slot);
         let p = &self.slots[slot];
-        Some(Done { payload: &p.buf[..total], ip_bytes: p.ip_bytes, fragments: p.fragments })
+        Some(Done {
+            payload: &p.buf[..total],
+            ip_bytes: p.ip_bytes,
+            fragments: p.fragments,
+        })
     }
 
     fn allocate(&mut self, ts_ns: i64) -> usize {
@@ -154,7 +167,12 @@ impl FragTable {
         }
         if self.slots.len() < self.max {
             self.slots.push(Pending {
-                key: Key { src: IpAddr::from([0u8; 4]), dst: IpAddr::from([0u8; 4]), id: 0, proto: 0 },
+                key: Key {
+                    src: IpAddr::from([0u8; 4]),
+                    dst: IpAddr::from([0u8; 4]),
+                    id: 0,
+                    proto: 0,
+                },
                 first_ts: ts_ns,
                 buf: Vec::new(),
                 have: vec![0; UNITS.div_ceil(64)],

@@ -84,12 +84,20 @@ pub enum Outcome<'a> {
     /// TCP or UDP, with the captured part of its payload.
     Flow(Transport, &'a [u8]),
     /// Not TCP or UDP (ARP, ICMP, LLDP, ...). `ip_bytes` is 0 when not IP at all.
-    Other { ip_bytes: u32, truncated: bool },
+    Other {
+        ip_bytes: u32,
+        truncated: bool,
+    },
     /// A fragment kept until its datagram is complete.
-    FragmentHeld { ip_bytes: u32 },
+    FragmentHeld {
+        ip_bytes: u32,
+    },
     /// A duplicate copy to skip (the outgoing copy of a loopback packet in a cooked capture).
     Duplicate,
-    Undecodable { layer: Layer, truncated: bool },
+    Undecodable {
+        layer: Layer,
+        truncated: bool,
+    },
 }
 
 const MAX_TAGS: usize = 8;
@@ -114,7 +122,9 @@ enum Next {
 
 impl Decoder {
     pub fn new(max_datagrams: usize, timeout_ns: i64) -> Self {
-        Decoder { frags: FragTable::new(max_datagrams, timeout_ns) }
+        Decoder {
+            frags: FragTable::new(max_datagrams, timeout_ns),
+        }
     }
 
     /// Fragments dropped (table full, oversize, timed out) since the start.
@@ -126,9 +136,13 @@ impl Decoder {
         let b = Bytes(data);
         let (next, off) = match linktype {
             linktype::EN10MB => (Next::Ether, 0),
-            linktype::RAW | linktype::RAW_OPENBSD | linktype::IPV4 | linktype::IPV6 => (Next::Ip, 0),
+            linktype::RAW | linktype::RAW_OPENBSD | linktype::IPV4 | linktype::IPV6 => {
+                (Next::Ip, 0)
+            }
             linktype::NULL | linktype::LOOP => {
-                let Some(raw) = b.get(0..4) else { return undecodable(Layer::Link, true) };
+                let Some(raw) = b.get(0..4) else {
+                    return undecodable(Layer::Link, true);
+                };
                 let family = if linktype == linktype::LOOP {
                     be32(raw, 0)
                 } else {
@@ -141,18 +155,27 @@ impl Decoder {
                 };
                 match family {
                     2 | 24 | 28 | 30 => (Next::Ip, 4),
-                    _ => return Outcome::Other { ip_bytes: 0, truncated: false },
+                    _ => {
+                        return Outcome::Other {
+                            ip_bytes: 0,
+                            truncated: false,
+                        }
+                    }
                 }
             }
             linktype::LINUX_SLL => {
-                let Some(h) = b.get(0..16) else { return undecodable(Layer::Link, true) };
+                let Some(h) = b.get(0..16) else {
+                    return undecodable(Layer::Link, true);
+                };
                 if be16(h, 2) == ARPHRD_LOOPBACK && be16(h, 0) == PACKET_OUTGOING {
                     return Outcome::Duplicate;
                 }
                 (Next::EtherType(be16(h, 14)), 16)
             }
             linktype::LINUX_SLL2 => {
-                let Some(h) = b.get(0..20) else { return undecodable(Layer::Link, true) };
+                let Some(h) = b.get(0..20) else {
+                    return undecodable(Layer::Link, true);
+                };
                 if be16(h, 8) == ARPHRD_LOOPBACK && u16::from(h[10]) == PACKET_OUTGOING {
                     return Outcome::Duplicate;
                 }
@@ -176,7 +199,9 @@ impl Decoder {
         loop {
             match next {
                 Next::Ether => {
-                    let Some(h) = data.get(off..off + 14) else { return undecodable(Layer::Link, true) };
+                    let Some(h) = data.get(off..off + 14) else {
+                        return undecodable(Layer::Link, true);
+                    };
                     off += 14;
                     next = Next::EtherType(be16(h, 12));
                 }
@@ -184,7 +209,9 @@ impl Decoder {
                     ETH_IPV4 | ETH_IPV6 => next = Next::Ip,
                     0x8100 | 0x88A8 | 0x9100 => {
                         tags += 1;
-                        let Some(h) = data.get(off..off + 4) else { return undecodable(Layer::Link, true) };
+                        let Some(h) = data.get(off..off + 4) else {
+                            return undecodable(Layer::Link, true);
+                        };
                         if tags > MAX_TAGS {
                             return undecodable(Layer::Link, false);
                         }
@@ -196,7 +223,9 @@ impl Decoder {
                         // MPLS: skip labels to the bottom of the stack, then IP by version.
                         loop {
                             tags += 1;
-                            let Some(h) = data.get(off..off + 4) else { return undecodable(Layer::Link, true) };
+                            let Some(h) = data.get(off..off + 4) else {
+                                return undecodable(Layer::Link, true);
+                            };
                             if tags > MAX_TAGS {
                                 return undecodable(Layer::Link, false);
                             }
@@ -209,15 +238,32 @@ impl Decoder {
                     }
                     0x8864 => {
                         // PPPoE session: 6-byte header, then the 2-byte PPP protocol.
-                        let Some(h) = data.get(off..off + 8) else { return undecodable(Layer::Link, true) };
+                        let Some(h) = data.get(off..off + 8) else {
+                            return undecodable(Layer::Link, true);
+                        };
                         off += 8;
                         next = match be16(h, 6) {
                             0x0021 | 0x0057 => Next::Ip,
-                            _ => return Outcome::Other { ip_bytes: 0, truncated: false },
+                            _ => {
+                                return Outcome::Other {
+                                    ip_bytes: 0,
+                                    truncated: false,
+                                }
+                            }
                         };
                     }
-                    ETH_ARP => return Outcome::Other { ip_bytes: 0, truncated: false },
-                    _ => return Outcome::Other { ip_bytes: 0, truncated: false },
+                    ETH_ARP => {
+                        return Outcome::Other {
+                            ip_bytes: 0,
+                            truncated: false,
+                        }
+                    }
+                    _ => {
+                        return Outcome::Other {
+                            ip_bytes: 0,
+                            truncated: false,
+                        }
+                    }
                 },
                 Next::Ip => {
                     let hdr = match parse_ip(data, off) {
@@ -227,14 +273,26 @@ impl Decoder {
                     if hdr.fragmented {
                         if hdr.truncated {
                             // A fragment we cannot hold whole cannot complete a datagram.
-                            return Outcome::Undecodable { layer: hdr.layer(), truncated: true };
+                            return Outcome::Undecodable {
+                                layer: hdr.layer(),
+                                truncated: true,
+                            };
                         }
                         let part = data.get(hdr.payload_start..hdr.payload_end).unwrap_or(&[]);
                         return match self.frags.insert(&hdr, part, ts_ns) {
-                            None => Outcome::FragmentHeld { ip_bytes: hdr.ip_bytes },
+                            None => Outcome::FragmentHeld {
+                                ip_bytes: hdr.ip_bytes,
+                            },
                             Some(done) => {
                                 let wire = done.payload.len() as u32;
-                                let l4 = L4 { hdr: &hdr, vlan, ip_bytes: done.ip_bytes, truncated: false, fragments: done.fragments, wire_len: wire };
+                                let l4 = L4 {
+                                    hdr: &hdr,
+                                    vlan,
+                                    ip_bytes: done.ip_bytes,
+                                    truncated: false,
+                                    fragments: done.fragments,
+                                    wire_len: wire,
+                                };
                                 match l4.classify(done.payload, tunnels < MAX_TUNNELS) {
                                     Step::Done(o) => o,
                                     Step::Tunnel(next, inner) => decode_plain(inner, next, vlan),
@@ -243,12 +301,21 @@ impl Decoder {
                         };
                     }
                     let payload = data.get(hdr.payload_start..hdr.payload_end).unwrap_or(&[]);
-                    let l4 = L4 { hdr: &hdr, vlan, ip_bytes: hdr.ip_bytes, truncated: hdr.truncated, fragments: 1, wire_len: hdr.l4_wire_len };
+                    let l4 = L4 {
+                        hdr: &hdr,
+                        vlan,
+                        ip_bytes: hdr.ip_bytes,
+                        truncated: hdr.truncated,
+                        fragments: 1,
+                        wire_len: hdr.l4_wire_len,
+                    };
                     match l4.classify(payload, tunnels < MAX_TUNNELS) {
                         Step::Done(o) => return o,
                         Step::Tunnel(n, inner) => {
                             tunnels += 1;
-                            let Some(o) = offset_in(data, inner) else { return undecodable(Layer::Tunnel, false) };
+                            let Some(o) = offset_in(data, inner) else {
+                                return undecodable(Layer::Tunnel, false);
+                            };
                             off = o;
                             if matches!(n, Next::Ether) {
                                 vlan = 0;
@@ -282,12 +349,32 @@ impl L4<'_> {
     fn classify<'a>(&self, payload: &'a [u8], may_tunnel: bool) -> Step<'a> {
         let h = self.hdr;
         match h.proto {
-            6 => Step::Done(tcp(h.src, h.dst, self.vlan, self.ip_bytes, self.truncated, self.fragments, payload, self.wire_len)),
+            6 => Step::Done(tcp(
+                h.src,
+                h.dst,
+                self.vlan,
+                self.ip_bytes,
+                self.truncated,
+                self.fragments,
+                payload,
+                self.wire_len,
+            )),
             17 => {
-                let out = udp(h.src, h.dst, self.vlan, self.ip_bytes, self.truncated, self.fragments, payload, self.wire_len);
+                let out = udp(
+                    h.src,
+                    h.dst,
+                    self.vlan,
+                    self.ip_bytes,
+                    self.truncated,
+                    self.fragments,
+                    payload,
+                    self.wire_len,
+                );
                 // VXLAN: UDP to 4789 (IANA) or 8472 (Linux's default), with the I flag set.
                 if let Outcome::Flow(t, p) = &out {
-                    let vxlan = matches!(t.dport, 4789 | 8472) && p.len() >= 8 + 14 && p.first().is_some_and(|f| f & 0x08 != 0);
+                    let vxlan = matches!(t.dport, 4789 | 8472)
+                        && p.len() >= 8 + 14
+                        && p.first().is_some_and(|f| f & 0x08 != 0);
                     if vxlan && may_tunnel {
                         if let Some(inner) = p.get(8..) {
                             return Step::Tunnel(Next::Ether, inner);
@@ -299,9 +386,15 @@ impl L4<'_> {
             4 | 41 if may_tunnel => Step::Tunnel(Next::Ip, payload),
             47 if may_tunnel => match gre(payload) {
                 Some((next, hlen)) => Step::Tunnel(next, payload.get(hlen..).unwrap_or(&[])),
-                None => Step::Done(Outcome::Other { ip_bytes: self.ip_bytes, truncated: self.truncated }),
+                None => Step::Done(Outcome::Other {
+                    ip_bytes: self.ip_bytes,
+                    truncated: self.truncated,
+                }),
             },
-            _ => Step::Done(Outcome::Other { ip_bytes: self.ip_bytes, truncated: self.truncated }),
+            _ => Step::Done(Outcome::Other {
+                ip_bytes: self.ip_bytes,
+                truncated: self.truncated,
+            }),
         }
     }
 }
@@ -312,18 +405,27 @@ fn decode_plain(data: &[u8], mut next: Next, mut vlan: u32) -> Outcome<'_> {
     for _ in 0..MAX_TAGS + 2 {
         match next {
             Next::Ether => {
-                let Some(h) = data.get(off..off + 14) else { return undecodable(Layer::Link, true) };
+                let Some(h) = data.get(off..off + 14) else {
+                    return undecodable(Layer::Link, true);
+                };
                 off += 14;
                 next = Next::EtherType(be16(h, 12));
             }
             Next::EtherType(ETH_IPV4 | ETH_IPV6) => next = Next::Ip,
             Next::EtherType(0x8100 | 0x88A8) => {
-                let Some(h) = data.get(off..off + 4) else { return undecodable(Layer::Link, true) };
+                let Some(h) = data.get(off..off + 4) else {
+                    return undecodable(Layer::Link, true);
+                };
                 vlan = (vlan << 12) | u32::from(be16(h, 0) & 0x0FFF);
                 off += 4;
                 next = Next::EtherType(be16(h, 2));
             }
-            Next::EtherType(_) => return Outcome::Other { ip_bytes: 0, truncated: false },
+            Next::EtherType(_) => {
+                return Outcome::Other {
+                    ip_bytes: 0,
+                    truncated: false,
+                }
+            }
             Next::Ip => {
                 let hdr = match parse_ip(data, off) {
                     Ok(h) => h,
@@ -334,9 +436,30 @@ fn decode_plain(data: &[u8], mut next: Next, mut vlan: u32) -> Outcome<'_> {
                 }
                 let payload = data.get(hdr.payload_start..hdr.payload_end).unwrap_or(&[]);
                 return match hdr.proto {
-                    6 => tcp(hdr.src, hdr.dst, vlan, hdr.ip_bytes, hdr.truncated, 1, payload, hdr.l4_wire_len),
-                    17 => udp(hdr.src, hdr.dst, vlan, hdr.ip_bytes, hdr.truncated, 1, payload, hdr.l4_wire_len),
-                    _ => Outcome::Other { ip_bytes: hdr.ip_bytes, truncated: hdr.truncated },
+                    6 => tcp(
+                        hdr.src,
+                        hdr.dst,
+                        vlan,
+                        hdr.ip_bytes,
+                        hdr.truncated,
+                        1,
+                        payload,
+                        hdr.l4_wire_len,
+                    ),
+                    17 => udp(
+                        hdr.src,
+                        hdr.dst,
+                        vlan,
+                        hdr.ip_bytes,
+                        hdr.truncated,
+                        1,
+                        payload,
+                        hdr.l4_wire_len,
+                    ),
+                    _ => Outcome::Other {
+                        ip_bytes: hdr.ip_bytes,
+                        truncated: hdr.truncated,
+                    },
                 };
             }
         }
@@ -410,7 +533,9 @@ impl IpHeader {
 }
 
 fn parse_ip(data: &[u8], off: usize) -> Result<IpHeader, Outcome<'static>> {
-    let Some(&first) = data.get(off) else { return Err(undecodable(Layer::Link, true)) };
+    let Some(&first) = data.get(off) else {
+        return Err(undecodable(Layer::Link, true));
+    };
     match first >> 4 {
         4 => parse_ipv4(data, off),
         6 => parse_ipv6(data, off),
@@ -419,7 +544,9 @@ fn parse_ip(data: &[u8], off: usize) -> Result<IpHeader, Outcome<'static>> {
 }
 
 fn parse_ipv4(data: &[u8], off: usize) -> Result<IpHeader, Outcome<'static>> {
-    let Some(h) = data.get(off..off + 20) else { return Err(undecodable(Layer::Ipv4, true)) };
+    let Some(h) = data.get(off..off + 20) else {
+        return Err(undecodable(Layer::Ipv4, true));
+    };
     let ihl = usize::from(h[0] & 0x0F) * 4;
     let total = usize::from(be16(h, 2));
     if ihl < 20 || total < ihl {
@@ -451,7 +578,9 @@ fn parse_ipv4(data: &[u8], off: usize) -> Result<IpHeader, Outcome<'static>> {
 }
 
 fn parse_ipv6(data: &[u8], off: usize) -> Result<IpHeader, Outcome<'static>> {
-    let Some(h) = data.get(off..off + 40) else { return Err(undecodable(Layer::Ipv6, true)) };
+    let Some(h) = data.get(off..off + 40) else {
+        return Err(undecodable(Layer::Ipv6, true));
+    };
     let captured = data.len() - off;
     let plen = usize::from(be16(h, 4));
     // A zero payload length is a jumbogram (or a capture that zeroed it): use what we have.
@@ -469,17 +598,23 @@ fn parse_ipv6(data: &[u8], off: usize) -> Result<IpHeader, Outcome<'static>> {
     for _ in 0..16 {
         match next {
             0 | 43 | 60 | 135 | 139 | 140 => {
-                let Some(e) = data.get(pos..pos + 2) else { return Err(undecodable(Layer::Ipv6, true)) };
+                let Some(e) = data.get(pos..pos + 2) else {
+                    return Err(undecodable(Layer::Ipv6, true));
+                };
                 next = e[0];
                 pos += (usize::from(e[1]) + 1) * 8;
             }
             51 => {
-                let Some(e) = data.get(pos..pos + 2) else { return Err(undecodable(Layer::Ipv6, true)) };
+                let Some(e) = data.get(pos..pos + 2) else {
+                    return Err(undecodable(Layer::Ipv6, true));
+                };
                 next = e[0];
                 pos += (usize::from(e[1]) + 2) * 4;
             }
             44 => {
-                let Some(e) = data.get(pos..pos + 8) else { return Err(undecodable(Layer::Ipv6, true)) };
+                let Some(e) = data.get(pos..pos + 8) else {
+                    return Err(undecodable(Layer::Ipv6, true));
+                };
                 next = e[0];
                 let fo = be16(e, 2);
                 frag = Some((u32::from(fo & 0xFFF8), fo & 1 != 0, be32(e, 4)));
@@ -515,7 +650,6 @@ fn parse_ipv6(data: &[u8], off: usize) -> Result<IpHeader, Outcome<'static>> {
     })
 }
 
-
 #[allow(clippy::too_many_arguments)]
 fn tcp<'a>(
     src: IpAddr,
@@ -528,7 +662,9 @@ fn tcp<'a>(
     wire_len: u32,
 ) -> Outcome<'a> {
     // The fixed 20 bytes are needed; options and payload may be cut by the snaplen.
-    let Some(h) = p.get(0..20) else { return undecodable(Layer::Tcp, truncated) };
+    let Some(h) = p.get(0..20) else {
+        return undecodable(Layer::Tcp, truncated);
+    };
     let doff = usize::from(h[12] >> 4) * 4;
     if doff < 20 || wire_len < doff as u32 {
         return undecodable(Layer::Tcp, false);
@@ -550,7 +686,11 @@ fn tcp<'a>(
             ack: be32(h, 8),
             flags: h[13],
             window: be16(h, 14),
-            toa: if opts.is_empty() { None } else { toa_option(opts) },
+            toa: if opts.is_empty() {
+                None
+            } else {
+                toa_option(opts)
+            },
         },
         payload_wire_len: wire_len - doff as u32,
     };
@@ -568,13 +708,19 @@ fn udp<'a>(
     p: &'a [u8],
     wire_len: u32,
 ) -> Outcome<'a> {
-    let Some(h) = p.get(0..8) else { return undecodable(Layer::Udp, truncated) };
+    let Some(h) = p.get(0..8) else {
+        return undecodable(Layer::Udp, truncated);
+    };
     if wire_len < 8 {
         return undecodable(Layer::Udp, false);
     }
     // The UDP length field bounds the payload when it is sane; otherwise the IP length does.
     let ulen = u32::from(be16(h, 4));
-    let wire_payload = if (8..=wire_len).contains(&ulen) { ulen - 8 } else { wire_len - 8 };
+    let wire_payload = if (8..=wire_len).contains(&ulen) {
+        ulen - 8
+    } else {
+        wire_len - 8
+    };
     let cap = p.len().saturating_sub(8).min(wire_payload as usize);
     let t = Transport {
         src,
@@ -607,7 +753,12 @@ fn toa_option(opts: &[u8]) -> Option<(IpAddr, u16)> {
                 let body = opts.get(i + 2..i + len)?;
                 if kind == 254 || kind == 200 {
                     match len {
-                        8 => return Some((IpAddr::from([body[2], body[3], body[4], body[5]]), be16(body, 0))),
+                        8 => {
+                            return Some((
+                                IpAddr::from([body[2], body[3], body[4], body[5]]),
+                                be16(body, 0),
+                            ))
+                        }
                         20 => {
                             let mut a = [0u8; 16];
                             a.copy_from_slice(&body[2..18]);

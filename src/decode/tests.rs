@@ -59,11 +59,17 @@ fn flow(o: Outcome<'_>) -> (Transport, Vec<u8>) {
 
 #[test]
 fn ethernet_ipv4_tcp_with_ethernet_padding_trimmed() {
-    let mut f = eth(0x0800, &ipv4(6, A, B, 1, 0, &tcp(40000, 80, 7, tcp_flags::SYN, &[], b"")));
+    let mut f = eth(
+        0x0800,
+        &ipv4(6, A, B, 1, 0, &tcp(40000, 80, 7, tcp_flags::SYN, &[], b"")),
+    );
     f.extend_from_slice(&[0; 6]); // padding to the Ethernet minimum
     let mut d = Decoder::new(16, 1_000_000_000);
     let (t, p) = flow(d.decode(linktype::EN10MB, &f, 0));
-    assert_eq!((t.sport, t.dport, t.proto, t.tcp.seq, t.ip_bytes), (40000, 80, 6, 7, 40));
+    assert_eq!(
+        (t.sport, t.dport, t.proto, t.tcp.seq, t.ip_bytes),
+        (40000, 80, 6, 7, 40)
+    );
     assert!(p.is_empty() && !t.truncated);
 }
 
@@ -75,7 +81,10 @@ fn qinq_and_mpls_and_pppoe_are_looked_through() {
     let f = eth(0x88a8, &tagged);
     let mut d = Decoder::new(16, 1_000_000_000);
     let (t, p) = flow(d.decode(linktype::EN10MB, &f, 0));
-    assert_eq!((t.vlan, t.dport, p.as_slice()), ((10 << 12) | 20, 53, &b"q"[..]));
+    assert_eq!(
+        (t.vlan, t.dport, p.as_slice()),
+        ((10 << 12) | 20, 53, &b"q"[..])
+    );
     let mut mpls = vec![0, 0, 0x10, 64, 0, 0, 0x21, 64]; // two labels, the second bottom-of-stack
     mpls.extend_from_slice(&ip);
     let (t, _) = flow(d.decode(linktype::EN10MB, &eth(0x8847, &mpls), 0));
@@ -88,21 +97,49 @@ fn qinq_and_mpls_and_pppoe_are_looked_through() {
 
 #[test]
 fn vxlan_gre_and_ipip_show_the_inner_endpoints() {
-    let inner = eth(0x0800, &ipv4(6, [192, 168, 0, 1], [192, 168, 0, 2], 9, 0, &tcp(1234, 6379, 1, tcp_flags::ACK, &[], b"PING\r\n")));
+    let inner = eth(
+        0x0800,
+        &ipv4(
+            6,
+            [192, 168, 0, 1],
+            [192, 168, 0, 2],
+            9,
+            0,
+            &tcp(1234, 6379, 1, tcp_flags::ACK, &[], b"PING\r\n"),
+        ),
+    );
     let mut vx = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
     vx.extend_from_slice(&inner);
     let outer = eth(0x0800, &ipv4(17, A, B, 1, 0, &udp(55555, 8472, &vx)));
     let mut d = Decoder::new(16, 1_000_000_000);
     let (t, p) = flow(d.decode(linktype::EN10MB, &outer, 0));
-    assert_eq!((t.src, t.dport, p.as_slice()), ("192.168.0.1".parse().unwrap(), 6379, &b"PING\r\n"[..]));
+    assert_eq!(
+        (t.src, t.dport, p.as_slice()),
+        ("192.168.0.1".parse().unwrap(), 6379, &b"PING\r\n"[..])
+    );
     // GRE with a key, carrying IPv4.
-    let inner_ip = ipv4(6, [172, 16, 0, 1], [172, 16, 0, 2], 3, 0, &tcp(1, 80, 1, tcp_flags::SYN, &[], b""));
+    let inner_ip = ipv4(
+        6,
+        [172, 16, 0, 1],
+        [172, 16, 0, 2],
+        3,
+        0,
+        &tcp(1, 80, 1, tcp_flags::SYN, &[], b""),
+    );
     let mut gre = vec![0x20, 0, 0x08, 0, 0, 0, 0, 42];
     gre.extend_from_slice(&inner_ip);
-    let (t, _) = flow(d.decode(linktype::EN10MB, &eth(0x0800, &ipv4(47, A, B, 1, 0, &gre)), 0));
+    let (t, _) = flow(d.decode(
+        linktype::EN10MB,
+        &eth(0x0800, &ipv4(47, A, B, 1, 0, &gre)),
+        0,
+    ));
     assert_eq!(t.dst, "172.16.0.2".parse::<std::net::IpAddr>().unwrap());
     // IPIP (LVS TUN mode).
-    let (t, _) = flow(d.decode(linktype::EN10MB, &eth(0x0800, &ipv4(4, A, B, 1, 0, &inner_ip)), 0));
+    let (t, _) = flow(d.decode(
+        linktype::EN10MB,
+        &eth(0x0800, &ipv4(4, A, B, 1, 0, &inner_ip)),
+        0,
+    ));
     assert_eq!(t.src, "172.16.0.1".parse::<std::net::IpAddr>().unwrap());
 }
 
@@ -115,13 +152,25 @@ fn ipv4_fragments_out_of_order_with_overlap_reassemble_once() {
     let f1 = eth(0x0800, &ipv4(17, A, B, 77, 0x2000, p1));
     let f2 = eth(0x0800, &ipv4(17, A, B, 77, 0x2000 | 6, p2));
     let f2_again = f2.clone();
-    assert!(matches!(d.decode(linktype::EN10MB, &f3, 0), Outcome::FragmentHeld { .. }));
-    assert!(matches!(d.decode(linktype::EN10MB, &f1, 1), Outcome::FragmentHeld { .. }));
+    assert!(matches!(
+        d.decode(linktype::EN10MB, &f3, 0),
+        Outcome::FragmentHeld { .. }
+    ));
+    assert!(matches!(
+        d.decode(linktype::EN10MB, &f1, 1),
+        Outcome::FragmentHeld { .. }
+    ));
     let (t, p) = flow(d.decode(linktype::EN10MB, &f2, 2));
     assert_eq!(p, (0..100u8).collect::<Vec<_>>());
-    assert_eq!((t.fragments, t.ip_bytes), (3, (20 * 3 + payload.len()) as u32));
+    assert_eq!(
+        (t.fragments, t.ip_bytes),
+        (3, (20 * 3 + payload.len()) as u32)
+    );
     // A late duplicate starts a new datagram that never completes.
-    assert!(matches!(d.decode(linktype::EN10MB, &f2_again, 3), Outcome::FragmentHeld { .. }));
+    assert!(matches!(
+        d.decode(linktype::EN10MB, &f2_again, 3),
+        Outcome::FragmentHeld { .. }
+    ));
     assert_eq!(d.fragments_dropped(), 1);
 }
 
@@ -130,9 +179,16 @@ fn fragment_table_is_bounded_and_evicts_the_oldest() {
     let mut d = Decoder::new(4, 1_000_000_000);
     for id in 0..100u16 {
         let f = eth(0x0800, &ipv4(17, A, B, id, 0x2000, &[0u8; 16]));
-        assert!(matches!(d.decode(linktype::EN10MB, &f, i64::from(id)), Outcome::FragmentHeld { .. }));
+        assert!(matches!(
+            d.decode(linktype::EN10MB, &f, i64::from(id)),
+            Outcome::FragmentHeld { .. }
+        ));
     }
-    assert_eq!(d.fragments_dropped(), 100, "96 evicted plus 4 still waiting");
+    assert_eq!(
+        d.fragments_dropped(),
+        100,
+        "96 evicted plus 4 still waiting"
+    );
 }
 
 #[test]
@@ -142,17 +198,32 @@ fn headers_that_lie_about_lengths_are_undecodable_not_panics() {
     // IHL below 5.
     let mut short_ihl = good.clone();
     short_ihl[0] = 0x44;
-    assert!(matches!(d.decode(linktype::RAW, &short_ihl, 0), Outcome::Undecodable { layer: Layer::Ipv4, .. }));
+    assert!(matches!(
+        d.decode(linktype::RAW, &short_ihl, 0),
+        Outcome::Undecodable {
+            layer: Layer::Ipv4,
+            ..
+        }
+    ));
     // Total length past the frame: decoded as far as it goes, marked truncated.
     let mut long_total = good.clone();
     long_total[2..4].copy_from_slice(&1000u16.to_be_bytes());
     let (t, p) = flow(d.decode(linktype::RAW, &long_total, 0));
     assert!(t.truncated);
-    assert_eq!((p.as_slice(), t.payload_wire_len), (&b"data"[..], 1000 - 40));
+    assert_eq!(
+        (p.as_slice(), t.payload_wire_len),
+        (&b"data"[..], 1000 - 40)
+    );
     // TCP data offset past the datagram.
     let mut bad_doff = good.clone();
     bad_doff[20 + 12] = 0xf0;
-    assert!(matches!(d.decode(linktype::RAW, &bad_doff, 0), Outcome::Undecodable { layer: Layer::Tcp, .. }));
+    assert!(matches!(
+        d.decode(linktype::RAW, &bad_doff, 0),
+        Outcome::Undecodable {
+            layer: Layer::Tcp,
+            ..
+        }
+    ));
     // Every prefix of a valid frame decodes to something, never a panic.
     let f = eth(0x0800, &good);
     for n in 0..f.len() {
@@ -161,7 +232,10 @@ fn headers_that_lie_about_lengths_are_undecodable_not_panics() {
     // Total length smaller than the header.
     let mut tiny_total = good.clone();
     tiny_total[2..4].copy_from_slice(&10u16.to_be_bytes());
-    assert!(matches!(d.decode(linktype::RAW, &tiny_total, 0), Outcome::Undecodable { .. }));
+    assert!(matches!(
+        d.decode(linktype::RAW, &tiny_total, 0),
+        Outcome::Undecodable { .. }
+    ));
 }
 
 #[test]
@@ -175,7 +249,12 @@ fn toa_options_give_the_real_client() {
     let (t, _) = flow(d.decode(linktype::RAW, &f, 0));
     assert_eq!(t.tcp.toa, Some(("198.51.100.7".parse().unwrap(), 8080)));
     let mut v6 = vec![200, 20, 0x00, 0x35];
-    v6.extend_from_slice(&"2001:db8::9".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    v6.extend_from_slice(
+        &"2001:db8::9"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
     let f = ipv4(6, A, B, 1, 0, &tcp(1, 80, 1, tcp_flags::ACK, &v6, b""));
     let (t, _) = flow(d.decode(linktype::RAW, &f, 0));
     assert_eq!(t.tcp.toa, Some(("2001:db8::9".parse().unwrap(), 53)));
@@ -183,13 +262,27 @@ fn toa_options_give_the_real_client() {
 
 #[test]
 fn ipv6_extension_headers_and_fragments() {
-    let data = udp(53, 5353, b"hello world, this is a fragmented ipv6 datagram!");
+    let data = udp(
+        53,
+        5353,
+        b"hello world, this is a fragmented ipv6 datagram!",
+    );
     let (a, b) = (&data[..24], &data[24..]);
     let v6 = |next: u8, payload: &[u8]| {
         let mut h = vec![0x60, 0, 0, 0, 0, 0, next, 64];
         h[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
-        h.extend_from_slice(&"2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
-        h.extend_from_slice(&"2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        h.extend_from_slice(
+            &"2001:db8::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        h.extend_from_slice(
+            &"2001:db8::2"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
         h.extend_from_slice(payload);
         h
     };
@@ -203,7 +296,10 @@ fn ipv6_extension_headers_and_fragments() {
         v6(0, &p)
     };
     let mut d = Decoder::new(4, 1_000_000_000);
-    assert!(matches!(d.decode(linktype::IPV6, &frag(0, true, a), 0), Outcome::FragmentHeld { .. }));
+    assert!(matches!(
+        d.decode(linktype::IPV6, &frag(0, true, a), 0),
+        Outcome::FragmentHeld { .. }
+    ));
     let (t, p) = flow(d.decode(linktype::IPV6, &frag(3, false, b), 1));
     assert_eq!((t.sport, t.dport), (53, 5353));
     assert_eq!(p, b"hello world, this is a fragmented ipv6 datagram!");

@@ -67,7 +67,9 @@ impl Program {
             }
             if matches!(class, ST | STX) || (class == LD || class == LDX) && i.code & 0xe0 == MEM {
                 if i.k as usize >= MEMWORDS {
-                    return Err(format!("filter program uses scratch memory out of range at {pc}"));
+                    return Err(format!(
+                        "filter program uses scratch memory out of range at {pc}"
+                    ));
                 }
             }
         }
@@ -90,7 +92,10 @@ impl Program {
             let line = unsafe {
                 let p = bpf_image(i as *const Insn, n as libc::c_int);
                 if p.is_null() {
-                    format!("({n:03}) code={:#x} jt={} jf={} k={}", i.code, i.jt, i.jf, i.k)
+                    format!(
+                        "({n:03}) code={:#x} jt={} jf={} k={}",
+                        i.code, i.jt, i.jf, i.k
+                    )
                 } else {
                     CStr::from_ptr(p).to_string_lossy().into_owned()
                 }
@@ -198,8 +203,12 @@ impl Program {
 fn load(p: &[u8], size: u16, at: u64) -> Option<u32> {
     let at = usize::try_from(at).ok()?;
     match size {
-        W => p.get(at..at.checked_add(4)?).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
-        H => p.get(at..at.checked_add(2)?).map(|b| u32::from(u16::from_be_bytes([b[0], b[1]]))),
+        W => p
+            .get(at..at.checked_add(4)?)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+        H => p
+            .get(at..at.checked_add(2)?)
+            .map(|b| u32::from(u16::from_be_bytes([b[0], b[1]]))),
         B => p.get(at).map(|b| u32::from(*b)),
         _ => None,
     }
@@ -217,8 +226,12 @@ mod tests {
     fn frame() -> Vec<u8> {
         let mut f = vec![0u8; 14];
         f[12] = 0x08;
-        let mut ip = vec![0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
-        let tcp = [0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0];
+        let mut ip = vec![
+            0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        let tcp = [
+            0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
+        ];
         ip.extend_from_slice(&tcp);
         f.extend_from_slice(&ip);
         f
@@ -248,7 +261,20 @@ mod tests {
 
     #[test]
     fn backward_or_out_of_range_jumps_are_refused() {
-        let bad = vec![Insn { code: JMP | 0x10, jt: 5, jf: 0, k: 0 }, Insn { code: RET, jt: 0, jf: 0, k: 0 }];
+        let bad = vec![
+            Insn {
+                code: JMP | 0x10,
+                jt: 5,
+                jf: 0,
+                k: 0,
+            },
+            Insn {
+                code: RET,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            },
+        ];
         assert!(Program::new(bad).is_err());
     }
 

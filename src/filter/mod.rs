@@ -92,7 +92,10 @@ pub struct FilterSet {
 
 impl FilterSet {
     pub fn new(expr: &str) -> Self {
-        FilterSet { expr: expr.to_string(), programs: Vec::new() }
+        FilterSet {
+            expr: expr.to_string(),
+            programs: Vec::new(),
+        }
     }
 
     pub fn expr(&self) -> &str {

@@ -53,9 +53,25 @@ impl FlowKey {
     /// The key of a packet from `src` to `dst`, and the side the packet came from.
     pub fn new(src: Endpoint, dst: Endpoint, proto: u8, vlan: u32) -> (FlowKey, Side) {
         if src <= dst {
-            (FlowKey { a: src, b: dst, proto, vlan }, Side::A)
+            (
+                FlowKey {
+                    a: src,
+                    b: dst,
+                    proto,
+                    vlan,
+                },
+                Side::A,
+            )
         } else {
-            (FlowKey { a: dst, b: src, proto, vlan }, Side::B)
+            (
+                FlowKey {
+                    a: dst,
+                    b: src,
+                    proto,
+                    vlan,
+                },
+                Side::B,
+            )
         }
     }
 
@@ -100,8 +116,14 @@ mod tests {
 
     #[test]
     fn both_directions_share_a_key_and_a_worker() {
-        let x = Endpoint { ip: "10.0.0.1".parse().unwrap(), port: 40000 };
-        let y = Endpoint { ip: "10.0.0.2".parse().unwrap(), port: 80 };
+        let x = Endpoint {
+            ip: "10.0.0.1".parse().unwrap(),
+            port: 40000,
+        };
+        let y = Endpoint {
+            ip: "10.0.0.2".parse().unwrap(),
+            port: 80,
+        };
         let (k1, s1) = FlowKey::new(x, y, 6, 0);
         let (k2, s2) = FlowKey::new(y, x, 6, 0);
         assert_eq!(k1, k2);
@@ -111,7 +133,10 @@ mod tests {
 
     #[test]
     fn ipv6_ids_are_bracketed_rfc5952() {
-        let e = Endpoint { ip: "2001:db8:0:0:0:0:0:1".parse().unwrap(), port: 53 };
+        let e = Endpoint {
+            ip: "2001:db8:0:0:0:0:0:1".parse().unwrap(),
+            port: 53,
+        };
         assert_eq!(e.id(), "[2001:db8::1]:53");
     }
 }

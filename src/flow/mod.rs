@@ -113,7 +113,13 @@ impl Flow {
     }
 
     /// Update TCP state with one packet from `side`. Returns what the payload was.
-    pub fn update_tcp(&mut self, side: Side, t: &Transport, captured_payload: usize, ts: i64) -> SegmentKind {
+    pub fn update_tcp(
+        &mut self,
+        side: Side,
+        t: &Transport,
+        captured_payload: usize,
+        ts: i64,
+    ) -> SegmentKind {
         let s = side.index();
         let o = side.other().index();
         let flags = t.tcp.flags;

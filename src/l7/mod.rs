@@ -8,7 +8,9 @@
 mod pairing;
 mod stream;
 
-use protocols::{AnySession, Detection, Direction, Event, Events, Protocol, Role, Session, Transport as L4};
+use protocols::{
+    AnySession, Detection, Direction, Event, Events, Protocol, Role, Session, Transport as L4,
+};
 
 use crate::decode::Transport;
 use crate::flow::{SegmentKind, Side};
@@ -23,7 +25,9 @@ const DETECT_TRIES: u8 = 4;
 const DETECT_BYTES: usize = 8 * 1024;
 
 enum State {
-    Detecting { tries: [u8; 2] },
+    Detecting {
+        tries: [u8; 2],
+    },
     Active(Box<AnySession>),
     /// Encrypted (TLS, MySQL after SSL) or unrecognised: no more parsing.
     Opaque,
@@ -32,7 +36,10 @@ enum State {
 
 impl std::fmt::Debug for L7Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("L7Conn").field("protocol", &self.protocol).field("client", &self.client).finish()
+        f.debug_struct("L7Conn")
+            .field("protocol", &self.protocol)
+            .field("client", &self.client)
+            .finish()
     }
 }
 
@@ -114,9 +121,15 @@ impl L7Conn {
         let mut st = std::mem::take(&mut self.streams[s]);
         st.last_ts = ts;
         let mut dropped = 0u64;
-        st.segment(t.tcp.seq, payload, t.payload_wire_len, fin, limits, &mut dropped, |chunk| {
-            self.deliver(side, chunk, ts, (t.sport, t.dport), limits, hits)
-        });
+        st.segment(
+            t.tcp.seq,
+            payload,
+            t.payload_wire_len,
+            fin,
+            limits,
+            &mut dropped,
+            |chunk| self.deliver(side, chunk, ts, (t.sport, t.dport), limits, hits),
+        );
         hits.reassembly_dropped_segments += dropped;
         self.streams[s] = st;
     }
@@ -137,7 +150,14 @@ impl L7Conn {
         if self.done() {
             return;
         }
-        self.deliver(side, stream::Chunk::Data(payload), ts, (t.sport, t.dport), limits, hits);
+        self.deliver(
+            side,
+            stream::Chunk::Data(payload),
+            ts,
+            (t.sport, t.dport),
+            limits,
+            hits,
+        );
     }
 
     fn direction(&self, side: Side) -> Direction {
@@ -199,12 +219,16 @@ impl L7Conn {
 
     fn detect(&mut self, side: Side, bytes: &[u8], ports: (u16, u16), limits: &Limits) {
         let s = side.index();
-        let State::Detecting { tries } = &mut self.state else { return };
+        let State::Detecting { tries } = &mut self.state else {
+            return;
+        };
         tries[s] = tries[s].saturating_add(1);
         let give_up = tries[s] > DETECT_TRIES;
         let carry = &mut self.carry[s];
         if self.tcp {
-            carry.extend_from_slice(&bytes[..bytes.len().min(DETECT_BYTES.saturating_sub(carry.len()))]);
+            carry.extend_from_slice(
+                &bytes[..bytes.len().min(DETECT_BYTES.saturating_sub(carry.len()))],
+            );
         } else {
             carry.clear();
             carry.extend_from_slice(bytes);
@@ -240,7 +264,8 @@ impl L7Conn {
                 }
                 let transport = if self.tcp { L4::Tcp } else { L4::Udp };
                 let mid = self.mid_stream || (self.tcp && self.streams[s].started_mid_stream());
-                self.state = State::Active(Box::new(AnySession::new(p, transport, mid, &limits.parser)));
+                self.state =
+                    State::Active(Box::new(AnySession::new(p, transport, mid, &limits.parser)));
             }
             Detection::NeedMore if !give_up && carry.len() < DETECT_BYTES && self.tcp => {}
             Detection::NeedMore | Detection::Unknown => {
@@ -261,7 +286,9 @@ impl L7Conn {
     fn feed(&mut self, side: Side, bytes: &[u8], ts: i64, limits: &Limits, hits: &mut LimitHits) {
         let s = side.index();
         let dir = self.direction(side);
-        let State::Active(sess) = &mut self.state else { return };
+        let State::Active(sess) = &mut self.state else {
+            return;
+        };
         if self.msg_start[s].is_none() {
             self.msg_start[s] = Some(ts);
         }
@@ -298,7 +325,14 @@ impl L7Conn {
 
     /// Turn parser events into tallies. `first_start` is when the first message in these
     /// events began; later ones began in the packet at `ts`.
-    fn handle_events(&mut self, side: Side, first_start: i64, ts: i64, limits: &Limits, hits: &mut LimitHits) {
+    fn handle_events(
+        &mut self,
+        side: Side,
+        first_start: i64,
+        ts: i64,
+        limits: &Limits,
+        hits: &mut LimitHits,
+    ) {
         let events = std::mem::take(&mut self.events);
         let mut first = true;
         for ev in &events {
@@ -306,7 +340,10 @@ impl L7Conn {
             first = false;
             match ev {
                 Event::Request(r) => {
-                    if self.pairing.request(r, ts, limits.max_pending_requests, hits) {
+                    if self
+                        .pairing
+                        .request(r, ts, limits.max_pending_requests, hits)
+                    {
                         self.tally.requests += 1;
                         self.tally.add_resource(&r.resource, 1, 0);
                     }
@@ -342,7 +379,11 @@ impl L7Conn {
     }
 
     /// End of the connection: flush what reassembly still holds, and report.
-    pub fn finish(mut self, limits: &Limits, hits: &mut LimitHits) -> (&'static str, Option<Side>, L7Tally) {
+    pub fn finish(
+        mut self,
+        limits: &Limits,
+        hits: &mut LimitHits,
+    ) -> (&'static str, Option<Side>, L7Tally) {
         for side in [Side::A, Side::B] {
             let mut st = std::mem::take(&mut self.streams[side.index()]);
             let last = st.last_ts;

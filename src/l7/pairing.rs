@@ -24,14 +24,23 @@ impl Pairing {
     /// Queue a request. Returns false for a DNS retransmission (same id and question
     /// still pending), which is the same request and counts once.
     pub fn request(&mut self, r: &Request, ts: i64, max: usize, hits: &mut LimitHits) -> bool {
-        if r.id.is_some() && self.queue.iter().any(|p| p.id == r.id && p.resource == r.resource) {
+        if r.id.is_some()
+            && self
+                .queue
+                .iter()
+                .any(|p| p.id == r.id && p.resource == r.resource)
+        {
             return false;
         }
         if self.queue.len() >= max.max(1) {
             self.queue.pop_front();
             hits.pending_requests_dropped += 1;
         }
-        self.queue.push_back(PendingRequest { resource: r.resource, id: r.id, end_ts: ts });
+        self.queue.push_back(PendingRequest {
+            resource: r.resource,
+            id: r.id,
+            end_ts: ts,
+        });
         true
     }
 

@@ -124,7 +124,11 @@ impl Reassembly {
         dropped: &mut u64,
         out: &mut impl FnMut(Chunk<'_>),
     ) {
-        if self.held.iter().any(|h| h.seq == seq && h.wire_len >= wire_len) {
+        if self
+            .held
+            .iter()
+            .any(|h| h.seq == seq && h.wire_len >= wire_len)
+        {
             return; // a copy of a held segment
         }
         let full = self.held.len() >= MAX_SEGMENTS
@@ -132,7 +136,11 @@ impl Reassembly {
         if full {
             // Give up on the hole: resume at the earliest segment we have (held or this).
             *dropped += 1;
-            let earliest = self.held.iter().map(|h| h.seq).fold(seq, |m, s| if before(s, m) { s } else { m });
+            let earliest =
+                self.held
+                    .iter()
+                    .map(|h| h.seq)
+                    .fold(seq, |m, s| if before(s, m) { s } else { m });
             out(Chunk::Gap);
             self.expected = Some(earliest);
             self.drain(out);
@@ -148,13 +156,20 @@ impl Reassembly {
         }
         let at = self.arena.len();
         self.arena.extend_from_slice(payload);
-        self.held.push(Held { seq, wire_len, at, len: payload.len() });
+        self.held.push(Held {
+            seq,
+            wire_len,
+            at,
+            len: payload.len(),
+        });
     }
 
     /// Deliver held segments that now touch `expected`.
     fn drain(&mut self, out: &mut impl FnMut(Chunk<'_>)) {
         while let Some(exp) = self.expected {
-            let Some(i) = self.held.iter().position(|h| !before(exp, h.seq)) else { break };
+            let Some(i) = self.held.iter().position(|h| !before(exp, h.seq)) else {
+                break;
+            };
             let h = self.held.swap_remove(i);
             let arena = std::mem::take(&mut self.arena);
             self.take(h.seq, &arena[h.at..h.at + h.len], h.wire_len, out);
@@ -180,7 +195,11 @@ impl Reassembly {
     /// End of the connection: deliver everything held, reporting holes as gaps.
     pub fn flush(&mut self, mut out: impl FnMut(Chunk<'_>)) {
         while !self.held.is_empty() {
-            let earliest = self.held.iter().map(|h| h.seq).reduce(|m, s| if before(s, m) { s } else { m });
+            let earliest = self
+                .held
+                .iter()
+                .map(|h| h.seq)
+                .reduce(|m, s| if before(s, m) { s } else { m });
             out(Chunk::Gap);
             self.expected = earliest;
             self.drain(&mut out);
@@ -205,11 +224,19 @@ mod tests {
         let mut dropped = 0;
         let limits = Limits::default();
         for (seq, p) in segs {
-            r.segment(*seq, p, p.len() as u32, false, &limits, &mut dropped, |c| match c {
-                Chunk::Data(d) => s.push_str(std::str::from_utf8(d).unwrap()),
-                Chunk::Gap => s.push('|'),
-                Chunk::Fin => s.push('$'),
-            });
+            r.segment(
+                *seq,
+                p,
+                p.len() as u32,
+                false,
+                &limits,
+                &mut dropped,
+                |c| match c {
+                    Chunk::Data(d) => s.push_str(std::str::from_utf8(d).unwrap()),
+                    Chunk::Gap => s.push('|'),
+                    Chunk::Fin => s.push('$'),
+                },
+            );
         }
         r.flush(|c| match c {
             Chunk::Data(d) => s.push_str(std::str::from_utf8(d).unwrap()),
@@ -221,7 +248,17 @@ mod tests {
 
     #[test]
     fn out_of_order_retransmitted_and_overlapping_bytes_come_out_once_in_order() {
-        assert_eq!(run(&[(1, b"abc"), (7, b"ghi"), (4, b"def"), (1, b"abc"), (5, b"efgh"), (10, b"j")]), "abcdefghij");
+        assert_eq!(
+            run(&[
+                (1, b"abc"),
+                (7, b"ghi"),
+                (4, b"def"),
+                (1, b"abc"),
+                (5, b"efgh"),
+                (10, b"j")
+            ]),
+            "abcdefghij"
+        );
     }
 
     #[test]
@@ -236,8 +273,16 @@ mod tests {
         let mut got = Vec::new();
         let mut d = 0;
         let l = Limits::default();
-        r.segment(u32::MAX, b"ab", 2, false, &l, &mut d, |c| if let Chunk::Data(x) = c { got.extend_from_slice(x) });
-        r.segment(1, b"cd", 2, false, &l, &mut d, |c| if let Chunk::Data(x) = c { got.extend_from_slice(x) });
+        r.segment(u32::MAX, b"ab", 2, false, &l, &mut d, |c| {
+            if let Chunk::Data(x) = c {
+                got.extend_from_slice(x)
+            }
+        });
+        r.segment(1, b"cd", 2, false, &l, &mut d, |c| {
+            if let Chunk::Data(x) = c {
+                got.extend_from_slice(x)
+            }
+        });
         assert_eq!(got, b"abcd");
     }
 }

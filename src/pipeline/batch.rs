@@ -26,7 +26,10 @@ pub const BATCH_BYTES: usize = 512 * 1024;
 
 impl Batch {
     pub fn with_capacity() -> Batch {
-        Batch { packets: Vec::with_capacity(BATCH_PACKETS), bytes: Vec::with_capacity(BATCH_BYTES) }
+        Batch {
+            packets: Vec::with_capacity(BATCH_PACKETS),
+            bytes: Vec::with_capacity(BATCH_BYTES),
+        }
     }
 
     pub fn clear(&mut self) {

@@ -73,13 +73,20 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
     let mut vantages = Vantages::new(opts.one_vantage);
     let mut inputs = Vec::with_capacity(opts.files.len());
     for path in &opts.files {
-        let file = CaptureFile::open(path, opts.limits.max_record_bytes).map_err(RunError::Input)?;
-        inputs.push(Input { file, head: OwnedPacket::default(), has_head: false, done: false });
+        let file =
+            CaptureFile::open(path, opts.limits.max_record_bytes).map_err(RunError::Input)?;
+        inputs.push(Input {
+            file,
+            head: OwnedPacket::default(),
+            has_head: false,
+            done: false,
+        });
     }
     let mut filter = opts.filter.as_deref().map(FilterSet::new);
     if let Some(f) = &mut filter {
         // Surface a bad expression before reading anything.
-        f.prepare(decode::linktype::EN10MB).map_err(|e| RunError::Filter(e.0))?;
+        f.prepare(decode::linktype::EN10MB)
+            .map_err(|e| RunError::Filter(e.0))?;
     }
 
     let threads = opts.threads.max(1);
@@ -87,7 +94,8 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
     let mut senders: Vec<Sender<Batch>> = Vec::with_capacity(threads);
     let (recycle_tx, recycle_rx) = bounded::<Batch>(threads * 8);
     let mut handles = Vec::with_capacity(threads);
-    let positions: Vec<Arc<AtomicU64>> = (0..threads).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let positions: Vec<Arc<AtomicU64>> =
+        (0..threads).map(|_| Arc::new(AtomicU64::new(0))).collect();
     for (i, position) in positions.iter().enumerate() {
         let (tx, rx) = bounded::<Batch>(4);
         senders.push(tx);
@@ -97,17 +105,24 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
         let max_flows = (opts.limits.max_flows / threads).max(1);
         let (vlan_key, l7) = (opts.vlan_key, opts.l7);
         let position = Arc::clone(position);
-        handles.push(thread::Builder::new().name(format!("wiremap-worker-{i}")).spawn(move || {
-            let mut w = Worker::new(limits, max_flows, vlan_key, l7);
-            work(&mut w, &rx, &recycle, &position);
-            let _ = results.send((i, w.into_result()));
-        }));
+        handles.push(
+            thread::Builder::new()
+                .name(format!("wiremap-worker-{i}"))
+                .spawn(move || {
+                    let mut w = Worker::new(limits, max_flows, vlan_key, l7);
+                    work(&mut w, &rx, &recycle, &position);
+                    let _ = results.send((i, w.into_result()));
+                }),
+        );
     }
     drop(result_tx);
     drop(recycle_tx);
 
     let mut reader = Reader {
-        decoder: Decoder::new(opts.limits.max_fragment_datagrams, opts.limits.fragment_timeout_ns),
+        decoder: Decoder::new(
+            opts.limits.max_fragment_datagrams,
+            opts.limits.fragment_timeout_ns,
+        ),
         stats: ReaderStats::default(),
         batches: (0..threads).map(|_| Batch::with_capacity()).collect(),
         senders,
@@ -118,7 +133,12 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
     let mut warnings = Vec::new();
     let mut fault = None;
     let progress = opts.progress && std::io::stderr().is_terminal();
-    let total_bytes: u64 = opts.files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let total_bytes: u64 = opts
+        .files
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
 
     // Merge by packet time; ties go to the earlier file.
     'read: loop {
@@ -160,7 +180,11 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
         }
         if progress && reader.order % 1_000_000 == 0 {
             let done: u64 = inputs.iter().map(|i| i.file.offset()).sum();
-            eprint!("\rwiremap: {} packets, {}% of input", reader.order, done * 100 / total_bytes.max(1));
+            eprint!(
+                "\rwiremap: {} packets, {}% of input",
+                reader.order,
+                done * 100 / total_bytes.max(1)
+            );
         }
     }
     if progress && reader.order >= 1_000_000 {
@@ -200,7 +224,11 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
         max_edges: opts.limits.max_edges,
         kind,
     });
-    Ok(Analysis { document, warnings, fault })
+    Ok(Analysis {
+        document,
+        warnings,
+        fault,
+    })
 }
 
 fn work(w: &mut Worker, rx: &Receiver<Batch>, recycle: &Sender<Batch>, position: &AtomicU64) {
@@ -223,7 +251,12 @@ pub struct Reader {
 }
 
 impl Reader {
-    fn packet(&mut self, pkt: &OwnedPacket, vantages: &mut Vantages, filter: Option<&mut FilterSet>) -> Result<(), String> {
+    fn packet(
+        &mut self,
+        pkt: &OwnedPacket,
+        vantages: &mut Vantages,
+        filter: Option<&mut FilterSet>,
+    ) -> Result<(), String> {
         let order = self.order;
         self.order += 1;
         let ip_bytes_seen = decode::ip_bytes_of(pkt.linktype, &pkt.data);
@@ -248,8 +281,14 @@ impl Reader {
                     st.truncated += 1;
                 }
                 let (key, _) = FlowKey::new(
-                    Endpoint { ip: t.src, port: t.sport },
-                    Endpoint { ip: t.dst, port: t.dport },
+                    Endpoint {
+                        ip: t.src,
+                        port: t.sport,
+                    },
+                    Endpoint {
+                        ip: t.dst,
+                        port: t.dport,
+                    },
                     t.proto,
                     0,
                 );
@@ -278,7 +317,10 @@ impl Reader {
     }
 
     fn send(&mut self, w: usize) {
-        let fresh = self.recycle.try_recv().unwrap_or_else(|_| Batch::with_capacity());
+        let fresh = self
+            .recycle
+            .try_recv()
+            .unwrap_or_else(|_| Batch::with_capacity());
         let full = std::mem::replace(&mut self.batches[w], fresh);
         if self.senders[w].send(full).is_err() {
             self.workers_gone = true;

@@ -49,8 +49,14 @@ impl Worker {
         let t = &m.t;
         let ts = m.ts_ns;
         self.now = self.now.max(ts);
-        let src = Endpoint { ip: t.src, port: t.sport };
-        let dst = Endpoint { ip: t.dst, port: t.dport };
+        let src = Endpoint {
+            ip: t.src,
+            port: t.sport,
+        };
+        let dst = Endpoint {
+            ip: t.dst,
+            port: t.dport,
+        };
         let (key, side) = FlowKey::new(src, dst, t.proto, if self.vlan_key { t.vlan } else { 0 });
         let tcp = t.proto == 6;
         let id = match self.table.find(&key) {
@@ -83,14 +89,32 @@ impl Worker {
                 let client = flow.client;
                 let mid = !flow.syn_seen && !flow.synack_seen;
                 let conn = flow.l7.get_or_insert_with(|| Box::new(L7Conn::new(true)));
-                conn.on_tcp(side, client, mid, t, kind, payload, ts, &self.limits, &mut self.out.limits);
+                conn.on_tcp(
+                    side,
+                    client,
+                    mid,
+                    t,
+                    kind,
+                    payload,
+                    ts,
+                    &self.limits,
+                    &mut self.out.limits,
+                );
             }
         } else {
             flow.update_udp(side, t, ts);
             if l7_on && !payload.is_empty() {
                 let client = flow.client;
                 let conn = flow.l7.get_or_insert_with(|| Box::new(L7Conn::new(false)));
-                conn.on_udp(side, client, t, payload, ts, &self.limits, &mut self.out.limits);
+                conn.on_udp(
+                    side,
+                    client,
+                    t,
+                    payload,
+                    ts,
+                    &self.limits,
+                    &mut self.out.limits,
+                );
             }
         }
     }

@@ -37,7 +37,9 @@ impl Digest {
         self.count += 1;
         self.sum += u128::from(v);
         match &mut self.hist {
-            Some(h) => h.saturating_record(v),
+            Some(h) => {
+                let _ = h.record(v);
+            }
             None => {
                 self.exact.push(v);
                 if self.exact.len() > EXACT_MAX {
@@ -54,7 +56,9 @@ impl Digest {
         };
         h.auto(true);
         for v in self.exact.drain(..) {
-            h.saturating_record(v);
+            {
+                let _ = h.record(v);
+            };
         }
         self.exact = Vec::new();
         self.hist = Some(Box::new(h));
@@ -72,7 +76,9 @@ impl Digest {
         self.sum += o.sum;
         for v in &o.exact {
             match &mut self.hist {
-                Some(h) => h.saturating_record(*v),
+                Some(h) => {
+                    let _ = h.record(*v);
+                }
                 None => self.exact.push(*v),
             }
         }
@@ -134,14 +140,21 @@ mod tests {
         }
         let s = d.summary().unwrap();
         // Nearest rank: p50 = 3rd of 5, p90 = 5th, p99 = 5th.
-        assert_eq!((s.min, s.p50, s.p90, s.p99, s.max, s.mean), (15, 35, 50, 50, 50, 32));
+        assert_eq!(
+            (s.min, s.p50, s.p90, s.p99, s.max, s.mean),
+            (15, 35, 50, 50, 50, 32)
+        );
     }
 
     #[test]
     fn merge_is_order_independent_and_large_sets_stay_within_one_percent() {
         let (mut a, mut b) = (Digest::default(), Digest::default());
         for v in 1..=1000u64 {
-            if v % 2 == 0 { a.record(v * 100) } else { b.record(v * 100) }
+            if v % 2 == 0 {
+                a.record(v * 100)
+            } else {
+                b.record(v * 100)
+            }
         }
         let mut ab = a.clone();
         ab.merge(&b);

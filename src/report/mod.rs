@@ -39,7 +39,12 @@ pub struct ConnSummary {
 }
 
 impl ConnSummary {
-    pub fn from_flow(f: &Flow, protocol: &'static str, l7_server: Option<Side>, l7: L7Tally) -> ConnSummary {
+    pub fn from_flow(
+        f: &Flow,
+        protocol: &'static str,
+        l7_server: Option<Side>,
+        l7: L7Tally,
+    ) -> ConnSummary {
         ConnSummary {
             key: f.key,
             client: f.client,
@@ -153,7 +158,14 @@ fn client_id(ip: &std::net::IpAddr) -> String {
 
 /// Merge worker results into the document.
 pub fn build_document(input: DocumentInput<'_>) -> Document {
-    let DocumentInput { results, reader, vantages, filter, max_edges, kind } = input;
+    let DocumentInput {
+        results,
+        reader,
+        vantages,
+        filter,
+        max_edges,
+        kind,
+    } = input;
     let mut syn_servers = HashSet::new();
     for r in &results {
         syn_servers.extend(r.syn_servers.iter().copied());
@@ -171,10 +183,16 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
     limits.fragments_dropped += reader.fragments_dropped;
 
     // Sorted by the contract's edge key (string ids).
-    let mut edges: BTreeMap<(String, String, &'static str, &'static str), EdgeAgg> = BTreeMap::new();
+    let mut edges: BTreeMap<(String, String, &'static str, &'static str), EdgeAgg> =
+        BTreeMap::new();
     let mut folded: BTreeMap<Endpoint, u64> = BTreeMap::new();
     let add = |edges: &mut BTreeMap<_, EdgeAgg>, k: EdgeKey, a: &EdgeAgg| {
-        let key = (client_id(&k.client), k.server.id(), if k.udp { "udp" } else { "tcp" }, k.protocol);
+        let key = (
+            client_id(&k.client),
+            k.server.id(),
+            if k.udp { "udp" } else { "tcp" },
+            k.protocol,
+        );
         edges.entry(key).or_default().merge(a);
     };
     let mut server_of: HashMap<String, Endpoint> = HashMap::new();
@@ -191,7 +209,9 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
             add(&mut edges, *k, a);
         }
         for c in r.undetermined {
-            let client = c.client.unwrap_or_else(|| server_side(&c, &syn_servers).other());
+            let client = c
+                .client
+                .unwrap_or_else(|| server_side(&c, &syn_servers).other());
             let (k, a) = c.into_edge(client);
             server_of.insert(k.server.id(), k.server);
             add(&mut edges, k, &a);
@@ -222,7 +242,9 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
     for ((client, server, _, proto), a) in &edges {
         clients.insert(client.clone());
         let ep = server_of[server];
-        let e = services.entry(server.clone()).or_insert((ep, BTreeSet::new(), 0));
+        let e = services
+            .entry(server.clone())
+            .or_insert((ep, BTreeSet::new(), 0));
         e.1.insert(proto);
         e.2 += a.failed_connections;
     }
@@ -285,7 +307,10 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
 
     Document {
         schema: SCHEMA,
-        generator: Generator { name: "wiremap", version: env!("CARGO_PKG_VERSION") },
+        generator: Generator {
+            name: "wiremap",
+            version: env!("CARGO_PKG_VERSION"),
+        },
         sources,
         window: Window {
             start: time::rfc3339_micros(reader.first_ts.unwrap_or(0)),
@@ -298,10 +323,19 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
     }
 }
 
-fn edge_doc(client: String, server: String, transport: &'static str, protocol: &'static str, a: EdgeAgg) -> EdgeDoc {
+fn edge_doc(
+    client: String,
+    server: String,
+    transport: &'static str,
+    protocol: &'static str,
+    a: EdgeAgg,
+) -> EdgeDoc {
     let tcp = transport == "tcp";
     let mut resources: Vec<(String, u64, u64)> =
-        a.l7.resources.iter().map(|(r, (n, e))| (r.as_str().to_string(), *n, *e)).collect();
+        a.l7.resources
+            .iter()
+            .map(|(r, (n, e))| (r.as_str().to_string(), *n, *e))
+            .collect();
     // Most requests first; ties by name so the order is stable.
     resources.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
     resources.truncate(10);
@@ -325,21 +359,40 @@ fn edge_doc(client: String, server: String, transport: &'static str, protocol: &
         protocol,
         connections: a.connections,
         failed_connections: tcp.then_some(a.failed_connections),
-        packets: Directional { to_server: a.packets[0], to_client: a.packets[1] },
-        bytes: Directional { to_server: a.bytes[0], to_client: a.bytes[1] },
+        packets: Directional {
+            to_server: a.packets[0],
+            to_client: a.packets[1],
+        },
+        bytes: Directional {
+            to_server: a.bytes[0],
+            to_client: a.bytes[1],
+        },
         requests: a.l7.requests,
         responses: a.l7.responses,
         errors: a.l7.errors,
         latency_us: latency,
-        codes: a.l7.codes.iter().map(|(c, n)| (c.as_str().to_string(), *n)).collect(),
+        codes: a
+            .l7
+            .codes
+            .iter()
+            .map(|(c, n)| (c.as_str().to_string(), *n))
+            .collect(),
         top_resources: (a.l7.requests > 0).then(|| {
             resources
                 .into_iter()
-                .map(|(resource, requests, errors)| ResourceDoc { resource, requests, errors })
+                .map(|(resource, requests, errors)| ResourceDoc {
+                    resource,
+                    requests,
+                    errors,
+                })
                 .collect()
         }),
         tcp: tcp.then(|| TcpDoc {
-            rtt_us: if a.rtt_us.is_empty() { None } else { Some(a.rtt_us.quantile(0.5)) },
+            rtt_us: if a.rtt_us.is_empty() {
+                None
+            } else {
+                Some(a.rtt_us.quantile(0.5))
+            },
             retransmissions: a.retransmissions,
             resets: a.resets,
             missed_bytes: a.missed_bytes,

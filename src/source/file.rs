@@ -17,7 +17,11 @@ pub enum InputError {
     Empty(String),
     NotCapture(String),
     /// A fault after some packets were read: what came before is still reported.
-    Corrupt { path: String, offset: u64, what: String },
+    Corrupt {
+        path: String,
+        offset: u64,
+        what: String,
+    },
     Read(String, String),
 }
 
@@ -41,7 +45,9 @@ pub enum ReadOutcome {
     Packet,
     End,
     /// The file ends in the middle of a record (a capture that was killed).
-    Cut { offset: u64 },
+    Cut {
+        offset: u64,
+    },
 }
 
 struct Interface {
@@ -53,8 +59,17 @@ struct Interface {
 }
 
 enum Format {
-    Pcap { linktype: u32, nanos: bool, vantage: u16, big_endian: bool },
-    PcapNg { section: u32, interfaces: Vec<Interface>, big_endian: bool },
+    Pcap {
+        linktype: u32,
+        nanos: bool,
+        vantage: u16,
+        big_endian: bool,
+    },
+    PcapNg {
+        section: u32,
+        interfaces: Vec<Interface>,
+        big_endian: bool,
+    },
     Unknown,
 }
 
@@ -73,7 +88,9 @@ const INITIAL_BUFFER: usize = 1 << 20;
 impl CaptureFile {
     pub fn open(path: &str, max_record: usize) -> Result<CaptureFile, InputError> {
         let mut file = File::open(path).map_err(|e| InputError::Open(path.to_string(), e))?;
-        let meta = file.metadata().map_err(|e| InputError::Open(path.to_string(), e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| InputError::Open(path.to_string(), e))?;
         if meta.is_dir() {
             return Err(InputError::NotCapture(path.to_string()));
         }
@@ -101,12 +118,18 @@ impl CaptureFile {
         let file = File::open(path).map_err(|e| InputError::Open(path.to_string(), e))?;
         let reader = pcap_parser::create_reader(INITIAL_BUFFER, file).map_err(|e| match e {
             PcapError::HeaderNotRecognized => InputError::NotCapture(path.to_string()),
-            PcapError::Incomplete(_) | PcapError::UnexpectedEof | PcapError::Eof => InputError::Corrupt {
+            PcapError::Incomplete(_) | PcapError::UnexpectedEof | PcapError::Eof => {
+                InputError::Corrupt {
+                    path: path.to_string(),
+                    offset: 0,
+                    what: "the file header is cut short".into(),
+                }
+            }
+            other => InputError::Corrupt {
                 path: path.to_string(),
                 offset: 0,
-                what: "the file header is cut short".into(),
+                what: format!("{other}"),
             },
-            other => InputError::Corrupt { path: path.to_string(), offset: 0, what: format!("{other}") },
         })?;
         Ok(CaptureFile {
             path: path.to_string(),
@@ -154,10 +177,17 @@ impl CaptureFile {
                 }
                 Err(PcapError::UnexpectedEof) => {
                     // A record that claims more than any sane record is corruption, not a cut.
-                    if self.declared_record_len().is_some_and(|n| n > self.max_record) {
-                        return Err(self.corrupt("a record claims more bytes than the record limit"));
+                    if self
+                        .declared_record_len()
+                        .is_some_and(|n| n > self.max_record)
+                    {
+                        return Err(
+                            self.corrupt("a record claims more bytes than the record limit")
+                        );
                     }
-                    return Ok(ReadOutcome::Cut { offset: self.offset });
+                    return Ok(ReadOutcome::Cut {
+                        offset: self.offset,
+                    });
                 }
                 Err(e) => {
                     let what = match e {
@@ -187,7 +217,11 @@ impl CaptureFile {
         let d = self.reader.data();
         let field = |at: usize, be: bool| {
             let b: [u8; 4] = d.get(at..at + 4)?.try_into().ok()?;
-            Some(if be { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) } as usize)
+            Some(if be {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            } as usize)
         };
         match self.format {
             Format::Pcap { big_endian, .. } => field(8, big_endian),
@@ -197,11 +231,17 @@ impl CaptureFile {
     }
 
     fn refill(&mut self) -> Result<(), InputError> {
-        self.reader.refill().map_err(|e| InputError::Read(self.path.clone(), format!("{e}")))
+        self.reader
+            .refill()
+            .map_err(|e| InputError::Read(self.path.clone(), format!("{e}")))
     }
 
     fn corrupt(&self, what: &str) -> InputError {
-        InputError::Corrupt { path: self.path.clone(), offset: self.offset, what: what.to_string() }
+        InputError::Corrupt {
+            path: self.path.clone(),
+            offset: self.offset,
+            what: what.to_string(),
+        }
     }
 
     /// Bytes consumed so far (for progress).
@@ -224,14 +264,29 @@ fn handle_block(
             // The upper bits of the link-type field carry FCS information.
             let linktype = (h.network.0 as u32) & 0xFFFF;
             let vantage = vantages.assign(path, 0, None, "pcap", linktype);
-            *format = Format::Pcap { linktype, nanos: h.is_nanosecond_precision(), vantage, big_endian: h.is_bigendian() };
+            *format = Format::Pcap {
+                linktype,
+                nanos: h.is_nanosecond_precision(),
+                vantage,
+                big_endian: h.is_bigendian(),
+            };
             Ok(false)
         }
         PcapBlockOwned::Legacy(b) => {
-            let Format::Pcap { linktype, nanos, vantage, .. } = *format else {
+            let Format::Pcap {
+                linktype,
+                nanos,
+                vantage,
+                ..
+            } = *format
+            else {
                 return Err("packet record before the file header".into());
             };
-            let frac = if nanos { i64::from(b.ts_usec) } else { i64::from(b.ts_usec) * 1000 };
+            let frac = if nanos {
+                i64::from(b.ts_usec)
+            } else {
+                i64::from(b.ts_usec) * 1000
+            };
             out.ts_ns = i64::from(b.ts_sec) * 1_000_000_000 + frac;
             out.linktype = linktype;
             out.vantage = vantage;
@@ -246,11 +301,20 @@ fn handle_block(
                 Format::PcapNg { section, .. } => *section + 1,
                 _ => 0,
             };
-            *format = Format::PcapNg { section, interfaces: Vec::new(), big_endian: shb.big_endian() };
+            *format = Format::PcapNg {
+                section,
+                interfaces: Vec::new(),
+                big_endian: shb.big_endian(),
+            };
             Ok(false)
         }
         PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-            let Format::PcapNg { section, interfaces, .. } = format else {
+            let Format::PcapNg {
+                section,
+                interfaces,
+                ..
+            } = format
+            else {
                 return Err("interface block before a section header".into());
             };
             let linktype = (idb.linktype.0 as u32) & 0xFFFF;

@@ -38,7 +38,10 @@ pub struct Vantages {
 
 impl Vantages {
     pub fn new(one_vantage: bool) -> Self {
-        Vantages { one_vantage, list: Vec::new() }
+        Vantages {
+            one_vantage,
+            list: Vec::new(),
+        }
     }
 
     /// The vantage index for `interface` (pcapng interface index, 0 for pcap) of file

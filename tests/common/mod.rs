@@ -12,7 +12,10 @@ pub fn bin() -> &'static str {
 }
 
 pub fn run(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).output().expect("wiremap runs")
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("wiremap runs")
 }
 
 /// `wiremap analyze -q ARGS`, asserting success, parsed.
@@ -30,17 +33,26 @@ pub fn analyze(args: &[&str]) -> Value {
 }
 
 pub fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name).to_string_lossy().into_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// A capture from ../shared/peer-pcaps, or None (with the reason printed) when the shared
 /// folder is absent.
 pub fn peer(rel: &str) -> Option<String> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peer-pcaps").join(rel);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/peer-pcaps")
+        .join(rel);
     if p.exists() {
         Some(p.to_string_lossy().into_owned())
     } else {
-        println!("skipped: {} is absent (../shared is not beside the repository)", p.display());
+        println!(
+            "skipped: {} is absent (../shared is not beside the repository)",
+            p.display()
+        );
         None
     }
 }
@@ -58,8 +70,17 @@ pub fn edge<'a>(doc: &'a Value, client: &str, server: &str, protocol: Option<&st
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["client"] == client && e["server"] == server && protocol.is_none_or(|p| e["protocol"] == p))
-        .unwrap_or_else(|| panic!("no edge {client} -> {server} ({protocol:?}) in {:#}", doc["edges"]))
+        .find(|e| {
+            e["client"] == client
+                && e["server"] == server
+                && protocol.is_none_or(|p| e["protocol"] == p)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no edge {client} -> {server} ({protocol:?}) in {:#}",
+                doc["edges"]
+            )
+        })
 }
 
 pub fn u(v: &Value) -> u64 {
@@ -78,14 +99,23 @@ pub struct Rec {
 /// Read a little-endian microsecond pcap: (linktype, records).
 pub fn read_pcap(path: &str) -> (u32, Vec<Rec>) {
     let b = std::fs::read(path).unwrap();
-    assert_eq!(&b[0..4], &[0xd4, 0xc3, 0xb2, 0xa1], "test reader handles LE µs pcap only");
+    assert_eq!(
+        &b[0..4],
+        &[0xd4, 0xc3, 0xb2, 0xa1],
+        "test reader handles LE µs pcap only"
+    );
     let le32 = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
     let linktype = le32(20);
     let mut recs = Vec::new();
     let mut o = 24;
     while o + 16 <= b.len() {
         let incl = le32(o + 8) as usize;
-        recs.push(Rec { ts_sec: le32(o), ts_usec: le32(o + 4), orig_len: le32(o + 12), data: b[o + 16..o + 16 + incl].to_vec() });
+        recs.push(Rec {
+            ts_sec: le32(o),
+            ts_usec: le32(o + 4),
+            orig_len: le32(o + 12),
+            data: b[o + 16..o + 16 + incl].to_vec(),
+        });
         o += 16 + incl;
     }
     (linktype, recs)
@@ -112,8 +142,13 @@ pub fn write_pcap(path: &Path, linktype: u32, recs: &[Rec]) {
 /// The number of packets tcpdump reads from FILE with EXPR (the reference for filters),
 /// or None when tcpdump refuses the expression for this capture's link type.
 pub fn tcpdump_count(file: &str, expr: &str) -> Option<u64> {
-    let out = Command::new("tcpdump").args(["-nn", "-r", file, expr]).output().expect("tcpdump is installed");
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).lines().count() as u64)
+    let out = Command::new("tcpdump")
+        .args(["-nn", "-r", file, expr])
+        .output()
+        .expect("tcpdump is installed");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).lines().count() as u64)
 }
 
 /// Write a little-endian pcapng: one section, `interfaces` Ethernet interfaces with
