@@ -51,7 +51,8 @@ fn every_link_type_gives_the_same_edge_as_the_ethernet_original() {
         h
     };
     let raw = |ip: &[u8]| ip.to_vec();
-    let cases: Vec<(u32, &str, &dyn Fn(&[u8]) -> Vec<u8>)> = vec![
+    type Build<'a> = &'a dyn Fn(&[u8]) -> Vec<u8>;
+    let cases: Vec<(u32, &str, Build)> = vec![
         (113, "LINUX_SLL", &sll),
         (276, "LINUX_SLL2", &sll2),
         (0, "NULL", &null),

@@ -91,7 +91,7 @@ impl FragTable {
         };
         let start = h.frag_offset as usize;
         let end = start + part.len();
-        if end > MAX_DATAGRAM || (h.more_fragments && part.len() % 8 != 0) {
+        if end > MAX_DATAGRAM || (h.more_fragments && !part.len().is_multiple_of(8)) {
             self.dropped += 1;
             return None;
         }

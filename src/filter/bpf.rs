@@ -65,12 +65,12 @@ impl Program {
                     return Err(format!("filter program jumps out of range at {pc}"));
                 }
             }
-            if matches!(class, ST | STX) || (class == LD || class == LDX) && i.code & 0xe0 == MEM {
-                if i.k as usize >= MEMWORDS {
-                    return Err(format!(
-                        "filter program uses scratch memory out of range at {pc}"
-                    ));
-                }
+            let uses_memory =
+                matches!(class, ST | STX) || (class == LD || class == LDX) && i.code & 0xe0 == MEM;
+            if uses_memory && i.k as usize >= MEMWORDS {
+                return Err(format!(
+                    "filter program uses scratch memory out of range at {pc}"
+                ));
             }
         }
         if insns.last().map(|i| i.code & 0x07) != Some(RET) {

@@ -134,6 +134,7 @@ impl L7Conn {
         self.streams[s] = st;
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn on_udp(
         &mut self,
         side: Side,

@@ -178,7 +178,7 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
         if reader.workers_gone {
             break;
         }
-        if progress && reader.order % 1_000_000 == 0 {
+        if progress && reader.order.is_multiple_of(1_000_000) {
             let done: u64 = inputs.iter().map(|i| i.file.offset()).sum();
             eprint!(
                 "\rwiremap: {} packets, {}% of input",
