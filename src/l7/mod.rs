@@ -114,6 +114,15 @@ impl L7Conn {
         if kind == SegmentKind::KeepAlive {
             return;
         }
+        if flags & crate::decode::tcp_flags::ACK != 0 {
+            // What this side acknowledges may settle holes in the other side's stream.
+            let o = side.other();
+            let mut other = std::mem::take(&mut self.streams[o.index()]);
+            other.peer_ack(t.tcp.ack, |chunk| {
+                self.deliver(o, chunk, ts, (t.dport, t.sport), limits, hits)
+            });
+            self.streams[o.index()] = other;
+        }
         let fin = flags & crate::decode::tcp_flags::FIN != 0;
         if payload.is_empty() && t.payload_wire_len == 0 && !fin {
             return;

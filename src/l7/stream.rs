@@ -192,6 +192,31 @@ impl Reassembly {
         }
     }
 
+    /// The peer acknowledged up to `ack`: a hole below it will never be filled (the peer
+    /// got those bytes; the capture did not), so report it now and deliver what follows,
+    /// instead of waiting for the end of the connection.
+    pub fn peer_ack(&mut self, ack: u32, mut out: impl FnMut(Chunk<'_>)) {
+        while !self.held.is_empty() {
+            let Some(exp) = self.expected else { return };
+            let earliest =
+                self.held
+                    .iter()
+                    .map(|h| h.seq)
+                    .fold(ack, |m, s| if before(s, m) { s } else { m });
+            // Only a hole that lies wholly below the acknowledgment is known lost.
+            if !before(exp, earliest)
+                || before(ack, earliest)
+                || earliest == ack && !self.held.iter().any(|h| h.seq == ack)
+            {
+                return;
+            }
+            out(Chunk::Gap);
+            self.expected = Some(earliest);
+            self.drain(&mut out);
+        }
+        self.check_fin(&mut out);
+    }
+
     /// End of the connection: deliver everything held, reporting holes as gaps.
     pub fn flush(&mut self, mut out: impl FnMut(Chunk<'_>)) {
         while !self.held.is_empty() {
@@ -264,6 +289,25 @@ mod tests {
     #[test]
     fn a_hole_never_filled_becomes_a_gap() {
         assert_eq!(run(&[(1, b"abc"), (7, b"ghi")]), "abc|ghi");
+    }
+
+    #[test]
+    fn a_hole_the_peer_acknowledged_is_a_gap_at_once() {
+        let mut r = Reassembly::default();
+        r.syn(0);
+        let l = Limits::default();
+        let mut d = 0;
+        let mut s = String::new();
+        let mut push = |c: Chunk<'_>| match c {
+            Chunk::Data(x) => s.push_str(std::str::from_utf8(x).unwrap()),
+            Chunk::Gap => s.push('|'),
+            Chunk::Fin => s.push('$'),
+        };
+        r.segment(1, b"abc", 3, false, &l, &mut d, &mut push);
+        r.segment(7, b"ghi", 3, false, &l, &mut d, &mut push);
+        r.peer_ack(4, &mut push); // acknowledges only what we have: nothing to do
+        r.peer_ack(10, &mut push);
+        assert_eq!(s, "abc|ghi");
     }
 
     #[test]
