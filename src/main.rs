@@ -77,6 +77,9 @@ struct AnalyzeArgs {
     /// Skip L7 parsing: connections and TCP health only.
     #[arg(long)]
     no_l7: bool,
+    /// Also write one JSON line per request/response exchange to FILE (secrets removed).
+    #[arg(long, value_name = "FILE")]
+    records: Option<String>,
     /// Connections tracked at once (the least recently seen is evicted past it).
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_flows)]
     max_flows: usize,
@@ -151,6 +154,7 @@ fn analyze(a: AnalyzeArgs) -> ExitCode {
         one_vantage: a.one_vantage,
         vlan_key: a.vlan_key,
         l7: !a.no_l7,
+        records: a.records,
         limits,
         progress: !a.quiet,
     };

@@ -3,44 +3,47 @@
 //!
 //! Parsers only report events; this module decides what they mean for the topology:
 //! pairing (in order, or by id for DNS), DNS retransmission de-duplication, latency
-//! (the response's first packet − the request's last packet, in packet time) and tallies.
+//! (the response's first packet − the request's last packet, in packet time), tallies and
+//! the optional per-exchange records.
 
 mod pairing;
+pub mod records;
 mod stream;
 
 use protocols::{
     AnySession, Detection, Direction, Event, Events, Protocol, Role, Session, Transport as L4,
 };
 
+use crate::decode::tcp_flags::{ACK, FIN, SYN};
 use crate::decode::Transport;
-use crate::flow::{SegmentKind, Side};
+use crate::flow::{FlowKey, SegmentKind, Side};
 use crate::limits::{LimitHits, Limits};
 use crate::report::L7Tally;
-use pairing::Pairing;
-use stream::Reassembly;
+use pairing::{Pairing, PendingRequest};
+pub use records::RecordSink;
+use stream::{Chunk, Reassembly};
 
 /// How many payload-bearing chunks per direction detection looks at before giving up.
 const DETECT_TRIES: u8 = 4;
 /// Most bytes held while detection waits for more.
 const DETECT_BYTES: usize = 8 * 1024;
 
+/// What every L7 call needs from its worker.
+pub struct Ctx<'a> {
+    pub limits: &'a Limits,
+    pub hits: &'a mut LimitHits,
+    pub records: Option<&'a mut RecordSink>,
+    pub key: FlowKey,
+}
+
 enum State {
     Detecting {
         tries: [u8; 2],
     },
     Active(Box<AnySession>),
-    /// Encrypted (TLS, MySQL after SSL) or unrecognised: no more parsing.
+    /// Encrypted (TLS, MySQL after SSL): no more parsing.
     Opaque,
     Unknown,
-}
-
-impl std::fmt::Debug for L7Conn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("L7Conn")
-            .field("protocol", &self.protocol)
-            .field("client", &self.client)
-            .finish()
-    }
 }
 
 pub struct L7Conn {
@@ -60,6 +63,15 @@ pub struct L7Conn {
     /// Packet time at which the message now in progress in each direction began.
     msg_start: [Option<i64>; 2],
     mid_stream: bool,
+}
+
+impl std::fmt::Debug for L7Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("L7Conn")
+            .field("protocol", &self.protocol)
+            .field("client", &self.client)
+            .finish()
+    }
 }
 
 impl L7Conn {
@@ -84,7 +96,8 @@ impl L7Conn {
         matches!(self.state, State::Opaque | State::Unknown)
     }
 
-    /// One TCP segment from `side`. `client` is the flow's known opener, if any.
+    /// One TCP segment from `side`. `client` is the flow's known opener, if any;
+    /// `mid_stream` says the connection's handshake was not seen.
     #[allow(clippy::too_many_arguments)]
     pub fn on_tcp(
         &mut self,
@@ -95,8 +108,7 @@ impl L7Conn {
         kind: SegmentKind,
         payload: &[u8],
         ts: i64,
-        limits: &Limits,
-        hits: &mut LimitHits,
+        cx: &mut Ctx<'_>,
     ) {
         if self.client.is_none() {
             self.client = client;
@@ -107,29 +119,28 @@ impl L7Conn {
         }
         let s = side.index();
         let flags = t.tcp.flags;
-        if flags & crate::decode::tcp_flags::SYN != 0 {
+        if flags & SYN != 0 {
             self.streams[s].syn(t.tcp.seq);
             return;
         }
         if kind == SegmentKind::KeepAlive {
             return;
         }
-        if flags & crate::decode::tcp_flags::ACK != 0 {
+        if flags & ACK != 0 {
             // What this side acknowledges may settle holes in the other side's stream.
             let o = side.other();
             let mut other = std::mem::take(&mut self.streams[o.index()]);
-            other.peer_ack(t.tcp.ack, |chunk| {
-                self.deliver(o, chunk, ts, (t.dport, t.sport), limits, hits)
-            });
+            other.peer_ack(t.tcp.ack, |chunk| self.deliver(o, chunk, ts, cx));
             self.streams[o.index()] = other;
         }
-        let fin = flags & crate::decode::tcp_flags::FIN != 0;
+        let fin = flags & FIN != 0;
         if payload.is_empty() && t.payload_wire_len == 0 && !fin {
             return;
         }
         let mut st = std::mem::take(&mut self.streams[s]);
         st.last_ts = ts;
         let mut dropped = 0u64;
+        let limits = cx.limits;
         st.segment(
             t.tcp.seq,
             payload,
@@ -137,22 +148,20 @@ impl L7Conn {
             fin,
             limits,
             &mut dropped,
-            |chunk| self.deliver(side, chunk, ts, (t.sport, t.dport), limits, hits),
+            |chunk| self.deliver(side, chunk, ts, cx),
         );
-        hits.reassembly_dropped_segments += dropped;
+        cx.hits.reassembly_dropped_segments += dropped;
         self.streams[s] = st;
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// One UDP datagram from `side`.
     pub fn on_udp(
         &mut self,
         side: Side,
         client: Option<Side>,
-        t: &Transport,
         payload: &[u8],
         ts: i64,
-        limits: &Limits,
-        hits: &mut LimitHits,
+        cx: &mut Ctx<'_>,
     ) {
         if self.client.is_none() {
             self.client = client;
@@ -160,14 +169,7 @@ impl L7Conn {
         if self.done() {
             return;
         }
-        self.deliver(
-            side,
-            stream::Chunk::Data(payload),
-            ts,
-            (t.sport, t.dport),
-            limits,
-            hits,
-        );
+        self.deliver(side, Chunk::Data(payload), ts, cx);
     }
 
     fn direction(&self, side: Side) -> Direction {
@@ -177,18 +179,10 @@ impl L7Conn {
         }
     }
 
-    fn deliver(
-        &mut self,
-        side: Side,
-        chunk: stream::Chunk<'_>,
-        ts: i64,
-        ports: (u16, u16),
-        limits: &Limits,
-        hits: &mut LimitHits,
-    ) {
+    fn deliver(&mut self, side: Side, chunk: Chunk<'_>, ts: i64, cx: &mut Ctx<'_>) {
         let s = side.index();
         match chunk {
-            stream::Chunk::Gap => {
+            Chunk::Gap => {
                 let dir = self.direction(side);
                 if let State::Active(sess) = &mut self.state {
                     sess.gap(dir);
@@ -196,49 +190,50 @@ impl L7Conn {
                     self.msg_start[s] = None;
                 }
             }
-            stream::Chunk::Fin => {
+            Chunk::Fin => {
                 let dir = self.direction(side);
                 if let State::Active(sess) = &mut self.state {
                     self.events.clear();
                     sess.close(dir, &mut self.events);
-                    self.handle_events(side, ts, ts, limits, hits);
+                    self.handle_events(side, ts, ts, cx);
                 }
             }
-            stream::Chunk::Data(bytes) => {
+            Chunk::Data(bytes) => {
                 if bytes.is_empty() {
                     return;
                 }
                 if let State::Detecting { .. } = self.state {
-                    self.detect(side, bytes, ports, limits);
+                    self.detect(side, bytes, cx);
                     if let State::Active(_) = self.state {
-                        // Feed what detection held (the probed side first, then the other).
-                        let held = std::mem::take(&mut self.carry[s]);
-                        self.feed(side, &held, ts, limits, hits);
-                        let o = side.other();
-                        let held_o = std::mem::take(&mut self.carry[o.index()]);
-                        if !held_o.is_empty() {
-                            self.feed(o, &held_o, ts, limits, hits);
+                        // Feed what detection held: the client's bytes first (requests
+                        // precede their responses), then the server's.
+                        let client = self.client.unwrap_or(side);
+                        for sd in [client, client.other()] {
+                            let held = std::mem::take(&mut self.carry[sd.index()]);
+                            if !held.is_empty() {
+                                self.feed(sd, &held, ts, cx);
+                            }
                         }
                     }
                     return;
                 }
-                self.feed(side, bytes, ts, limits, hits);
+                self.feed(side, bytes, ts, cx);
             }
         }
     }
 
-    fn detect(&mut self, side: Side, bytes: &[u8], ports: (u16, u16), limits: &Limits) {
+    fn detect(&mut self, side: Side, bytes: &[u8], cx: &mut Ctx<'_>) {
         let s = side.index();
         let State::Detecting { tries } = &mut self.state else {
             return;
         };
         tries[s] = tries[s].saturating_add(1);
         let give_up = tries[s] > DETECT_TRIES;
+        let other_gave_up = tries[side.other().index()] > DETECT_TRIES;
         let carry = &mut self.carry[s];
         if self.tcp {
-            carry.extend_from_slice(
-                &bytes[..bytes.len().min(DETECT_BYTES.saturating_sub(carry.len()))],
-            );
+            let room = DETECT_BYTES.saturating_sub(carry.len());
+            carry.extend_from_slice(&bytes[..bytes.len().min(room)]);
         } else {
             carry.clear();
             carry.extend_from_slice(bytes);
@@ -247,12 +242,19 @@ impl L7Conn {
             Some(c) if c != side => Direction::ToClient,
             _ => Direction::ToServer,
         };
-        let hint = server_port_hint(ports, self.client.map(|c| c == side));
+        let (sender, receiver) = (
+            cx.key.endpoint(side).port,
+            cx.key.endpoint(side.other()).port,
+        );
+        let hint = server_port_hint((sender, receiver), self.client.map(|c| c == side));
         let l4 = if self.tcp { L4::Tcp } else { L4::Udp };
         match protocols::detect(l4, dir, carry, hint) {
             Detection::Found(p, role) => {
-                let sender_is_client = role == Role::Request;
-                let client = if sender_is_client { side } else { side.other() };
+                let client = if role == Role::Request {
+                    side
+                } else {
+                    side.other()
+                };
                 match self.client {
                     None => {
                         self.client = Some(client);
@@ -272,44 +274,33 @@ impl L7Conn {
                     self.carry[1].clear();
                     return;
                 }
-                let transport = if self.tcp { L4::Tcp } else { L4::Udp };
                 let mid = self.mid_stream || (self.tcp && self.streams[s].started_mid_stream());
                 self.state =
-                    State::Active(Box::new(AnySession::new(p, transport, mid, &limits.parser)));
+                    State::Active(Box::new(AnySession::new(p, l4, mid, &cx.limits.parser)));
             }
-            Detection::NeedMore if !give_up && carry.len() < DETECT_BYTES && self.tcp => {}
+            Detection::NeedMore if self.tcp && !give_up && carry.len() < DETECT_BYTES => {}
             Detection::NeedMore | Detection::Unknown => {
-                if !self.tcp {
-                    carry.clear();
-                }
-                let other_gave_up = tries[side.other().index()] > DETECT_TRIES;
-                if give_up || carry.len() >= DETECT_BYTES || !self.tcp {
-                    carry.clear();
-                    if !self.tcp || other_gave_up {
-                        self.state = State::Unknown;
-                    }
+                carry.clear();
+                if !self.tcp || (give_up && other_gave_up) {
+                    self.state = State::Unknown;
                 }
             }
         }
     }
 
-    fn feed(&mut self, side: Side, bytes: &[u8], ts: i64, limits: &Limits, hits: &mut LimitHits) {
+    fn feed(&mut self, side: Side, bytes: &[u8], ts: i64, cx: &mut Ctx<'_>) {
         let s = side.index();
         let dir = self.direction(side);
         let State::Active(sess) = &mut self.state else {
             return;
         };
-        if self.msg_start[s].is_none() {
-            self.msg_start[s] = Some(ts);
-        }
-        let start = self.msg_start[s].unwrap_or(ts);
+        let start = *self.msg_start[s].get_or_insert(ts);
         self.events.clear();
         let carry = &mut self.carry[s];
         if carry.is_empty() {
             let used = sess.feed(dir, bytes, &mut self.events).min(bytes.len());
-            if !self.tcp {
-                // A datagram is complete in itself.
-            } else if used < bytes.len() {
+            // A UDP datagram is complete in itself: nothing carries over.
+            if self.tcp && used < bytes.len() {
                 carry.extend_from_slice(&bytes[used..]);
             }
         } else {
@@ -317,15 +308,15 @@ impl L7Conn {
             let used = sess.feed(dir, carry, &mut self.events).min(carry.len());
             carry.drain(..used);
         }
-        if carry.len() > limits.parser.max_buffered {
+        if carry.len() > cx.limits.parser.max_buffered {
             // The parser cannot make progress within its bound: skip and resynchronise.
-            hits.parser_limits += 1;
+            cx.hits.parser_limits += 1;
             carry.clear();
             sess.gap(dir);
         }
         let in_progress = !carry.is_empty() || sess.in_message(dir);
         let emitted = !self.events.is_empty();
-        self.handle_events(side, start, ts, limits, hits);
+        self.handle_events(side, start, ts, cx);
         self.msg_start[s] = match (in_progress, emitted) {
             (false, _) => None,
             (true, true) => Some(ts),
@@ -333,52 +324,51 @@ impl L7Conn {
         };
     }
 
-    /// Turn parser events into tallies. `first_start` is when the first message in these
-    /// events began; later ones began in the packet at `ts`.
-    fn handle_events(
-        &mut self,
-        side: Side,
-        first_start: i64,
-        ts: i64,
-        limits: &Limits,
-        hits: &mut LimitHits,
-    ) {
+    /// Turn parser events into tallies and records. `first_start` is when the first message
+    /// in these events began; later ones began in the packet at `ts`.
+    fn handle_events(&mut self, side: Side, first_start: i64, ts: i64, cx: &mut Ctx<'_>) {
         let events = std::mem::take(&mut self.events);
-        let mut first = true;
-        for ev in &events {
-            let start = if first { first_start } else { ts };
-            first = false;
+        for (i, ev) in events.iter().enumerate() {
+            let start = if i == 0 { first_start } else { ts };
             match ev {
                 Event::Request(r) => {
+                    let p = PendingRequest {
+                        resource: r.resource,
+                        text: r.text,
+                        id: r.id,
+                        start_ts: start,
+                        end_ts: ts,
+                        bytes: r.bytes,
+                    };
                     if self
                         .pairing
-                        .request(r, ts, limits.max_pending_requests, hits)
+                        .request(p, cx.limits.max_pending_requests, cx.hits)
                     {
                         self.tally.requests += 1;
                         self.tally.add_resource(&r.resource, 1, 0);
                     }
                 }
                 Event::Response(resp) => {
-                    if let Some(req) = self.pairing.response(resp) {
-                        self.tally.responses += 1;
-                        *self.tally.codes.entry(resp.code).or_default() += 1;
-                        if resp.error {
-                            self.tally.errors += 1;
-                            self.tally.add_resource(&req.resource, 0, 1);
-                        }
-                        let lat_ns = start.saturating_sub(req.end_ts).max(0);
-                        self.tally.latency_us.record((lat_ns / 1000) as u64);
+                    let Some(req) = self.pairing.response(resp) else {
+                        continue;
+                    };
+                    self.tally.responses += 1;
+                    *self.tally.codes.entry(resp.code).or_default() += 1;
+                    if resp.error {
+                        self.tally.errors += 1;
+                        self.tally.add_resource(&req.resource, 0, 1);
                     }
+                    let latency_us = (start.saturating_sub(req.end_ts).max(0) / 1000) as u64;
+                    self.tally.latency_us.record(latency_us);
+                    self.record(&req, Some((resp, latency_us)), cx);
                 }
                 Event::LoginFailed { code } => {
                     *self.tally.codes.entry(*code).or_default() += 1;
                 }
-                Event::Encrypted => {
-                    self.state = State::Opaque;
-                }
+                Event::Encrypted => self.state = State::Opaque,
                 Event::Anomaly(a) => {
                     if *a == protocols::Anomaly::LimitExceeded {
-                        hits.parser_limits += 1;
+                        cx.hits.parser_limits += 1;
                     }
                 }
             }
@@ -388,17 +378,45 @@ impl L7Conn {
         self.events.clear();
     }
 
-    /// End of the connection: flush what reassembly still holds, and report.
-    pub fn finish(
-        mut self,
-        limits: &Limits,
-        hits: &mut LimitHits,
-    ) -> (&'static str, Option<Side>, L7Tally) {
+    fn record(
+        &self,
+        req: &PendingRequest,
+        resp: Option<(&protocols::Response, u64)>,
+        cx: &mut Ctx<'_>,
+    ) {
+        let (Some(sink), Some(client), Some(p)) =
+            (cx.records.as_deref_mut(), self.client, self.protocol)
+        else {
+            return;
+        };
+        sink.write(&records::Exchange {
+            ts_ns: req.start_ts,
+            client: cx.key.endpoint(client).ip,
+            server: cx.key.endpoint(client.other()),
+            protocol: p.as_str(),
+            request: req.text.as_str(),
+            request_bytes: req.bytes,
+            response: resp.map(|(r, _)| r.kind.as_str()),
+            latency_us: resp.map(|(_, l)| l),
+            error: resp.is_some_and(|(r, _)| r.error),
+            response_bytes: resp.map(|(r, _)| r.bytes),
+        });
+    }
+
+    /// End of the connection: flush what reassembly still holds, record requests that never
+    /// got an answer, and report.
+    pub fn finish(mut self, cx: &mut Ctx<'_>) -> (&'static str, Option<Side>, L7Tally) {
         for side in [Side::A, Side::B] {
             let mut st = std::mem::take(&mut self.streams[side.index()]);
             let last = st.last_ts;
-            st.flush(|chunk| self.deliver(side, chunk, last, (0, 0), limits, hits));
+            st.flush(|chunk| self.deliver(side, chunk, last, cx));
             self.streams[side.index()] = st;
+        }
+        if cx.records.is_some() {
+            let unanswered: Vec<PendingRequest> = self.pairing.drain().collect();
+            for req in &unanswered {
+                self.record(req, None, cx);
+            }
         }
         let name = self.protocol.map(Protocol::as_str).unwrap_or("unknown");
         (name, self.l7_server, self.tally)

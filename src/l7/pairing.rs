@@ -2,17 +2,20 @@
 
 use std::collections::VecDeque;
 
-use protocols::event::Resource;
-use protocols::{Request, Response};
+use protocols::event::{RequestText, Resource};
+use protocols::Response;
 
 use crate::limits::LimitHits;
 
 #[derive(Debug, Clone)]
 pub struct PendingRequest {
     pub resource: Resource,
+    pub text: RequestText,
     pub id: Option<u32>,
-    /// Packet time of the request's last packet.
+    /// Packet time of the request's first and last packets.
+    pub start_ts: i64,
     pub end_ts: i64,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -23,7 +26,7 @@ pub struct Pairing {
 impl Pairing {
     /// Queue a request. Returns false for a DNS retransmission (same id and question
     /// still pending), which is the same request and counts once.
-    pub fn request(&mut self, r: &Request, ts: i64, max: usize, hits: &mut LimitHits) -> bool {
+    pub fn request(&mut self, r: PendingRequest, max: usize, hits: &mut LimitHits) -> bool {
         if r.id.is_some()
             && self
                 .queue
@@ -36,11 +39,7 @@ impl Pairing {
             self.queue.pop_front();
             hits.pending_requests_dropped += 1;
         }
-        self.queue.push_back(PendingRequest {
-            resource: r.resource,
-            id: r.id,
-            end_ts: ts,
-        });
+        self.queue.push_back(r);
         true
     }
 
@@ -53,5 +52,10 @@ impl Pairing {
             }
             None => self.queue.pop_front(),
         }
+    }
+
+    /// Requests still waiting (the connection ended without their response).
+    pub fn drain(&mut self) -> impl Iterator<Item = PendingRequest> + '_ {
+        self.queue.drain(..)
     }
 }

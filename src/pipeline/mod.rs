@@ -30,6 +30,8 @@ pub struct Options {
     pub one_vantage: bool,
     pub vlan_key: bool,
     pub l7: bool,
+    /// Write one JSON line per exchange here.
+    pub records: Option<String>,
     pub limits: Limits,
     pub progress: bool,
 }
@@ -90,6 +92,34 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
     }
 
     let threads = opts.threads.max(1);
+    // Records: workers hand full buffers to one writer thread; empty ones come back.
+    let (rec_tx, rec_rx) = bounded::<Vec<u8>>(threads * 4);
+    let (spare_tx, spare_rx) = bounded::<Vec<u8>>(threads * 4);
+    let writer = match &opts.records {
+        Some(path) => {
+            let file = std::fs::File::create(path).map_err(|e| {
+                RunError::Input(InputError::Read(
+                    path.clone(),
+                    format!("cannot create: {e}"),
+                ))
+            })?;
+            Some(thread::spawn(move || -> std::io::Result<()> {
+                use std::io::Write;
+                let mut out = std::io::BufWriter::new(file);
+                for mut buf in rec_rx.iter() {
+                    out.write_all(&buf)?;
+                    buf.clear();
+                    let _ = spare_tx.try_send(buf);
+                }
+                out.flush()
+            }))
+        }
+        None => {
+            drop(rec_rx);
+            drop(spare_tx);
+            None
+        }
+    };
     let (result_tx, result_rx) = bounded::<(usize, WorkerResult)>(threads);
     let mut senders: Vec<Sender<Batch>> = Vec::with_capacity(threads);
     let (recycle_tx, recycle_rx) = bounded::<Batch>(threads * 8);
@@ -105,11 +135,15 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
         let max_flows = (opts.limits.max_flows / threads).max(1);
         let (vlan_key, l7) = (opts.vlan_key, opts.l7);
         let position = Arc::clone(position);
+        let sink = opts
+            .records
+            .as_ref()
+            .map(|_| crate::l7::RecordSink::new(rec_tx.clone(), spare_rx.clone()));
         handles.push(
             thread::Builder::new()
                 .name(format!("wiremap-worker-{i}"))
                 .spawn(move || {
-                    let mut w = Worker::new(limits, max_flows, vlan_key, l7);
+                    let mut w = Worker::new(limits, max_flows, vlan_key, l7, sink);
                     work(&mut w, &rx, &recycle, &position);
                     let _ = results.send((i, w.into_result()));
                 }),
@@ -117,6 +151,8 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
     }
     drop(result_tx);
     drop(recycle_tx);
+    drop(rec_tx);
+    drop(spare_rx);
 
     let mut reader = Reader {
         decoder: Decoder::new(
@@ -215,6 +251,13 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
         }
     }
     let results: Vec<WorkerResult> = results.into_iter().flatten().collect();
+    if let Some(w) = writer {
+        match w.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(RunError::Internal(format!("cannot write records: {e}"))),
+            Err(_) => return Err(RunError::Internal("the records writer failed".into())),
+        }
+    }
     let kind = "pcap";
     let document = report::build_document(report::DocumentInput {
         results,

@@ -6,7 +6,7 @@ use std::collections::hash_map::Entry;
 use super::batch::{Batch, PacketMeta};
 use crate::decode::tcp_flags::{ACK, SYN};
 use crate::flow::{Endpoint, Flow, FlowKey, FlowTable};
-use crate::l7::L7Conn;
+use crate::l7::{Ctx, L7Conn, RecordSink};
 use crate::limits::Limits;
 use crate::report::{ConnSummary, WorkerResult};
 
@@ -18,11 +18,19 @@ pub struct Worker {
     out: WorkerResult,
     now: i64,
     since_sweep: u32,
+    records: Option<RecordSink>,
 }
 
 impl Worker {
-    pub fn new(limits: Limits, max_flows: usize, vlan_key: bool, l7: bool) -> Worker {
+    pub fn new(
+        limits: Limits,
+        max_flows: usize,
+        vlan_key: bool,
+        l7: bool,
+        records: Option<RecordSink>,
+    ) -> Worker {
         Worker {
+            records,
             table: FlowTable::new(max_flows),
             limits,
             vlan_key,
@@ -89,32 +97,26 @@ impl Worker {
                 let client = flow.client;
                 let mid = !flow.syn_seen && !flow.synack_seen;
                 let conn = flow.l7.get_or_insert_with(|| Box::new(L7Conn::new(true)));
-                conn.on_tcp(
-                    side,
-                    client,
-                    mid,
-                    t,
-                    kind,
-                    payload,
-                    ts,
-                    &self.limits,
-                    &mut self.out.limits,
-                );
+                let mut cx = Ctx {
+                    limits: &self.limits,
+                    hits: &mut self.out.limits,
+                    records: self.records.as_mut(),
+                    key,
+                };
+                conn.on_tcp(side, client, mid, t, kind, payload, ts, &mut cx);
             }
         } else {
             flow.update_udp(side, t, ts);
             if l7_on && !payload.is_empty() {
                 let client = flow.client;
                 let conn = flow.l7.get_or_insert_with(|| Box::new(L7Conn::new(false)));
-                conn.on_udp(
-                    side,
-                    client,
-                    t,
-                    payload,
-                    ts,
-                    &self.limits,
-                    &mut self.out.limits,
-                );
+                let mut cx = Ctx {
+                    limits: &self.limits,
+                    hits: &mut self.out.limits,
+                    records: self.records.as_mut(),
+                    key,
+                };
+                conn.on_udp(side, client, payload, ts, &mut cx);
             }
         }
     }
@@ -155,7 +157,15 @@ impl Worker {
             self.out.failed_connections += 1;
         }
         let (protocol, l7_server, tally) = match flow.l7.take() {
-            Some(conn) => conn.finish(&self.limits, &mut self.out.limits),
+            Some(conn) => {
+                let mut cx = Ctx {
+                    limits: &self.limits,
+                    hits: &mut self.out.limits,
+                    records: self.records.as_mut(),
+                    key: flow.key,
+                };
+                conn.finish(&mut cx)
+            }
             None => ("unknown", None, Default::default()),
         };
         let summary = ConnSummary::from_flow(&flow, protocol, l7_server, tally);
@@ -189,6 +199,9 @@ impl Worker {
     pub fn into_result(mut self) -> WorkerResult {
         for flow in self.table.drain() {
             self.account(flow);
+        }
+        if let Some(r) = &mut self.records {
+            r.flush();
         }
         self.out
     }

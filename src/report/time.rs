@@ -2,18 +2,29 @@
 
 /// `2024-05-01T12:00:00.123456Z` for nanoseconds since the Unix epoch.
 pub fn rfc3339_micros(ts_ns: i64) -> String {
-    let micros = ts_ns.div_euclid(1_000);
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
-        sod / 3600,
-        (sod % 3600) / 60,
-        sod % 60
-    )
+    Rfc3339(ts_ns).to_string()
+}
+
+/// Displays nanoseconds since the epoch as RFC 3339 with microseconds, without allocating.
+pub struct Rfc3339(pub i64);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ts_ns = self.0;
+        let micros = ts_ns.div_euclid(1_000);
+        let secs = micros.div_euclid(1_000_000);
+        let frac = micros.rem_euclid(1_000_000);
+        let days = secs.div_euclid(86_400);
+        let sod = secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
+            sod / 3600,
+            (sod % 3600) / 60,
+            sod % 60
+        )
+    }
 }
 
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
