@@ -138,7 +138,6 @@ impl L7Conn {
             return;
         }
         let mut st = std::mem::take(&mut self.streams[s]);
-        st.last_ts = ts;
         let mut dropped = 0u64;
         let limits = cx.limits;
         st.segment(
@@ -146,6 +145,7 @@ impl L7Conn {
             payload,
             t.payload_wire_len,
             fin,
+            ts,
             limits,
             &mut dropped,
             |chunk| self.deliver(side, chunk, ts, cx),
@@ -169,7 +169,7 @@ impl L7Conn {
         if self.done() {
             return;
         }
-        self.deliver(side, Chunk::Data(payload), ts, cx);
+        self.deliver(side, Chunk::Data(payload, ts), ts, cx);
     }
 
     fn direction(&self, side: Side) -> Direction {
@@ -198,7 +198,7 @@ impl L7Conn {
                     self.handle_events(side, ts, ts, cx);
                 }
             }
-            Chunk::Data(bytes) => {
+            Chunk::Data(bytes, ts) => {
                 if bytes.is_empty() {
                     return;
                 }

@@ -10,7 +10,8 @@ use crate::limits::Limits;
 /// What reassembly hands to the parser, in order.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Chunk<'a> {
-    Data(&'a [u8]),
+    /// Bytes, with the packet time of the segment that carried them.
+    Data(&'a [u8], i64),
     /// Bytes that will never be seen (capture loss, snaplen cut, buffer limit).
     Gap,
     /// The direction ended (FIN), after all its data.
@@ -25,6 +26,7 @@ const KEEP_CAPACITY: usize = 16 * 1024;
 #[derive(Clone, Copy, Debug)]
 struct Held {
     seq: u32,
+    ts: i64,
     /// Sequence length on the wire (captured bytes may be fewer).
     wire_len: u32,
     at: usize,
@@ -67,10 +69,12 @@ impl Reassembly {
         payload: &[u8],
         wire_len: u32,
         fin: bool,
+        ts: i64,
         limits: &Limits,
         dropped: &mut u64,
         mut out: impl FnMut(Chunk<'_>),
     ) {
+        self.last_ts = ts;
         if self.closed {
             return;
         }
@@ -87,9 +91,9 @@ impl Reassembly {
         }
         if wire_len > 0 {
             if before(exp, seq) {
-                self.hold(seq, payload, wire_len, limits, dropped, &mut out);
+                self.hold(seq, payload, wire_len, ts, limits, dropped, &mut out);
             } else {
-                self.take(seq, payload, wire_len, &mut out);
+                self.take(seq, payload, wire_len, ts, &mut out);
                 self.drain(&mut out);
             }
         }
@@ -98,7 +102,14 @@ impl Reassembly {
 
     /// Deliver the part of a segment at or after `expected` (the segment starts at or
     /// before it).
-    fn take(&mut self, seq: u32, payload: &[u8], wire_len: u32, out: &mut impl FnMut(Chunk<'_>)) {
+    fn take(
+        &mut self,
+        seq: u32,
+        payload: &[u8],
+        wire_len: u32,
+        ts: i64,
+        out: &mut impl FnMut(Chunk<'_>),
+    ) {
         let Some(exp) = self.expected else { return };
         let skip = exp.wrapping_sub(seq);
         if skip >= wire_len {
@@ -106,7 +117,7 @@ impl Reassembly {
         }
         let skip = skip as usize;
         if skip < payload.len() {
-            out(Chunk::Data(&payload[skip..]));
+            out(Chunk::Data(&payload[skip..], ts));
         }
         if payload.len() < wire_len as usize {
             // The capture holds less than the segment carried.
@@ -115,11 +126,13 @@ impl Reassembly {
         self.expected = Some(seq.wrapping_add(wire_len));
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn hold(
         &mut self,
         seq: u32,
         payload: &[u8],
         wire_len: u32,
+        ts: i64,
         limits: &Limits,
         dropped: &mut u64,
         out: &mut impl FnMut(Chunk<'_>),
@@ -150,7 +163,7 @@ impl Reassembly {
                 out(Chunk::Gap);
                 self.expected = Some(seq);
             }
-            self.take(seq, payload, wire_len, out);
+            self.take(seq, payload, wire_len, ts, out);
             self.drain(out);
             return;
         }
@@ -158,6 +171,7 @@ impl Reassembly {
         self.arena.extend_from_slice(payload);
         self.held.push(Held {
             seq,
+            ts,
             wire_len,
             at,
             len: payload.len(),
@@ -172,7 +186,7 @@ impl Reassembly {
             };
             let h = self.held.swap_remove(i);
             let arena = std::mem::take(&mut self.arena);
-            self.take(h.seq, &arena[h.at..h.at + h.len], h.wire_len, out);
+            self.take(h.seq, &arena[h.at..h.at + h.len], h.wire_len, h.ts, out);
             self.arena = arena;
         }
         if self.held.is_empty() {
@@ -254,17 +268,18 @@ mod tests {
                 p,
                 p.len() as u32,
                 false,
+                0,
                 &limits,
                 &mut dropped,
                 |c| match c {
-                    Chunk::Data(d) => s.push_str(std::str::from_utf8(d).unwrap()),
+                    Chunk::Data(d, _) => s.push_str(std::str::from_utf8(d).unwrap()),
                     Chunk::Gap => s.push('|'),
                     Chunk::Fin => s.push('$'),
                 },
             );
         }
         r.flush(|c| match c {
-            Chunk::Data(d) => s.push_str(std::str::from_utf8(d).unwrap()),
+            Chunk::Data(d, _) => s.push_str(std::str::from_utf8(d).unwrap()),
             Chunk::Gap => s.push('|'),
             Chunk::Fin => s.push('$'),
         });
@@ -299,12 +314,12 @@ mod tests {
         let mut d = 0;
         let mut s = String::new();
         let mut push = |c: Chunk<'_>| match c {
-            Chunk::Data(x) => s.push_str(std::str::from_utf8(x).unwrap()),
+            Chunk::Data(x, _) => s.push_str(std::str::from_utf8(x).unwrap()),
             Chunk::Gap => s.push('|'),
             Chunk::Fin => s.push('$'),
         };
-        r.segment(1, b"abc", 3, false, &l, &mut d, &mut push);
-        r.segment(7, b"ghi", 3, false, &l, &mut d, &mut push);
+        r.segment(1, b"abc", 3, false, 0, &l, &mut d, &mut push);
+        r.segment(7, b"ghi", 3, false, 0, &l, &mut d, &mut push);
         r.peer_ack(4, &mut push); // acknowledges only what we have: nothing to do
         r.peer_ack(10, &mut push);
         assert_eq!(s, "abc|ghi");
@@ -317,13 +332,13 @@ mod tests {
         let mut got = Vec::new();
         let mut d = 0;
         let l = Limits::default();
-        r.segment(u32::MAX, b"ab", 2, false, &l, &mut d, |c| {
-            if let Chunk::Data(x) = c {
+        r.segment(u32::MAX, b"ab", 2, false, 0, &l, &mut d, |c| {
+            if let Chunk::Data(x, _) = c {
                 got.extend_from_slice(x)
             }
         });
-        r.segment(1, b"cd", 2, false, &l, &mut d, |c| {
-            if let Chunk::Data(x) = c {
+        r.segment(1, b"cd", 2, false, 0, &l, &mut d, |c| {
+            if let Chunk::Data(x, _) = c {
                 got.extend_from_slice(x)
             }
         });
