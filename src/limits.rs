@@ -41,7 +41,7 @@ impl Default for Limits {
             max_reassembly_bytes_per_direction: 256 * 1024,
             max_reassembly_bytes_total: 64 * 1024 * 1024,
             max_pending_requests: 1024,
-            max_edges: 100_000,
+            max_edges: 10_000,
             max_fragment_datagrams: 4096,
             max_record_bytes: 16 * 1024 * 1024,
             parser: protocols::Limits::default(),

@@ -1128,8 +1128,17 @@ impl Session for HttpSession {
 
     fn gap(&mut self, dir: Direction) {
         let h = self.h(dir);
+        // A head cut by the gap whose start line was complete is still a message: report it
+        // (with the bytes seen) at the next feed, as a body cut by a gap is.
+        let cut_head = h.state == State::Head && h.partial_known;
         h.head_partial = false;
         h.partial_known = false;
+        if cut_head {
+            h.flush = true;
+            h.state = State::Resync;
+            h.line_start = true;
+            return;
+        }
         match h.state {
             // The framing does not depend on the lost bytes.
             State::UntilClose | State::Tunnel => {}

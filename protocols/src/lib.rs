@@ -16,7 +16,9 @@
 //!   incrementally, not buffered. If the caller's buffer reaches that size without progress,
 //!   the caller calls [`Session::gap`] and counts a limit hit.
 //! * After [`Session::gap`] the session resynchronises: it discards bytes until it sees
-//!   something it recognises as the start of a message.
+//!   something it recognises as the start of a message. Right after a gap the caller feeds
+//!   an empty slice, so a session can report a message the gap cut short (its start line
+//!   was seen) before anything else happens on the connection.
 
 pub mod detect;
 pub mod dns;

@@ -63,6 +63,8 @@ pub struct L7Conn {
     /// Packet time at which the message now in progress in each direction began.
     msg_start: [Option<i64>; 2],
     mid_stream: bool,
+    /// A gap followed the bytes held during detection (replayed once a session exists).
+    held_gap: [bool; 2],
 }
 
 impl std::fmt::Debug for L7Conn {
@@ -89,6 +91,7 @@ impl L7Conn {
             events: Vec::new(),
             msg_start: [None; 2],
             mid_stream: false,
+            held_gap: [false; 2],
         }
     }
 
@@ -183,10 +186,18 @@ impl L7Conn {
         let s = side.index();
         match chunk {
             Chunk::Gap => {
+                if let State::Detecting { .. } = self.state {
+                    if !self.carry[s].is_empty() {
+                        self.held_gap[s] = true;
+                    }
+                    return;
+                }
                 let dir = self.direction(side);
                 if let State::Active(sess) = &mut self.state {
                     sess.gap(dir);
                     self.carry[s].clear();
+                    // Let the session report a message the gap cut short, now.
+                    self.feed(side, &[], ts, cx);
                     self.msg_start[s] = None;
                 }
             }
@@ -212,6 +223,9 @@ impl L7Conn {
                             let held = std::mem::take(&mut self.carry[sd.index()]);
                             if !held.is_empty() {
                                 self.feed(sd, &held, ts, cx);
+                            }
+                            if std::mem::take(&mut self.held_gap[sd.index()]) {
+                                self.deliver(sd, Chunk::Gap, ts, cx);
                             }
                         }
                     }
@@ -278,12 +292,14 @@ impl L7Conn {
                 self.state =
                     State::Active(Box::new(AnySession::new(p, l4, mid, &cx.limits.parser)));
             }
-            Detection::NeedMore if self.tcp && !give_up && carry.len() < DETECT_BYTES => {}
+            // TCP: keep what this side sent (bounded) even when it is not recognised: the
+            // other side may still reveal the protocol (an odd request answered by
+            // "HTTP/1.1 400"), and then these bytes are the request.
+            Detection::NeedMore | Detection::Unknown if self.tcp && !(give_up && other_gave_up) => {}
             Detection::NeedMore | Detection::Unknown => {
-                carry.clear();
-                if !self.tcp || (give_up && other_gave_up) {
-                    self.state = State::Unknown;
-                }
+                self.carry[0].clear();
+                self.carry[1].clear();
+                self.state = State::Unknown;
             }
         }
     }
@@ -406,11 +422,23 @@ impl L7Conn {
     /// End of the connection: flush what reassembly still holds, record requests that never
     /// got an answer, and report.
     pub fn finish(mut self, cx: &mut Ctx<'_>) -> (&'static str, Option<Side>, L7Tally) {
-        for side in [Side::A, Side::B] {
+        // Client side first, so requests are queued before the responses that answer them.
+        let client = self.client.unwrap_or(Side::A);
+        for side in [client, client.other()] {
             let mut st = std::mem::take(&mut self.streams[side.index()]);
             let last = st.last_ts;
             st.flush(|chunk| self.deliver(side, chunk, last, cx));
             self.streams[side.index()] = st;
+            // The end of the capture cuts a message still in progress: report it if its
+            // start was seen, as any gap does.
+            let dir = self.direction(side);
+            let in_progress = match &self.state {
+                State::Active(sess) => !self.carry[side.index()].is_empty() || sess.in_message(dir),
+                _ => false,
+            };
+            if in_progress {
+                self.deliver(side, Chunk::Gap, last, cx);
+            }
         }
         if cx.records.is_some() {
             let unanswered: Vec<PendingRequest> = self.pairing.drain().collect();

@@ -210,6 +210,16 @@ impl Reassembly {
     /// got those bytes; the capture did not), so report it now and deliver what follows,
     /// instead of waiting for the end of the connection.
     pub fn peer_ack(&mut self, ack: u32, mut out: impl FnMut(Chunk<'_>)) {
+        if self.held.is_empty() {
+            // Bytes at the tail that the peer has and the capture never showed.
+            if let Some(exp) = self.expected {
+                if before(exp, ack) && ack.wrapping_sub(exp) < (1 << 30) && !self.closed {
+                    out(Chunk::Gap);
+                    self.expected = Some(ack);
+                }
+            }
+            return;
+        }
         while !self.held.is_empty() {
             let Some(exp) = self.expected else { return };
             let earliest =
