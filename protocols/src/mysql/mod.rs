@@ -1456,6 +1456,117 @@ impl Session for MysqlSession {
 }
 
 /// Does `data` (the first payload bytes of a direction) look like MySQL?
+/// SQL statements a COM_QUERY or COM_STMT_PREPARE usually starts with.
+const SQL_KEYWORDS: &[&[u8]] = &[
+    b"SELECT",
+    b"INSERT",
+    b"UPDATE",
+    b"DELETE",
+    b"REPLACE",
+    b"SET",
+    b"SHOW",
+    b"BEGIN",
+    b"START",
+    b"COMMIT",
+    b"ROLLBACK",
+    b"CREATE",
+    b"DROP",
+    b"ALTER",
+    b"TRUNCATE",
+    b"USE",
+    b"CALL",
+    b"WITH",
+    b"EXPLAIN",
+    b"DESC",
+    b"DESCRIBE",
+    b"GRANT",
+    b"REVOKE",
+    b"LOCK",
+    b"UNLOCK",
+    b"SAVEPOINT",
+    b"RELEASE",
+    b"PREPARE",
+    b"EXECUTE",
+    b"DEALLOCATE",
+    b"ANALYZE",
+    b"OPTIMIZE",
+    b"KILL",
+    b"FLUSH",
+    b"LOAD",
+    b"HANDLER",
+    b"DO",
+    b"XA",
+];
+
+fn starts_with_sql_keyword(text: &[u8]) -> bool {
+    let t = text
+        .get(text.iter().take_while(|b| b.is_ascii_whitespace()).count()..)
+        .unwrap_or(&[]);
+    if t.starts_with(b"/*") {
+        return true;
+    }
+    SQL_KEYWORDS.iter().any(|k| {
+        t.len() > k.len()
+            && t.get(..k.len()).is_some_and(|w| w.eq_ignore_ascii_case(k))
+            && t.get(k.len())
+                .is_some_and(|b| b.is_ascii_whitespace() || *b == b'(' || *b == b'`')
+    })
+}
+
+fn le24(b: &[u8]) -> Option<usize> {
+    Some(usize::from(*b.first()?) | usize::from(*b.get(1)?) << 8 | usize::from(*b.get(2)?) << 16)
+}
+
+/// A client's command stream on any port: up to four short commands (PING, INIT_DB, ...)
+/// then a COM_QUERY or COM_STMT_PREPARE whose text starts like SQL, optionally inside an
+/// uncompressed frame of the compressed protocol (uncompressed length 0).
+fn sql_command_evidence(data: &[u8]) -> Probe {
+    let mut rest = data;
+    if let (Some(comp), Some(&cseq), Some(ulen), Some(inner)) = (
+        le24(rest),
+        rest.get(3),
+        rest.get(4..).and_then(le24),
+        rest.get(7..).and_then(le24),
+    ) {
+        if cseq == 0 && ulen == 0 && inner.saturating_add(4) == comp {
+            rest = rest.get(7..).unwrap_or(&[]);
+        }
+    }
+    for _ in 0..5 {
+        let (Some(len), Some(&seq), Some(&cmd)) = (le24(rest), rest.get(3), rest.get(4)) else {
+            return Probe::NeedMore;
+        };
+        if seq != 0 || len == 0 {
+            return Probe::No;
+        }
+        match cmd {
+            COM_QUERY | COM_STMT_PREPARE => {
+                let text = rest
+                    .get(5..len.saturating_add(4).min(rest.len()))
+                    .unwrap_or(&[]);
+                return if text.len() < 8 && rest.len() < len.saturating_add(4) {
+                    Probe::NeedMore
+                } else if starts_with_sql_keyword(text) {
+                    Probe::Match(Role::Request)
+                } else {
+                    Probe::No
+                };
+            }
+            COM_PING | COM_INIT_DB | COM_STMT_EXECUTE | COM_STMT_CLOSE | COM_STMT_RESET
+            | COM_STATISTICS
+                if len < 4096 =>
+            {
+                match rest.get(len.saturating_add(4)..) {
+                    Some(next) if !next.is_empty() => rest = next,
+                    _ => return Probe::NeedMore,
+                }
+            }
+            _ => return Probe::No,
+        }
+    }
+    Probe::No
+}
+
 pub fn probe(data: &[u8], port_hint: bool) -> Probe {
     if data.len() < 5 {
         return Probe::NeedMore;
@@ -1486,7 +1597,8 @@ pub fn probe(data: &[u8], port_hint: bool) -> Probe {
         };
     }
     if !port_hint {
-        return Probe::No;
+        // Without the port hint only strong evidence counts: SQL text in a command.
+        return sql_command_evidence(data);
     }
     if h.seq == 0 {
         if first == 0xFF && (3..0x1_0000).contains(&h.len) {
