@@ -42,7 +42,13 @@ pub fn detect(transport: Transport, dir: Direction, data: &[u8], server_port: u1
     let mut need_more = false;
     let mut order: [Protocol; 5] = match transport {
         Transport::Udp => [Protocol::Dns; 5],
-        Transport::Tcp => [Protocol::Http, Protocol::Tls, Protocol::Redis, Protocol::Mysql, Protocol::Dns],
+        Transport::Tcp => [
+            Protocol::Http,
+            Protocol::Tls,
+            Protocol::Redis,
+            Protocol::Mysql,
+            Protocol::Dns,
+        ],
     };
     // Port hint: try the protocol usually found on this port first.
     let hinted = match server_port {
@@ -53,11 +59,19 @@ pub fn detect(transport: Transport, dir: Direction, data: &[u8], server_port: u1
         _ => None,
     };
     if let (Transport::Tcp, Some(h)) = (transport, hinted) {
-        if let Some(head) = order.iter().position(|p| *p == h).and_then(|pos| order.get_mut(..=pos)) {
+        if let Some(head) = order
+            .iter()
+            .position(|p| *p == h)
+            .and_then(|pos| order.get_mut(..=pos))
+        {
             head.rotate_right(1);
         }
     }
-    let probes = if transport == Transport::Udp { 1 } else { order.len() };
+    let probes = if transport == Transport::Udp {
+        1
+    } else {
+        order.len()
+    };
     for proto in order.iter().take(probes) {
         let probe = match proto {
             Protocol::Http => crate::http::probe(data),

@@ -68,7 +68,9 @@ pub enum Event {
     Response(Response),
     /// A login that failed (MySQL): counted in `codes` as "LOGIN ERR <code>", not an error
     /// and not a request.
-    LoginFailed { code: Code },
+    LoginFailed {
+        code: Code,
+    },
     /// The connection switched to encryption (MySQL SSL request); no more events follow.
     Encrypted,
     Anomaly(Anomaly),

@@ -114,7 +114,12 @@ impl AnySession {
     /// A fresh session for `protocol`. `mid_stream` is true when the connection's start was
     /// not seen (no handshake): sessions that depend on the start (MySQL's greeting and
     /// login) must then start in their command phase.
-    pub fn new(protocol: Protocol, transport: Transport, mid_stream: bool, limits: &Limits) -> Self {
+    pub fn new(
+        protocol: Protocol,
+        transport: Transport,
+        mid_stream: bool,
+        limits: &Limits,
+    ) -> Self {
         match protocol {
             Protocol::Http => AnySession::Http(http::HttpSession::new(limits)),
             Protocol::Dns => AnySession::Dns(dns::DnsSession::new(transport, limits)),

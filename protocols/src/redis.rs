@@ -341,7 +341,11 @@ pub fn probe(data: &[u8], port_hint: bool) -> Probe {
         }
     }
     if first.is_ascii_alphabetic() {
-        return if port_hint { probe_inline(data) } else { Probe::No };
+        return if port_hint {
+            probe_inline(data)
+        } else {
+            Probe::No
+        };
     }
     probe_reply(data, port_hint)
 }

@@ -19,7 +19,11 @@ impl<const N: usize> Default for Text<N> {
 
 impl<const N: usize> Text<N> {
     pub const fn new() -> Self {
-        Text { buf: [0; N], len: 0, cut: false }
+        Text {
+            buf: [0; N],
+            len: 0,
+            cut: false,
+        }
     }
 
     /// Text from `s`, cut to capacity.

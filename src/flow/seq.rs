@@ -28,8 +28,9 @@ pub enum SegmentKind {
 pub struct SeqTracker {
     /// Next expected sequence number; None until the direction's start is known.
     next: Option<u32>,
-    /// Out-of-order ranges [start, end) above `next`, unsorted, at most MAX_RANGES.
-    ranges: [(u32, u32); MAX_RANGES],
+    /// Out-of-order ranges [start, end) above `next`, unsorted, at most MAX_RANGES;
+    /// allocated on the first hole only, as most connections never have one.
+    ranges: Option<Box<[(u32, u32); MAX_RANGES]>>,
     nranges: u8,
     /// Bytes skipped as never seen.
     pub missed: u64,
@@ -90,14 +91,14 @@ impl SeqTracker {
             return SegmentKind::InOrder;
         }
         // After a hole: a duplicate of a buffered range is a retransmission.
-        let covered = self.ranges[..self.nranges as usize]
-            .iter()
-            .any(|&(s, e)| !seq_lt(seq, s) && !seq_lt(e, end));
+        let n = self.nranges as usize;
+        let ranges = self.ranges.get_or_insert_with(|| Box::new([(0, 0); MAX_RANGES]));
+        let covered = ranges[..n].iter().any(|&(s, e)| !seq_lt(seq, s) && !seq_lt(e, end));
         if covered {
             return SegmentKind::Retransmission;
         }
-        if (self.nranges as usize) < MAX_RANGES {
-            self.ranges[self.nranges as usize] = (seq, end);
+        if n < MAX_RANGES {
+            ranges[n] = (seq, end);
             self.nranges += 1;
         } else {
             // Too many holes: give up on the earliest one, count it as missed.
@@ -110,16 +111,17 @@ impl SeqTracker {
     /// Merge buffered ranges that now touch `next`.
     fn absorb(&mut self) {
         let Some(mut next) = self.next else { return };
+        let Some(ranges) = self.ranges.as_mut() else { return };
         loop {
             let n = self.nranges as usize;
             // A range starting at or before `next` is now contiguous (or already covered).
-            let hit = (0..n).find(|&i| !seq_lt(next, self.ranges[i].0));
+            let hit = (0..n).find(|&i| !seq_lt(next, ranges[i].0));
             let Some(i) = hit else { break };
-            let (_, e) = self.ranges[i];
+            let (_, e) = ranges[i];
             if seq_lt(next, e) {
                 next = e;
             }
-            self.ranges[i] = self.ranges[n - 1];
+            ranges[i] = ranges[n - 1];
             self.nranges -= 1;
         }
         self.next = Some(next);
@@ -129,16 +131,17 @@ impl SeqTracker {
     fn skip_to_first_range(&mut self) {
         let Some(next) = self.next else { return };
         let n = self.nranges as usize;
+        let Some(ranges) = self.ranges.as_ref() else { return };
         if n == 0 {
             return;
         }
         let mut first = 0;
         for i in 1..n {
-            if seq_lt(self.ranges[i].0, self.ranges[first].0) {
+            if seq_lt(ranges[i].0, ranges[first].0) {
                 first = i;
             }
         }
-        let start = self.ranges[first].0;
+        let start = ranges[first].0;
         self.missed += u64::from(start.wrapping_sub(next));
         self.next = Some(start);
         self.absorb();

@@ -95,6 +95,19 @@ impl L7Conn {
         }
     }
 
+    /// A TCP connection's L7 state, created with its first payload. `next` is each side's
+    /// next expected sequence number as the flow knew it (from the handshake, or from
+    /// earlier segments without payload).
+    pub fn new_tcp(next: [Option<u32>; 2]) -> L7Conn {
+        let mut c = L7Conn::new(true);
+        for (st, n) in c.streams.iter_mut().zip(next) {
+            if let Some(n) = n {
+                st.syn(n.wrapping_sub(1));
+            }
+        }
+        c
+    }
+
     fn done(&self) -> bool {
         matches!(self.state, State::Opaque | State::Unknown)
     }

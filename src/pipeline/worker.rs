@@ -89,14 +89,17 @@ impl Worker {
         let l7_on = self.l7;
         let flow = self.table.get_mut(id);
         if tcp {
+            // Where each direction stood before this segment: seeds L7 reassembly when the
+            // first payload creates it (SYN-only attempts never pay for L7 state).
+            let before = [flow.seq[0].next(), flow.seq[1].next()];
             let kind = flow.update_tcp(side, t, payload.len(), ts);
             if t.tcp.flags & (SYN | ACK) == (SYN | ACK) && flow.client == Some(side.other()) {
                 self.out.syn_servers.insert(key.endpoint(side));
             }
-            if l7_on {
+            if l7_on && (flow.l7.is_some() || t.payload_wire_len > 0) {
                 let client = flow.client;
                 let mid = !flow.syn_seen && !flow.synack_seen;
-                let conn = flow.l7.get_or_insert_with(|| Box::new(L7Conn::new(true)));
+                let conn = flow.l7.get_or_insert_with(|| Box::new(L7Conn::new_tcp(before)));
                 let mut cx = Ctx {
                     limits: &self.limits,
                     hits: &mut self.out.limits,
@@ -197,7 +200,9 @@ impl Worker {
     }
 
     pub fn into_result(mut self) -> WorkerResult {
-        for flow in self.table.drain() {
+        // One at a time: collecting them first would hold every flow twice.
+        while let Some(id) = self.table.oldest() {
+            let flow = self.table.remove(id);
             self.account(flow);
         }
         if let Some(r) = &mut self.records {

@@ -1045,7 +1045,14 @@ fn probes() {
     assert_eq!(probe(&greeting(BASE), false), Probe::Match(Role::Response));
     assert_eq!(probe(&greeting(BASE)[..9], false), Probe::NeedMore);
     assert_eq!(probe(&[1, 0, 0], true), Probe::NeedMore);
-    assert_eq!(probe(&query("SELECT 1"), false), Probe::No);
+    // SQL text in a command is evidence on any port; other text is not.
+    assert_eq!(probe(&query("SELECT 1"), false), Probe::Match(Role::Request));
+    assert_eq!(probe(&query("hello world, not sql"), false), Probe::No);
+    // A lone PING without the port hint waits for the next command.
+    assert_eq!(probe(&[1, 0, 0, 0, 0x0e], false), Probe::NeedMore);
+    let mut ping_then_query = vec![1, 0, 0, 0, 0x0e];
+    ping_then_query.extend_from_slice(&query("select * from t"));
+    assert_eq!(probe(&ping_then_query, false), Probe::Match(Role::Request));
     assert_eq!(probe(&query("SELECT 1"), true), Probe::Match(Role::Request));
     assert_eq!(
         probe(&cmd(COM_PING, &[]), true),

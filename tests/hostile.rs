@@ -1,0 +1,214 @@
+//! Hostile and broken captures: wiremap finishes quickly, within bounded memory, with a
+//! document (or a clean one-line error), and counts the limits it hit. Never a panic.
+//!
+//! The captures are generated here, so each case states exactly what it contains.
+
+mod common;
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+fn frame_v4_tcp(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+    let total = (40 + data.len()) as u16;
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(&ack.to_be_bytes());
+    f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    f.extend_from_slice(data);
+    f
+}
+
+fn rec(ts_usec: u64, data: Vec<u8>) -> Rec {
+    Rec {
+        ts_sec: (ts_usec / 1_000_000) as u32,
+        ts_usec: (ts_usec % 1_000_000) as u32,
+        orig_len: data.len() as u32,
+        data,
+    }
+}
+
+/// Run wiremap under GNU time; returns (exit code, stdout, stderr, peak RSS in KiB).
+fn run_measured(args: &[&str]) -> (Option<i32>, Vec<u8>, String, u64) {
+    let out = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("WIREMAP_MAXRSS_KB=%M")
+        .arg(bin())
+        .args(args)
+        .output()
+        .expect("GNU time is installed (package `time`)");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let rss = err
+        .lines()
+        .find_map(|l| l.strip_prefix("WIREMAP_MAXRSS_KB="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    (out.status.code(), out.stdout, err, rss)
+}
+
+#[test]
+fn a_syn_flood_from_distinct_sources_stays_small() {
+    // 300,000 SYNs from 300,000 distinct sources to one service, never answered.
+    let dir = tmpdir("synflood");
+    let path = dir.join("flood.pcap");
+    let n = 300_000u32;
+    let recs: Vec<Rec> = (0..n)
+        .map(|i| {
+            let src = [10, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+            rec(
+                u64::from(i) * 10,
+                frame_v4_tcp(src, [192, 0, 2, 1], 40000, 80, i, 0, 0x02, b""),
+            )
+        })
+        .collect();
+    write_pcap(&path, 1, &recs);
+    let started = std::time::Instant::now();
+    let (code, stdout, err, rss_kb) = run_measured(&["analyze", "-q", path.to_str().unwrap()]);
+    let took = started.elapsed();
+    assert_eq!(code, Some(0), "{err}");
+    let doc: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    let edges = doc["edges"].as_array().unwrap();
+    // The contract: failed-only edges exist only under the edge limit (10,000 by default).
+    assert!(edges.len() <= 10_000, "{} edges", edges.len());
+    assert_eq!(u(&doc["totals"]["failed_connections"]), u64::from(n));
+    let server = doc["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == "192.0.2.1:80")
+        .unwrap();
+    assert_eq!(
+        u(&server["failed_connections"]),
+        u64::from(n),
+        "every attempt still counts on the service"
+    );
+    assert!(u(&doc["limits"]["edges_folded"]) > 0);
+    println!(
+        "syn flood: {} edges, {} KiB peak RSS, {took:?}",
+        edges.len(),
+        rss_kb
+    );
+    assert!(rss_kb < 400 * 1024, "peak RSS {rss_kb} KiB");
+    assert!(
+        took < Duration::from_secs(60),
+        "no timing assertion beyond 'finishes': {took:?}"
+    );
+}
+
+#[test]
+fn bit_flipped_captures_never_crash() {
+    let Some(p) = peer("zeek/http/pipelined-requests.pcap") else {
+        return;
+    };
+    let original = std::fs::read(&p).unwrap();
+    let dir = tmpdir("bitflip");
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..60 {
+        let mut b = original.clone();
+        let flips = 1 + (next() % 64) as usize;
+        for _ in 0..flips {
+            let at = (next() as usize) % b.len();
+            b[at] ^= 1 << (next() % 8);
+        }
+        let f = dir.join(format!("flip{round}.pcap"));
+        std::fs::write(&f, &b).unwrap();
+        let out = run(&["analyze", "-q", f.to_str().unwrap()]);
+        let code = out.status.code();
+        assert!(
+            matches!(code, Some(0) | Some(3) | Some(4)),
+            "round {round}: {:?}\n{}",
+            code,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if code != Some(3) {
+            let _: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("round {round}: not JSON: {e}"));
+        }
+        assert!(String::from_utf8_lossy(&out.stderr).lines().count() <= 2);
+    }
+}
+
+#[test]
+fn a_snaplen_80_capture_is_decoded_as_far_as_it_goes() {
+    let Some(p) = peer("zeek/http/get.pcap") else {
+        return;
+    };
+    let (lt, recs) = read_pcap(&p);
+    let cut: Vec<Rec> = recs
+        .iter()
+        .map(|r| Rec {
+            data: r.data[..r.data.len().min(80)].to_vec(),
+            ..r.clone()
+        })
+        .collect();
+    let dir = tmpdir("snap80");
+    let f = dir.join("snap80.pcap");
+    write_pcap(&f, lt, &cut);
+    let doc = analyze(&[f.to_str().unwrap()]);
+    let e = edge(&doc, "141.142.228.5", "192.150.187.43:80", None);
+    assert_eq!(u(&e["connections"]), 1);
+    assert_eq!(
+        (u(&e["packets"]["to_server"]), u(&e["packets"]["to_client"])),
+        (7, 7)
+    );
+    // tshark: 6 of the 14 frames are longer than 80 bytes.
+    let longer = recs.iter().filter(|r| r.data.len() > 80).count() as u64;
+    assert_eq!(u(&doc["totals"]["truncated"]), longer);
+    assert!(u(&e["tcp"]["missed_bytes"]) > 0);
+}
+
+#[test]
+fn headers_that_lie_are_counted_not_fatal() {
+    let good = frame_v4_tcp([10, 0, 0, 1], [10, 0, 0, 2], 1000, 80, 1, 0, 0x02, b"");
+    let mut short_ihl = good.clone();
+    short_ihl[14] = 0x43;
+    let mut long_total = good.clone();
+    long_total[16..18].copy_from_slice(&9000u16.to_be_bytes());
+    let mut bad_doff = good.clone();
+    bad_doff[14 + 20 + 12] = 0xf0;
+    let mut tiny = good.clone();
+    tiny.truncate(20);
+    let recs = vec![
+        rec(1, short_ihl),
+        rec(2, long_total),
+        rec(3, bad_doff),
+        rec(4, tiny),
+        rec(5, good),
+    ];
+    let dir = tmpdir("liars");
+    let f = dir.join("liars.pcap");
+    write_pcap(&f, 1, &recs);
+    let doc = analyze(&[f.to_str().unwrap()]);
+    let t = &doc["totals"];
+    assert_eq!(u(&t["packets"]), 5);
+    // short IHL, bad data offset and the 20-byte frame cannot be decoded; the long total
+    // length is decoded as far as the frame goes and marked truncated.
+    assert_eq!(u(&t["undecodable"]), 3);
+    assert_eq!(u(&t["truncated"]), 2);
+    assert_eq!(
+        u(&t["failed_connections"]),
+        1,
+        "the SYN (and the truncated one on the same 5-tuple) is one attempt"
+    );
+}
