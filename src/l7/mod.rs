@@ -65,6 +65,8 @@ pub struct L7Conn {
     mid_stream: bool,
     /// A gap followed the bytes held during detection (replayed once a session exists).
     held_gap: [bool; 2],
+    /// A response that came while its request was still being sent.
+    early: Option<(protocols::Response, i64)>,
 }
 
 impl std::fmt::Debug for L7Conn {
@@ -92,6 +94,7 @@ impl L7Conn {
             msg_start: [None; 2],
             mid_stream: false,
             held_gap: [false; 2],
+            early: None,
         }
     }
 
@@ -369,28 +372,34 @@ impl L7Conn {
                         end_ts: ts,
                         bytes: r.bytes,
                     };
-                    if self
-                        .pairing
-                        .request(p, cx.limits.max_pending_requests, cx.hits)
-                    {
+                    if self.pairing.request(p, cx.limits.max_pending_requests, cx.hits) {
                         self.tally.requests += 1;
                         self.tally.add_resource(&r.resource, 1, 0);
+                        if let Some((resp, at)) = self.early.take() {
+                            if let Some(req) = self.pairing.response(&resp) {
+                                self.answered(&req, &resp, at, cx);
+                            }
+                        }
                     }
                 }
-                Event::Response(resp) => {
-                    let Some(req) = self.pairing.response(resp) else {
-                        continue;
-                    };
-                    self.tally.responses += 1;
-                    *self.tally.codes.entry(resp.code).or_default() += 1;
-                    if resp.error {
-                        self.tally.errors += 1;
-                        self.tally.add_resource(&req.resource, 0, 1);
+                Event::Response(resp) => match self.pairing.response(resp) {
+                    Some(req) => self.answered(&req, resp, start, cx),
+                    None => {
+                        // An early answer (before the client finished sending: nginx's
+                        // `return`, a 413 or 401 before the body): it answers the request
+                        // in progress, which pairs with it when it completes.
+                        let client = self.client.unwrap_or(side.other());
+                        let client_busy = match &self.state {
+                            State::Active(sess) => {
+                                !self.carry[client.index()].is_empty() || sess.in_message(Direction::ToServer)
+                            }
+                            _ => false,
+                        };
+                        if resp.id.is_none() && client_busy && self.early.is_none() {
+                            self.early = Some((resp.clone(), start));
+                        }
                     }
-                    let latency_us = (start.saturating_sub(req.end_ts).max(0) / 1000) as u64;
-                    self.tally.latency_us.record(latency_us);
-                    self.record(&req, Some((resp, latency_us)), cx);
-                }
+                },
                 Event::LoginFailed { code } => {
                     *self.tally.codes.entry(*code).or_default() += 1;
                 }
@@ -405,6 +414,20 @@ impl L7Conn {
         let _ = side;
         self.events = events;
         self.events.clear();
+    }
+
+    /// A response paired with its request: tally it and write its record. `start` is the
+    /// response's first packet time (latency is 0 when it came before the request ended).
+    fn answered(&mut self, req: &PendingRequest, resp: &protocols::Response, start: i64, cx: &mut Ctx<'_>) {
+        self.tally.responses += 1;
+        *self.tally.codes.entry(resp.code).or_default() += 1;
+        if resp.error {
+            self.tally.errors += 1;
+            self.tally.add_resource(&req.resource, 0, 1);
+        }
+        let latency_us = (start.saturating_sub(req.end_ts).max(0) / 1000) as u64;
+        self.tally.latency_us.record(latency_us);
+        self.record(req, Some((resp, latency_us)), cx);
     }
 
     fn record(

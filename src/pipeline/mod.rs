@@ -19,7 +19,7 @@ use crate::filter::FilterSet;
 use crate::flow::{Endpoint, FlowKey};
 use crate::limits::Limits;
 use crate::report::{self, doc::Document, ReaderStats, WorkerResult};
-use crate::source::{CaptureFile, InputError, OwnedPacket, ReadOutcome, Vantages};
+use crate::source::{CaptureFile, InputError, OrderedFile, OwnedPacket, Vantages};
 
 /// What the user asked for.
 #[derive(Clone, Debug)]
@@ -64,12 +64,6 @@ pub struct Analysis {
     pub fault: Option<InputError>,
 }
 
-struct Input {
-    file: CaptureFile,
-    head: OwnedPacket,
-    has_head: bool,
-    done: bool,
-}
 
 pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
     let mut vantages = Vantages::new(opts.one_vantage);
@@ -77,12 +71,7 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
     for path in &opts.files {
         let file =
             CaptureFile::open(path, opts.limits.max_record_bytes).map_err(RunError::Input)?;
-        inputs.push(Input {
-            file,
-            head: OwnedPacket::default(),
-            has_head: false,
-            done: false,
-        });
+        inputs.push(OrderedFile::new(file));
     }
     let mut filter = opts.filter.as_deref().map(FilterSet::new);
     if let Some(f) = &mut filter {
@@ -177,40 +166,32 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
         .sum();
 
     // Merge by packet time; ties go to the earlier file.
-    'read: loop {
+    loop {
         for inp in inputs.iter_mut() {
-            if inp.has_head || inp.done {
-                continue;
-            }
-            match inp.file.next_packet(&mut vantages, &mut inp.head) {
-                Ok(ReadOutcome::Packet) => inp.has_head = true,
-                Ok(ReadOutcome::End) => inp.done = true,
-                Ok(ReadOutcome::Cut { offset }) => {
-                    warnings.push(format!(
-                        "{}: the file ends in the middle of a record at byte {offset} (a capture that was cut short); the document covers what came before",
-                        inp.file.path
-                    ));
-                    inp.done = true;
-                }
+            match inp.fill(&mut vantages) {
+                Ok(None) => {}
+                Ok(Some(offset)) => warnings.push(format!(
+                    "{}: the file ends in the middle of a record at byte {offset} (a capture that was cut short); the document covers what came before",
+                    inp.file.path
+                )),
                 Err(e) => {
-                    fault = Some(e);
-                    break 'read;
+                    // Stop reading that file; what it held, and the other files, still count.
+                    fault.get_or_insert(e);
                 }
             }
         }
         let next = inputs
             .iter()
             .enumerate()
-            .filter(|(_, i)| i.has_head)
-            .min_by_key(|(idx, i)| (i.head.ts_ns, *idx))
-            .map(|(idx, _)| idx);
+            .filter_map(|(idx, i)| i.peek_ts().map(|ts| (ts, idx)))
+            .min()
+            .map(|(_, idx)| idx);
         let Some(idx) = next else { break };
-        let pkt = std::mem::take(&mut inputs[idx].head);
-        inputs[idx].has_head = false;
-        if let Err(e) = reader.packet(&pkt, &mut vantages, filter.as_mut()) {
+        let Some(slot) = inputs[idx].pop() else { break };
+        if let Err(e) = reader.packet(inputs[idx].packet(slot), &mut vantages, filter.as_mut()) {
             return Err(RunError::Filter(e));
         }
-        inputs[idx].head = pkt;
+        inputs[idx].release(slot);
         if reader.workers_gone {
             break;
         }

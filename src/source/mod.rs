@@ -2,8 +2,10 @@
 //! The live AF_PACKET source joins here later; both yield [`Packet`]s.
 
 mod file;
+mod reorder;
 
 pub use file::{CaptureFile, InputError, ReadOutcome};
+pub use reorder::OrderedFile;
 
 /// One packet as read, before decoding. `data` is what the capture holds; `wire_len` is
 /// the length on the wire (larger when the snaplen cut the packet).

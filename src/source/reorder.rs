@@ -1,0 +1,117 @@
+//! Packets of one file in time order, within a bounded window.
+//!
+//! Captures are not always written in time order: dumpcap writes each interface of a
+//! pcapng in blocks (seen here: frames up to 190 ms behind the previous one), and
+//! multi-queue NICs reorder slightly. A small window puts them back in order, so "the
+//! vantage point that saw a connection first" means first in time. The window is bounded in
+//! packets, bytes and packet time; a packet displaced further than that is processed late,
+//! never dropped. Buffers are recycled.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use super::{CaptureFile, InputError, OwnedPacket, ReadOutcome, Vantages};
+
+/// Most packets held to reorder one file.
+pub const WINDOW_PACKETS: usize = 16_384;
+/// Most bytes held to reorder one file.
+pub const WINDOW_BYTES: usize = 32 << 20;
+/// How far (packet time) reading runs ahead of the oldest held packet.
+pub const WINDOW_NS: i64 = 1_000_000_000;
+
+pub struct OrderedFile {
+    pub file: CaptureFile,
+    slots: Vec<OwnedPacket>,
+    free: Vec<usize>,
+    heap: BinaryHeap<Reverse<(i64, u64, usize)>>,
+    seq: u64,
+    newest: i64,
+    held_bytes: usize,
+    done: bool,
+}
+
+impl OrderedFile {
+    pub fn new(file: CaptureFile) -> Self {
+        OrderedFile {
+            file,
+            slots: Vec::new(),
+            free: Vec::new(),
+            heap: BinaryHeap::new(),
+            seq: 0,
+            newest: i64::MIN,
+            held_bytes: 0,
+            done: false,
+        }
+    }
+
+    fn ready(&self) -> bool {
+        let Some(Reverse((oldest, _, _))) = self.heap.peek() else { return self.done };
+        self.done
+            || self.heap.len() >= WINDOW_PACKETS
+            || self.held_bytes >= WINDOW_BYTES
+            || self.newest.saturating_sub(*oldest) >= WINDOW_NS
+    }
+
+    /// Read until the oldest held packet can be released. Returns a cut-file warning
+    /// offset when the file ends mid-record.
+    pub fn fill(&mut self, vantages: &mut Vantages) -> Result<Option<u64>, InputError> {
+        let mut cut = None;
+        while !self.ready() {
+            let slot = match self.free.pop() {
+                Some(s) => s,
+                None => {
+                    self.slots.push(OwnedPacket::default());
+                    self.slots.len() - 1
+                }
+            };
+            match self.file.next_packet(vantages, &mut self.slots[slot]) {
+                Ok(ReadOutcome::Packet) => {
+                    let p = &self.slots[slot];
+                    self.newest = self.newest.max(p.ts_ns);
+                    self.held_bytes += p.data.len();
+                    self.heap.push(Reverse((p.ts_ns, self.seq, slot)));
+                    self.seq += 1;
+                }
+                Ok(ReadOutcome::End) => {
+                    self.free.push(slot);
+                    self.done = true;
+                }
+                Ok(ReadOutcome::Cut { offset }) => {
+                    self.free.push(slot);
+                    self.done = true;
+                    cut = Some(offset);
+                }
+                Err(e) => {
+                    self.free.push(slot);
+                    self.done = true;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(cut)
+    }
+
+    /// The time of the next packet to release.
+    pub fn peek_ts(&self) -> Option<i64> {
+        self.heap.peek().map(|Reverse((ts, _, _))| *ts)
+    }
+
+    /// Take the oldest packet; give its slot back with [`OrderedFile::release`].
+    pub fn pop(&mut self) -> Option<usize> {
+        let Reverse((_, _, slot)) = self.heap.pop()?;
+        self.held_bytes -= self.slots[slot].data.len();
+        Some(slot)
+    }
+
+    pub fn packet(&self, slot: usize) -> &OwnedPacket {
+        &self.slots[slot]
+    }
+
+    pub fn release(&mut self, slot: usize) {
+        // Keep buffers of ordinary size; let an occasional huge record's memory go.
+        if self.slots[slot].data.capacity() > 1 << 20 {
+            self.slots[slot].data = Vec::new();
+        }
+        self.free.push(slot);
+    }
+}
