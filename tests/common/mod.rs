@@ -198,3 +198,92 @@ pub fn write_pcapng(path: &Path, interfaces: &[&str], packets: &[(u32, Rec)]) {
     }
     std::fs::write(path, b).unwrap();
 }
+
+/// Compare wiremap's document for `capture` with an expected file written by
+/// fixtures/lab/record.sh (edges from the clients' own results, tshark's frame count).
+pub fn check_against_expected(capture: &str, expected: &serde_json::Value) {
+    let doc = analyze(&[capture]);
+    let want_edges = expected["edges"].as_array().unwrap();
+    let got_edges = doc["edges"].as_array().unwrap();
+    assert_eq!(
+        got_edges.len(),
+        want_edges.len(),
+        "{capture}: edges {:#}",
+        doc["edges"]
+    );
+    for w in want_edges {
+        let (client, server) = (w["client"].as_str().unwrap(), w["server"].as_str().unwrap());
+        let g = got_edges
+            .iter()
+            .find(|e| {
+                e["client"] == client && e["server"] == server && e["transport"] == w["transport"]
+            })
+            .unwrap_or_else(|| {
+                panic!("{capture}: no edge {client} -> {server} {}", w["transport"])
+            });
+        let what = format!("{capture}: {client} -> {server} {}", w["transport"]);
+        assert_eq!(g["protocol"], w["protocol"], "{what}");
+        for field in ["connections", "requests", "responses", "errors"] {
+            assert_eq!(g[field], w[field], "{what}: {field}");
+        }
+        if w["transport"] == "tcp" {
+            assert_eq!(
+                g["failed_connections"], w["failed_connections"],
+                "{what}: failed_connections"
+            );
+        }
+        assert_eq!(g["codes"], w["codes"], "{what}: codes");
+        if u(&g["requests"]) == 0 {
+            assert!(
+                g.get("top_resources").is_none(),
+                "{what}: top_resources only with requests"
+            );
+        } else if let Some(resources) = w["resources"].as_object() {
+            let got: std::collections::BTreeMap<String, u64> = g["top_resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r["resource"].as_str().unwrap().to_string(),
+                        u(&r["requests"]),
+                    )
+                })
+                .collect();
+            let want: std::collections::BTreeMap<String, u64> =
+                resources.iter().map(|(k, v)| (k.clone(), u(v))).collect();
+            assert_eq!(got, want, "{what}: resources");
+        }
+        if u(&g["responses"]) > 0 {
+            let l = &g["latency_us"];
+            assert_eq!(
+                l["count"], g["responses"],
+                "{what}: one latency per response"
+            );
+            assert!(
+                u(&l["min"]) <= u(&l["p50"])
+                    && u(&l["p50"]) <= u(&l["p99"])
+                    && u(&l["p99"]) <= u(&l["max"])
+            );
+        }
+    }
+    let t = &expected["totals"];
+    assert_eq!(doc["totals"]["l7_requests"], t["l7_requests"]);
+    assert_eq!(doc["totals"]["failed_connections"], t["failed_connections"]);
+    assert_eq!(doc["totals"]["other"], t["other"]);
+    assert_eq!(u(&doc["totals"]["undecodable"]), 0);
+    // Every packet of the file is read (the router pcapng holds each packet twice).
+    let read: u64 = doc["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| u(&s["packets"]))
+        .sum();
+    let frames = expected["tshark"]["packets"].as_u64().unwrap_or(0);
+    if frames > 0 {
+        assert_eq!(
+            read, frames,
+            "{capture}: packets read vs tshark's frame count"
+        );
+    }
+}
