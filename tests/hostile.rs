@@ -212,3 +212,156 @@ fn headers_that_lie_are_counted_not_fatal() {
         "the SYN (and the truncated one on the same 5-tuple) is one attempt"
     );
 }
+
+const C: ([u8; 4], u16) = ([10, 9, 0, 1], 40001);
+
+/// Run one hostile conversation: exit 0, a document, bounded memory. Returns the document.
+fn survive(name: &str, recs: &[Rec]) -> serde_json::Value {
+    let dir = tmpdir(name);
+    let f = dir.join(format!("{name}.pcap"));
+    write_pcap(&f, 1, recs);
+    let (code, stdout, err, rss_kb) = run_measured(&["analyze", "-q", f.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{name}: {err}");
+    println!("{name}: {rss_kb} KiB peak RSS");
+    assert!(rss_kb < 300 * 1024, "{name}: peak RSS {rss_kb} KiB");
+    serde_json::from_slice(&stdout).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn parser_limits(doc: &serde_json::Value) -> u64 {
+    u(&doc["limits"]["parser_limits"])
+}
+
+#[test]
+fn an_http_request_line_that_never_ends() {
+    let mut c = TcpConv::new(C, ([10, 9, 0, 2], 80), (1, 1));
+    let mut line = b"GET /".to_vec();
+    line.extend(std::iter::repeat_n(b'A', 4 << 20));
+    c.send(true, &line);
+    c.send(true, b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.send(false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    c.close();
+    let doc = survive("endless-line", &c.recs);
+    assert!(parser_limits(&doc) > 0, "{:#}", doc["limits"]);
+    let e = edge(&doc, "10.9.0.1", "10.9.0.2:80", Some("http"));
+    assert_eq!(
+        (u(&e["requests"]), u(&e["responses"])),
+        (1, 1),
+        "resynchronised on the next request"
+    );
+}
+
+#[test]
+fn absurd_lengths_and_header_floods() {
+    let mut c = TcpConv::new(C, ([10, 9, 0, 3], 80), (7, 9));
+    c.send(
+        true,
+        b"POST /a HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+    );
+    c.send(
+        true,
+        b"GET /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffffff\r\nxx\r\n",
+    );
+    let mut flood = b"GET /c HTTP/1.1\r\n".to_vec();
+    for i in 0..50_000 {
+        flood.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+    }
+    flood.extend_from_slice(b"\r\n");
+    c.send(true, &flood);
+    c.close();
+    let doc = survive("absurd-http", &c.recs);
+    assert!(
+        parser_limits(&doc) > 0
+            || doc["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["protocol"] == "http")
+    );
+}
+
+#[test]
+fn redis_arrays_of_two_billion_and_nesting_a_hundred_thousand_deep() {
+    let mut c = TcpConv::new(C, ([10, 9, 0, 4], 6379), (100, 200));
+    c.send(true, b"*2147483648\r\n$3\r\nGET\r\n");
+    c.send(true, b"*1\r\n$4\r\nPING\r\n");
+    let mut deep = Vec::new();
+    for _ in 0..100_000 {
+        deep.extend_from_slice(b"*1\r\n");
+    }
+    deep.extend_from_slice(b":1\r\n");
+    c.send(false, &deep);
+    c.close();
+    let doc = survive("redis-deep", &c.recs);
+    assert!(parser_limits(&doc) > 0, "{:#}", doc["limits"]);
+}
+
+#[test]
+fn mysql_packets_declaring_16_mib() {
+    let mut c = TcpConv::new(C, ([10, 9, 0, 5], 3306), (5, 6));
+    // A COM_QUERY declaring 0xFFFFFF bytes of SQL, of which only a few arrive.
+    let mut q = vec![0xff, 0xff, 0xff, 0x00, 0x03];
+    q.extend_from_slice(b"SELECT ");
+    q.extend(std::iter::repeat_n(b'x', 100_000));
+    c.send(true, &q);
+    c.close();
+    let doc = survive("mysql-16mib", &c.recs);
+    assert!(u(&doc["totals"]["packets"]) > 0);
+}
+
+#[test]
+fn dns_compression_loops_and_overlong_labels() {
+    let mut recs = Vec::new();
+    let udp = |sport: u16, payload: &[u8]| {
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+        let total = (28 + payload.len()) as u16;
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0, 10, 9, 0, 1, 10, 9, 0, 53]);
+        f.extend_from_slice(&sport.to_be_bytes());
+        f.extend_from_slice(&53u16.to_be_bytes());
+        f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(payload);
+        f
+    };
+    // Header (one question), then a name that points at itself.
+    let looped = [
+        0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1,
+    ];
+    let mut long = vec![0x12, 0x35, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for _ in 0..10 {
+        long.push(63);
+        long.extend(std::iter::repeat_n(b'a', 63));
+    }
+    long.extend_from_slice(&[0, 0, 1, 0, 1]);
+    for (i, p) in [&looped[..], &long[..]].iter().enumerate() {
+        let f = udp(5000 + i as u16, p);
+        recs.push(rec(1 + i as u64, f));
+    }
+    let doc = survive("dns-loops", &recs);
+    assert_eq!(u(&doc["totals"]["packets"]), 2);
+}
+
+#[test]
+fn sequence_wrap_overlaps_and_out_of_order_segments_still_pair() {
+    // ISNs just below 2^32, so the request wraps the sequence space.
+    let mut c = TcpConv::new(C, ([10, 9, 0, 6], 80), (u32::MAX - 10, u32::MAX - 3));
+    let req = b"GET /wrap HTTP/1.1\r\nHost: example\r\nX-Pad: 0123456789\r\n\r\n";
+    let base = c.next_seq(true);
+    let ack = c.next_seq(false);
+    // Out of order and overlapping: the tail first, then an overlapping middle, then the head.
+    c.push(true, base.wrapping_add(30), ack, 0x18, &req[30..]);
+    c.push(true, base.wrapping_add(10), ack, 0x18, &req[10..40]);
+    c.push(true, base, ack, 0x18, &req[..20]);
+    c.advance(true, req.len() as u32);
+    c.send(false, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    c.close();
+    let doc = survive("wrap", &c.recs);
+    let e = edge(&doc, "10.9.0.1", "10.9.0.6:80", Some("http"));
+    assert_eq!(
+        (u(&e["requests"]), u(&e["responses"]), u(&e["connections"])),
+        (1, 1, 1)
+    );
+    assert_eq!(e["top_resources"][0]["resource"], "GET /wrap");
+    assert_eq!(u(&e["tcp"]["missed_bytes"]), 0);
+}

@@ -58,9 +58,28 @@ const MAX_METHOD: usize = 32;
 /// is `HTTP/1.0 ` or `HTTP/1.1 ` and three digits. A prefix of either is `NeedMore`.
 pub fn probe(data: &[u8]) -> Probe {
     match probe_status_line(data) {
-        Probe::No => probe_request_line(data),
+        Probe::No => match probe_request_line(data) {
+            // A standard method and an origin-form, absolute or `*` target are evidence
+            // enough: a request line can be too long to wait for its version.
+            Probe::NeedMore if standard_request_start(data) => Probe::Match(Role::Request),
+            p => p,
+        },
         p => p,
     }
+}
+
+/// `GET /…`, `POST http://…`, `OPTIONS *` and the like, with at least 8 bytes of target.
+fn standard_request_start(data: &[u8]) -> bool {
+    const METHODS: &[&[u8]] =
+        &[b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE "];
+    METHODS.iter().any(|m| {
+        data.starts_with(m)
+            && data.get(m.len()..).is_some_and(|t| {
+                (t.starts_with(b"/") || t.starts_with(b"http://") || t.starts_with(b"https://") || t.starts_with(b"* "))
+                    && t.len() >= 8
+                    && t.iter().take(64).all(|b| b.is_ascii_graphic() || *b == b' ')
+            })
+    })
 }
 
 /// `HTTP/1.[01] DDD` at the start of `data`.
@@ -1353,6 +1372,19 @@ mod tests {
     }
 
     #[test]
+    fn a_standard_method_and_target_are_enough() {
+        // The version may be far away (an over-long request line): method and target decide.
+        assert_eq!(probe(b"GET /index.html?q=1"), Probe::Match(Role::Request));
+        assert_eq!(probe(b"GET / HTTP/1"), Probe::Match(Role::Request));
+        let mut long = b"GET /".to_vec();
+        long.extend(std::iter::repeat_n(b'A', 5000));
+        assert_eq!(probe(&long), Probe::Match(Role::Request));
+        // Not for unknown methods or non-path targets.
+        assert_eq!(probe(b"FOO /index.html?q=1"), Probe::NeedMore);
+        assert_eq!(probe(b"GET key_name_long"), Probe::NeedMore);
+    }
+
+    #[test]
     fn probe_prefixes_need_more() {
         for p in [
             &b""[..],
@@ -1360,10 +1392,8 @@ mod tests {
             b"GE",
             b"GET",
             b"GET ",
-            b"GET /index",
+            b"GET /ind",
             b"GET / ",
-            b"GET / HTTP/1",
-            b"GET / HTTP/1.",
         ] {
             assert_eq!(
                 probe(p),

@@ -264,6 +264,13 @@ impl L7Conn {
         if self.tcp {
             let room = DETECT_BYTES.saturating_sub(carry.len());
             carry.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            if bytes.len() > room {
+                // Bytes dropped while waiting to recognise the protocol: a gap, counted.
+                if !self.held_gap[s] {
+                    cx.hits.parser_limits += 1;
+                }
+                self.held_gap[s] = true;
+            }
         } else {
             carry.clear();
             carry.extend_from_slice(bytes);

@@ -287,3 +287,109 @@ pub fn check_against_expected(capture: &str, expected: &serde_json::Value) {
         );
     }
 }
+
+/// Builds a TCP conversation as Ethernet/IPv4 frames with correct sequence numbers:
+/// handshake, data segments (cut at `mss`), then FIN from both sides.
+pub struct TcpConv {
+    pub client: ([u8; 4], u16),
+    pub server: ([u8; 4], u16),
+    pub isn: (u32, u32),
+    pub mss: usize,
+    next: (u32, u32),
+    ts_usec: u64,
+    pub recs: Vec<Rec>,
+}
+
+impl TcpConv {
+    pub fn new(client: ([u8; 4], u16), server: ([u8; 4], u16), isn: (u32, u32)) -> TcpConv {
+        let mut c = TcpConv {
+            client,
+            server,
+            isn,
+            mss: 1448,
+            next: (isn.0.wrapping_add(1), isn.1.wrapping_add(1)),
+            ts_usec: 1_000_000,
+            recs: Vec::new(),
+        };
+        c.push(true, isn.0, 0, 0x02, b"");
+        c.push(false, isn.1, isn.0.wrapping_add(1), 0x12, b"");
+        c.push(
+            true,
+            isn.0.wrapping_add(1),
+            isn.1.wrapping_add(1),
+            0x10,
+            b"",
+        );
+        c
+    }
+
+    /// One raw segment (for out-of-order and overlap cases).
+    pub fn push(&mut self, from_client: bool, seq: u32, ack: u32, flags: u8, data: &[u8]) {
+        let (src, dst) = if from_client {
+            (self.client, self.server)
+        } else {
+            (self.server, self.client)
+        };
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+        let total = (40 + data.len()) as u16;
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
+        f.extend_from_slice(&src.0);
+        f.extend_from_slice(&dst.0);
+        f.extend_from_slice(&src.1.to_be_bytes());
+        f.extend_from_slice(&dst.1.to_be_bytes());
+        f.extend_from_slice(&seq.to_be_bytes());
+        f.extend_from_slice(&ack.to_be_bytes());
+        f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        f.extend_from_slice(data);
+        self.ts_usec += 100;
+        self.recs.push(Rec {
+            ts_sec: (self.ts_usec / 1_000_000) as u32,
+            ts_usec: (self.ts_usec % 1_000_000) as u32,
+            orig_len: f.len() as u32,
+            data: f,
+        });
+    }
+
+    /// Send bytes in order, cut at the MSS.
+    pub fn send(&mut self, from_client: bool, data: &[u8]) {
+        for chunk in data.chunks(self.mss.max(1)) {
+            let (seq, ack) = if from_client {
+                (self.next.0, self.next.1)
+            } else {
+                (self.next.1, self.next.0)
+            };
+            self.push(from_client, seq, ack, 0x18, chunk);
+            if from_client {
+                self.next.0 = self.next.0.wrapping_add(chunk.len() as u32);
+            } else {
+                self.next.1 = self.next.1.wrapping_add(chunk.len() as u32);
+            }
+        }
+    }
+
+    /// The next sequence number of a side.
+    pub fn next_seq(&self, client: bool) -> u32 {
+        if client {
+            self.next.0
+        } else {
+            self.next.1
+        }
+    }
+
+    pub fn advance(&mut self, client: bool, n: u32) {
+        if client {
+            self.next.0 = self.next.0.wrapping_add(n)
+        } else {
+            self.next.1 = self.next.1.wrapping_add(n)
+        }
+    }
+
+    pub fn close(&mut self) {
+        let (c, s) = self.next;
+        self.push(true, c, s, 0x11, b"");
+        self.push(false, s, c.wrapping_add(1), 0x11, b"");
+        self.push(true, c.wrapping_add(1), s.wrapping_add(1), 0x10, b"");
+    }
+}
