@@ -8,6 +8,7 @@ use common::*;
 use std::process::Command;
 use std::time::Duration;
 
+#[allow(clippy::too_many_arguments)]
 fn frame_v4_tcp(
     src: [u8; 4],
     dst: [u8; 4],

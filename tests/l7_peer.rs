@@ -208,7 +208,9 @@ fn peer_captures_give_the_expected_exchange_counts() {
 
 #[test]
 fn codes_on_peer_captures() {
-    let cases: &[(&str, &str, &[(&str, u64)])] = &[
+    /// (capture, protocol, expected codes summed over the protocol's edges)
+    type CodesCase<'a> = (&'a str, &'a str, &'a [(&'a str, u64)]);
+    let cases: &[CodesCase] = &[
         (
             "zeek/mysql/auth.pcap",
             "mysql",
