@@ -859,34 +859,31 @@ fn expected_json(a: &Args, out: &Out, ctx: &Ctx, run: &Run) -> serde_json::Value
     })
 }
 
-fn main() -> ExitCode {
-    let a = Args::parse();
-    let fail = |m: String| {
-        eprintln!("wiremap-gen: {m}");
-        ExitCode::from(2)
-    };
+/// Runs the generator; on failure, the exit code and the message.
+fn run(a: &Args) -> Result<String, (u8, String)> {
+    let usage = |m: String| Err((2, m));
     let mix = match parse_mix(&a.mix) {
         Ok(m) => m,
-        Err(e) => return fail(e),
+        Err(e) => return usage(e),
     };
     if a.packets == 0 {
-        return fail("--packets must be at least 1".into());
+        return usage("--packets must be at least 1".into());
     }
     if a.clients == 0 || a.clients > 254 * 256 {
-        return fail("--clients must be in 1..=65024".into());
+        return usage("--clients must be in 1..=65024".into());
     }
     if a.flows_concurrent == 0 {
-        return fail("--flows-concurrent must be at least 1".into());
+        return usage("--flows-concurrent must be at least 1".into());
     }
     let ports = (EPHEMERAL_HI - EPHEMERAL_LO + 1) as u64;
     if a.flows_concurrent as u64 > a.clients as u64 * ports / 2 {
-        return fail(format!(
+        return usage(format!(
             "--flows-concurrent {} is too many for {} clients ({} ports each)",
             a.flows_concurrent, a.clients, ports
         ));
     }
     if a.step_us == 0 {
-        return fail("--step-us must be at least 1".into());
+        return usage("--step-us must be at least 1".into());
     }
     let mut rng = Rng::new(a.seed);
     let k = a.clients as usize;
@@ -908,31 +905,19 @@ fn main() -> ExitCode {
         udp_flows: 0,
     };
     let t0 = Instant::now();
-    let mut out = match Out::create(&a.output, a.start * 1_000_000) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("wiremap-gen: {}: {e}", a.output.display());
-            return ExitCode::from(3);
-        }
-    };
-    let run = match generate(&a, &mix, &mut out, &mut ctx).and_then(|r| out.flush().map(|_| r)) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("wiremap-gen: writing {}: {e}", a.output.display());
-            return ExitCode::from(1);
-        }
-    };
+    let mut out = Out::create(&a.output, a.start * 1_000_000)
+        .map_err(|e| (3, format!("{}: {e}", a.output.display())))?;
+    let run = generate(a, &mix, &mut out, &mut ctx)
+        .and_then(|r| out.flush().map(|_| r))
+        .map_err(|e| (1, format!("writing {}: {e}", a.output.display())))?;
     let secs = t0.elapsed().as_secs_f64();
     if let Some(p) = &a.expected {
-        let doc = expected_json(&a, &out, &ctx, &run);
+        let doc = expected_json(a, &out, &ctx, &run);
         let text = serde_json::to_string_pretty(&doc).unwrap() + "\n";
-        if let Err(e) = std::fs::write(p, text) {
-            eprintln!("wiremap-gen: {}: {e}", p.display());
-            return ExitCode::from(1);
-        }
+        std::fs::write(p, text).map_err(|e| (1, format!("{}: {e}", p.display())))?;
     }
-    eprintln!(
-        "wiremap-gen: {} packets, {} connections ({} TCP, {} UDP flows), {:.1} MB in {:.2} s: {:.2} M packets/s, {:.0} MB/s",
+    Ok(format!(
+        "{} packets, {} connections ({} TCP, {} UDP flows), {:.1} MB in {:.2} s: {:.2} M packets/s, {:.0} MB/s",
         out.packets,
         run.conns_total,
         ctx.tcp_conns,
@@ -941,6 +926,152 @@ fn main() -> ExitCode {
         secs,
         out.packets as f64 / secs / 1e6,
         out.file_bytes as f64 / secs / 1e6
-    );
-    ExitCode::SUCCESS
+    ))
+}
+
+fn main() -> ExitCode {
+    match run(&Args::parse()) {
+        Ok(summary) => {
+            eprintln!("wiremap-gen: {summary}");
+            ExitCode::SUCCESS
+        }
+        Err((code, msg)) => {
+            eprintln!("wiremap-gen: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads a classic pcap: (timestamp µs, frame) per record.
+    fn records(data: &[u8]) -> Vec<(u64, &[u8])> {
+        assert_eq!(&data[..4], &0xa1b2_c3d4u32.to_le_bytes());
+        assert_eq!(u32::from_le_bytes(data[20..24].try_into().unwrap()), 1);
+        let (mut v, mut o) = (Vec::new(), 24);
+        while o < data.len() {
+            let f =
+                |i: usize| u32::from_le_bytes(data[o + i..o + i + 4].try_into().unwrap()) as u64;
+            let (ts, len) = (f(0) * 1_000_000 + f(4), f(8) as usize);
+            assert_eq!(f(8), f(12));
+            v.push((ts, &data[o + 16..o + 16 + len]));
+            o += 16 + len;
+        }
+        assert_eq!(o, data.len());
+        v
+    }
+
+    fn ones_complement_ok(data: &[u8], init: u64) -> bool {
+        let mut acc = init;
+        for c in data.chunks(2) {
+            acc += ((c[0] as u64) << 8) | *c.get(1).unwrap_or(&0) as u64;
+        }
+        while acc >> 16 != 0 {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        acc == 0xffff
+    }
+
+    #[test]
+    fn capture_matches_its_expected_counts() {
+        let dir = std::env::temp_dir().join(format!("wiremap-gen-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (pcap, exp) = (dir.join("t.pcap"), dir.join("t.json"));
+        let a = Args::try_parse_from([
+            "wiremap-gen",
+            "--packets",
+            "20000",
+            "--flows-concurrent",
+            "150",
+            "--clients",
+            "12",
+            "--seed",
+            "9",
+            "-o",
+            pcap.to_str().unwrap(),
+            "--expected",
+            exp.to_str().unwrap(),
+        ])
+        .unwrap();
+        run(&a).unwrap();
+        let data = std::fs::read(&pcap).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&exp).unwrap()).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+
+        let recs = records(&data);
+        let t = &doc["totals"];
+        assert_eq!(recs.len() as u64, t["packets"].as_u64().unwrap());
+        assert!(recs.len() >= 20_000 && recs.len() < 20_000 + 2_000);
+        let (mut syn, mut synack, mut fin, mut udp, mut ip_bytes) = (0, 0, 0, 0, 0u64);
+        for w in recs.windows(2) {
+            assert!(w[0].0 < w[1].0, "timestamps increase");
+        }
+        for (_, f) in &recs {
+            assert_eq!(&f[12..14], &[0x08, 0x00]);
+            let ip = &f[14..];
+            let tot = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+            assert_eq!(tot, ip.len());
+            ip_bytes += tot as u64;
+            assert!(ones_complement_ok(&ip[..20], 0), "IPv4 header checksum");
+            let pseudo = ip[12..20]
+                .chunks(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]) as u64)
+                .sum::<u64>()
+                + ip[9] as u64
+                + (tot - 20) as u64;
+            assert!(ones_complement_ok(&ip[20..], pseudo), "L4 checksum");
+            match ip[9] {
+                6 => {
+                    let fl = ip[33];
+                    syn += (fl & SYN != 0 && fl & ACK == 0) as u64;
+                    synack += (fl & SYN != 0 && fl & ACK != 0) as u64;
+                    fin += (fl & FIN != 0) as u64;
+                    assert!(tot - 20 - (ip[32] >> 4) as usize * 4 <= MSS);
+                }
+                17 => udp += 1,
+                p => panic!("protocol {p}"),
+            }
+        }
+        assert_eq!(ip_bytes, t["bytes"].as_u64().unwrap());
+        let tcp = t["tcp_connections"].as_u64().unwrap();
+        assert_eq!((syn, synack, fin), (tcp, tcp, 2 * tcp));
+        assert_eq!(
+            udp,
+            2 * doc["per_protocol"]["udp/dns"]["requests"].as_u64().unwrap()
+        );
+        assert_eq!(t["requests"], t["responses"]);
+        let mut edge_packets = 0;
+        for e in doc["edges"].as_array().unwrap() {
+            assert_eq!(e["requests"], e["responses"]);
+            edge_packets += e["packets"]["to_server"].as_u64().unwrap()
+                + e["packets"]["to_client"].as_u64().unwrap();
+            let codes: u64 = e["codes"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|v| v.as_u64().unwrap())
+                .sum();
+            assert_eq!(codes, e["responses"].as_u64().unwrap());
+        }
+        assert_eq!(edge_packets, recs.len() as u64);
+        for p in ["tcp/http", "tcp/redis", "tcp/mysql", "tcp/dns", "udp/dns"] {
+            assert!(
+                doc["per_protocol"][p]["requests"].as_u64().unwrap() > 0,
+                "{p} present"
+            );
+        }
+    }
+
+    #[test]
+    fn mix_is_parsed() {
+        assert_eq!(parse_mix("http=1").unwrap(), [100, 100, 100, 100, 100]);
+        assert_eq!(
+            parse_mix("dns=10,redis=1").unwrap(),
+            [0, 100, 100, 900, 1100]
+        );
+        assert!(parse_mix("smtp=3").is_err());
+        assert!(parse_mix("http=0").is_err());
+    }
 }

@@ -8,7 +8,7 @@
 
 mod pairing;
 pub mod records;
-mod stream;
+pub mod stream;
 
 use protocols::{
     AnySession, Detection, Direction, Event, Events, Protocol, Role, Session, Transport as L4,
@@ -21,7 +21,7 @@ use crate::limits::{LimitHits, Limits};
 use crate::report::L7Tally;
 use pairing::{Pairing, PendingRequest};
 pub use records::RecordSink;
-use stream::{Chunk, Reassembly};
+pub use stream::{Chunk, Reassembly};
 
 /// How many payload-bearing chunks per direction detection looks at before giving up.
 const DETECT_TRIES: u8 = 4;
