@@ -105,7 +105,8 @@ pub trait Session {
 pub enum AnySession {
     Http(http::HttpSession),
     Dns(dns::DnsSession),
-    Mysql(mysql::MysqlSession),
+    /// Boxed: by far the largest session, it would make every session pay its size.
+    Mysql(Box<mysql::MysqlSession>),
     Redis(redis::RedisSession),
     Tls(tls::TlsSession),
 }
@@ -123,7 +124,7 @@ impl AnySession {
         match protocol {
             Protocol::Http => AnySession::Http(http::HttpSession::new(limits)),
             Protocol::Dns => AnySession::Dns(dns::DnsSession::new(transport, limits)),
-            Protocol::Mysql => AnySession::Mysql(mysql::MysqlSession::new(mid_stream, limits)),
+            Protocol::Mysql => AnySession::Mysql(Box::new(mysql::MysqlSession::new(mid_stream, limits))),
             Protocol::Redis => AnySession::Redis(redis::RedisSession::new(limits)),
             Protocol::Tls => AnySession::Tls(tls::TlsSession::new(limits)),
         }
@@ -143,7 +144,7 @@ impl AnySession {
         match self {
             AnySession::Http(s) => s,
             AnySession::Dns(s) => s,
-            AnySession::Mysql(s) => s,
+            AnySession::Mysql(s) => s.as_mut(),
             AnySession::Redis(s) => s,
             AnySession::Tls(s) => s,
         }

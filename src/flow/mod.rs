@@ -45,6 +45,9 @@ pub struct Flow {
     pub retransmissions: u64,
     /// L7 state, created with the first payload (None when L7 is off or no payload yet).
     pub l7: Option<Box<crate::l7::L7Conn>>,
+    /// Set when the L7 state was finished early (the connection closed): its protocol and
+    /// L7-decided server side; its tallies are already in the edge sums.
+    pub l7_done: Option<(&'static str, Option<Side>)>,
     pub(crate) lru_prev: u32,
     pub(crate) lru_next: u32,
 }
@@ -73,6 +76,7 @@ impl Flow {
             data_seen: [false; 2],
             retransmissions: 0,
             l7: None,
+            l7_done: None,
             lru_prev: table::NIL,
             lru_next: table::NIL,
         }

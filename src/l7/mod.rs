@@ -34,6 +34,8 @@ pub struct Ctx<'a> {
     pub hits: &'a mut LimitHits,
     pub records: Option<&'a mut RecordSink>,
     pub key: FlowKey,
+    /// The worker's scratch buffer for parser events (one per worker, not per connection).
+    pub events: &'a mut Events,
 }
 
 enum State {
@@ -59,7 +61,6 @@ pub struct L7Conn {
     carry: [Vec<u8>; 2],
     pairing: Pairing,
     tally: L7Tally,
-    events: Events,
     /// Packet time at which the message now in progress in each direction began.
     msg_start: [Option<i64>; 2],
     mid_stream: bool,
@@ -90,7 +91,6 @@ impl L7Conn {
             carry: [Vec::new(), Vec::new()],
             pairing: Pairing::default(),
             tally: L7Tally::default(),
-            events: Vec::new(),
             msg_start: [None; 2],
             mid_stream: false,
             held_gap: [false; 2],
@@ -220,8 +220,8 @@ impl L7Conn {
             Chunk::Fin => {
                 let dir = self.direction(side);
                 if let State::Active(sess) = &mut self.state {
-                    self.events.clear();
-                    sess.close(dir, &mut self.events);
+                    cx.events.clear();
+                    sess.close(dir, cx.events);
                     self.handle_events(side, ts, ts, cx);
                 }
             }
@@ -334,18 +334,22 @@ impl L7Conn {
             return;
         };
         let start = *self.msg_start[s].get_or_insert(ts);
-        self.events.clear();
+        cx.events.clear();
         let carry = &mut self.carry[s];
         if carry.is_empty() {
-            let used = sess.feed(dir, bytes, &mut self.events).min(bytes.len());
+            let used = sess.feed(dir, bytes, cx.events).min(bytes.len());
             // A UDP datagram is complete in itself: nothing carries over.
             if self.tcp && used < bytes.len() {
                 carry.extend_from_slice(&bytes[used..]);
             }
         } else {
             carry.extend_from_slice(bytes);
-            let used = sess.feed(dir, carry, &mut self.events).min(carry.len());
+            let used = sess.feed(dir, carry, cx.events).min(carry.len());
             carry.drain(..used);
+            // Keep a typical head's worth of capacity; release what a long one needed.
+            if carry.is_empty() && carry.capacity() > 4096 {
+                *carry = Vec::new();
+            }
         }
         if carry.len() > cx.limits.parser.max_buffered {
             // The parser cannot make progress within its bound: skip and resynchronise.
@@ -354,7 +358,7 @@ impl L7Conn {
             sess.gap(dir);
         }
         let in_progress = !carry.is_empty() || sess.in_message(dir);
-        let emitted = !self.events.is_empty();
+        let emitted = !cx.events.is_empty();
         self.handle_events(side, start, ts, cx);
         self.msg_start[s] = match (in_progress, emitted) {
             (false, _) => None,
@@ -366,31 +370,31 @@ impl L7Conn {
     /// Turn parser events into tallies and records. `first_start` is when the first message
     /// in these events began; later ones began in the packet at `ts`.
     fn handle_events(&mut self, side: Side, first_start: i64, ts: i64, cx: &mut Ctx<'_>) {
-        let events = std::mem::take(&mut self.events);
+        let events = std::mem::take(cx.events);
         for (i, ev) in events.iter().enumerate() {
             let start = if i == 0 { first_start } else { ts };
             match ev {
                 Event::Request(r) => {
                     let p = PendingRequest {
                         resource: r.resource,
-                        text: r.text,
                         id: r.id,
                         start_ts: start,
                         end_ts: ts,
                         bytes: r.bytes,
                     };
-                    if self.pairing.request(p, cx.limits.max_pending_requests, cx.hits) {
+                    let text = cx.records.is_some().then_some(&r.text);
+                    if self.pairing.request(p, text, cx.limits.max_pending_requests, cx.hits) {
                         self.tally.requests += 1;
                         self.tally.add_resource(&r.resource, 1, 0);
                         if let Some((resp, at)) = self.early.take() {
-                            if let Some(req) = self.pairing.response(&resp) {
-                                self.answered(&req, &resp, at, cx);
+                            if let Some((req, text)) = self.pairing.response(&resp) {
+                                self.answered(&req, text.as_ref(), &resp, at, cx);
                             }
                         }
                     }
                 }
                 Event::Response(resp) => match self.pairing.response(resp) {
-                    Some(req) => self.answered(&req, resp, start, cx),
+                    Some((req, text)) => self.answered(&req, text.as_ref(), resp, start, cx),
                     None => {
                         // An early answer (before the client finished sending: nginx's
                         // `return`, a 413 or 401 before the body): it answers the request
@@ -419,13 +423,20 @@ impl L7Conn {
             }
         }
         let _ = side;
-        self.events = events;
-        self.events.clear();
+        *cx.events = events;
+        cx.events.clear();
     }
 
     /// A response paired with its request: tally it and write its record. `start` is the
     /// response's first packet time (latency is 0 when it came before the request ended).
-    fn answered(&mut self, req: &PendingRequest, resp: &protocols::Response, start: i64, cx: &mut Ctx<'_>) {
+    fn answered(
+        &mut self,
+        req: &PendingRequest,
+        text: Option<&protocols::event::RequestText>,
+        resp: &protocols::Response,
+        start: i64,
+        cx: &mut Ctx<'_>,
+    ) {
         self.tally.responses += 1;
         *self.tally.codes.entry(resp.code).or_default() += 1;
         if resp.error {
@@ -434,12 +445,13 @@ impl L7Conn {
         }
         let latency_us = (start.saturating_sub(req.end_ts).max(0) / 1000) as u64;
         self.tally.latency_us.record(latency_us);
-        self.record(req, Some((resp, latency_us)), cx);
+        self.record(req, text, Some((resp, latency_us)), cx);
     }
 
     fn record(
         &self,
         req: &PendingRequest,
+        text: Option<&protocols::event::RequestText>,
         resp: Option<(&protocols::Response, u64)>,
         cx: &mut Ctx<'_>,
     ) {
@@ -453,7 +465,7 @@ impl L7Conn {
             client: cx.key.endpoint(client).ip,
             server: cx.key.endpoint(client.other()),
             protocol: p.as_str(),
-            request: req.text.as_str(),
+            request: text.map(|t| t.as_str()).unwrap_or(""),
             request_bytes: req.bytes,
             response: resp.map(|(r, _)| r.kind.as_str()),
             latency_us: resp.map(|(_, l)| l),
@@ -484,9 +496,8 @@ impl L7Conn {
             }
         }
         if cx.records.is_some() {
-            let unanswered: Vec<PendingRequest> = self.pairing.drain().collect();
-            for req in &unanswered {
-                self.record(req, None, cx);
+            for (req, text) in self.pairing.drain() {
+                self.record(&req, text.as_ref(), None, cx);
             }
         }
         let name = self.protocol.map(Protocol::as_str).unwrap_or("unknown");

@@ -8,7 +8,7 @@ use crate::decode::tcp_flags::{ACK, SYN};
 use crate::flow::{Endpoint, Flow, FlowKey, FlowTable};
 use crate::l7::{Ctx, L7Conn, RecordSink};
 use crate::limits::Limits;
-use crate::report::{ConnSummary, WorkerResult};
+use crate::report::{ConnSummary, EdgeKey, WorkerResult};
 
 pub struct Worker {
     table: FlowTable,
@@ -19,6 +19,8 @@ pub struct Worker {
     now: i64,
     since_sweep: u32,
     records: Option<RecordSink>,
+    /// Scratch buffer for parser events, shared by all connections of this worker.
+    events: protocols::Events,
 }
 
 impl Worker {
@@ -31,6 +33,7 @@ impl Worker {
     ) -> Worker {
         Worker {
             records,
+            events: Vec::with_capacity(64),
             table: FlowTable::new(max_flows),
             limits,
             vlan_key,
@@ -96,7 +99,7 @@ impl Worker {
             if t.tcp.flags & (SYN | ACK) == (SYN | ACK) && flow.client == Some(side.other()) {
                 self.out.syn_servers.insert(key.endpoint(side));
             }
-            if l7_on && (flow.l7.is_some() || t.payload_wire_len > 0) {
+            if l7_on && flow.l7_done.is_none() && (flow.l7.is_some() || t.payload_wire_len > 0) {
                 let client = flow.client;
                 let mid = !flow.syn_seen && !flow.synack_seen;
                 let conn = flow.l7.get_or_insert_with(|| Box::new(L7Conn::new_tcp(before)));
@@ -105,8 +108,33 @@ impl Worker {
                     hits: &mut self.out.limits,
                     records: self.records.as_mut(),
                     key,
+                    events: &mut self.events,
                 };
                 conn.on_tcp(side, client, mid, t, kind, payload, ts, &mut cx);
+            }
+            if flow.closed() && flow.l7.is_some() {
+                if let Some(client) = flow.client {
+                    // Closed with a known client: settle L7 now and keep only its name, so
+                    // a connection lingering for late packets costs no L7 memory.
+                    if let Some(conn) = flow.l7.take() {
+                        let mut cx = Ctx {
+                            limits: &self.limits,
+                            hits: &mut self.out.limits,
+                            records: self.records.as_mut(),
+                            key,
+                            events: &mut self.events,
+                        };
+                        let (protocol, l7_server, tally) = conn.finish(&mut cx);
+                        flow.l7_done = Some((protocol, l7_server));
+                        let edge = EdgeKey {
+                            client: key.endpoint(client).ip,
+                            server: key.endpoint(client.other()),
+                            udp: false,
+                            protocol,
+                        };
+                        self.out.edges.entry(edge).or_default().l7.merge(&tally);
+                    }
+                }
             }
         } else {
             flow.update_udp(side, t, ts);
@@ -118,6 +146,7 @@ impl Worker {
                     hits: &mut self.out.limits,
                     records: self.records.as_mut(),
                     key,
+                    events: &mut self.events,
                 };
                 conn.on_udp(side, client, payload, ts, &mut cx);
             }
@@ -159,17 +188,19 @@ impl Worker {
         if flow.failed() {
             self.out.failed_connections += 1;
         }
-        let (protocol, l7_server, tally) = match flow.l7.take() {
-            Some(conn) => {
+        let (protocol, l7_server, tally) = match (flow.l7.take(), flow.l7_done) {
+            (Some(conn), _) => {
                 let mut cx = Ctx {
                     limits: &self.limits,
                     hits: &mut self.out.limits,
                     records: self.records.as_mut(),
                     key: flow.key,
+                    events: &mut self.events,
                 };
                 conn.finish(&mut cx)
             }
-            None => ("unknown", None, Default::default()),
+            (None, Some((protocol, l7_server))) => (protocol, l7_server, Default::default()),
+            (None, None) => ("unknown", None, Default::default()),
         };
         let summary = ConnSummary::from_flow(&flow, protocol, l7_server, tally);
         // UDP: a response seen first (a DNS answer) makes its receiver the client. TCP
