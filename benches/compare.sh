@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Times wiremap against its peers on the same capture, in one run, and prints ratios.
+#
+#   benches/compare.sh [--packets N] [--flows C] [--runs R] [--scaling] [--keep]
+#
+# A capture of N packets with about C concurrent connections (mixed HTTP, Redis, MySQL, DNS;
+# wiremap-gen) is analysed in turn by: wiremap analyze, ndpiReader -i FILE, tshark -r FILE
+# -q -z conv,tcp, and tcpdump -r FILE -w /dev/null (the read floor: reading alone). Each
+# runs R times; the table shows median wall time, packets per second, peak RSS, and
+# wiremap's speed as a ratio to each. Machines here are noisy: read the ratios and medians.
+# --scaling adds wiremap with 1 and 2 threads, and 10k / 100k / 1M concurrent flows.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKETS=10000000
+FLOWS=100000
+RUNS=3
+SCALING=0
+KEEP=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --packets) PACKETS=$2; shift 2 ;;
+    --flows) FLOWS=$2; shift 2 ;;
+    --runs) RUNS=$2; shift 2 ;;
+    --scaling) SCALING=1; shift ;;
+    --keep) KEEP=1; shift ;;
+    *) echo "usage: $0 [--packets N] [--flows C] [--runs R] [--scaling] [--keep]" >&2; exit 2 ;;
+  esac
+done
+for tool in tshark tcpdump ndpiReader /usr/bin/time; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install tshark tcpdump libndpi-bin time)" >&2; exit 1; }
+done
+
+cargo build --release --quiet --bin wiremap --bin wiremap-gen
+WIREMAP=$PWD/target/release/wiremap
+GEN=$PWD/target/release/wiremap-gen
+WORK=$(mktemp -d /tmp/wiremap-compare.XXXXXX)
+[[ $KEEP == 1 ]] || trap 'rm -rf "$WORK"' EXIT
+
+capture() { # packets flows -> path
+  local f="$WORK/gen-$1-$2.pcap"
+  [[ -e $f ]] || "$GEN" --packets "$1" --flows-concurrent "$2" --clients 5000 --seed 1 -o "$f" >&2
+  echo "$f"
+}
+
+# median of "seconds rss_kb" lines: prints "median_seconds max_rss_kb"
+median() { sort -n | awk '{t[NR]=$1; if ($2>m) m=$2} END {printf "%s %s\n", t[int((NR+1)/2)], m}'; }
+
+measure() { # label, then the command
+  local label=$1; shift
+  local out=""
+  for ((i = 0; i < RUNS; i++)); do
+    out+=$( { /usr/bin/time -f "%e %M" "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1 )$'\n'
+  done
+  printf '%s\t%s\n' "$label" "$(printf '%s' "$out" | median)"
+}
+
+FILE=$(capture "$PACKETS" "$FLOWS")
+N=$(tcpdump -r "$FILE" -w /dev/null 2>&1 | awk '/packets/ {print $1; exit}' || true)
+N=${N:-$PACKETS}
+SIZE=$(du -m "$FILE" | cut -f1)
+echo "capture: $FILE ($N packets, $SIZE MB, ~$FLOWS concurrent flows); $RUNS runs each; page cache warm"
+cat "$FILE" > /dev/null
+
+RESULTS=$(
+  measure "wiremap analyze" "$WIREMAP" analyze -q "$FILE"
+  measure "ndpiReader -i" ndpiReader -q -i "$FILE"
+  measure "tshark -z conv,tcp" tshark -r "$FILE" -q -z conv,tcp
+  measure "tcpdump -w /dev/null" tcpdump -r "$FILE" -w /dev/null
+)
+echo
+printf '%-24s %12s %14s %12s %18s\n' tool "median s" "packets/s" "peak RSS MB" "wiremap speed x"
+WM=$(printf '%s\n' "$RESULTS" | awk -F'\t' '$1=="wiremap analyze" {split($2,a," "); print a[1]}')
+printf '%s\n' "$RESULTS" | while IFS=$'\t' read -r label stats; do
+  read -r secs rss <<<"$stats"
+  awk -v l="$label" -v s="$secs" -v r="$rss" -v n="$N" -v w="$WM" 'BEGIN {
+    pps = (s > 0) ? n / s : 0; ratio = (w > 0) ? s / w : 0
+    printf "%-24s %12.2f %14.0f %12.0f %18.2f\n", l, s, pps, r / 1024, ratio }'
+done
+echo "(wiremap speed x = that tool's median time / wiremap's: >1 means wiremap is faster;"
+echo " for tcpdump it is the read floor, wiremap's distance from reading alone)"
+
+if [[ $SCALING == 1 ]]; then
+  echo
+  echo "scaling: wiremap on $N packets"
+  printf '%-34s %12s %14s %12s\n' case "median s" "packets/s" "peak RSS MB"
+  for t in 1 2; do
+    measure "threads=$t" "$WIREMAP" analyze -q --threads "$t" "$FILE"
+  done | while IFS=$'\t' read -r label stats; do
+    read -r secs rss <<<"$stats"
+    awk -v l="$label" -v s="$secs" -v r="$rss" -v n="$N" 'BEGIN {printf "%-34s %12.2f %14.0f %12.0f\n", l, s, n/s, r/1024}'
+  done
+  for c in 10000 100000 1000000; do
+    f=$(capture "$N" "$c")
+    measure "concurrent flows=$c" "$WIREMAP" analyze -q "$f"
+  done | while IFS=$'\t' read -r label stats; do
+    read -r secs rss <<<"$stats"
+    awk -v l="$label" -v s="$secs" -v r="$rss" -v n="$N" 'BEGIN {printf "%-34s %12.2f %14.0f %12.0f\n", l, s, n/s, r/1024}'
+  done
+fi
