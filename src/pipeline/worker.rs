@@ -112,7 +112,9 @@ impl Worker {
                 };
                 conn.on_tcp(side, client, mid, t, kind, payload, ts, &mut cx);
             }
-            if flow.closed() && flow.l7.is_some() {
+            // FINs from both sides, not a RST: a RST ends nothing reliably (stacks and
+            // evasion tricks keep sending after one), and late data must still be parsed.
+            if flow.fin[0] && flow.fin[1] && flow.l7.is_some() {
                 if let Some(client) = flow.client {
                     // Closed with a known client: settle L7 now and keep only its name, so
                     // a connection lingering for late packets costs no L7 memory.
