@@ -14,6 +14,8 @@ fn assert_get_pcap_edge(doc: &serde_json::Value) {
     assert_eq!(u(&e["packets"]["to_server"]), 7);
     assert_eq!(u(&e["packets"]["to_client"]), 7);
     assert_eq!(u(&doc["totals"]["packets"]), 14);
+    // The sum of the 14 IPv4 total-length fields (tshark -T fields -e ip.len).
+    assert_eq!(u(&doc["totals"]["bytes"]), 5891);
 }
 
 #[test]

@@ -4,7 +4,7 @@ use core::fmt;
 
 /// At most `N` bytes of UTF-8 text stored inline. Longer input is cut at a character
 /// boundary and marked as cut, so an event never allocates and never grows unbounded.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy)]
 pub struct Text<const N: usize> {
     buf: [u8; N],
     len: u16,
@@ -108,6 +108,21 @@ impl<const N: usize> Text<N> {
     }
 }
 
+// Equality and hashing look at the text only, not at bytes left behind by `clear`.
+impl<const N: usize> PartialEq for Text<N> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str() && self.cut == other.cut
+    }
+}
+
+impl<const N: usize> Eq for Text<N> {}
+
+impl<const N: usize> core::hash::Hash for Text<N> {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
 impl<const N: usize> fmt::Debug for Text<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
@@ -129,6 +144,14 @@ mod tests {
         let t = Text::<5>::from_str_lossy("abcé€");
         assert_eq!(t.as_str(), "abcé");
         assert!(t.is_cut());
+    }
+
+    #[test]
+    fn equality_ignores_bytes_left_by_clear() {
+        let mut a = Text::<8>::from_str_lossy("abcdef");
+        a.clear();
+        a.push_str("ab");
+        assert_eq!(a, Text::<8>::from_str_lossy("ab"));
     }
 
     #[test]

@@ -112,6 +112,8 @@ const PACKET_OUTGOING: u16 = 4;
 /// A decoder: stateless but for the fragment table it owns.
 pub struct Decoder {
     frags: FragTable,
+    /// IP total length of the outermost IP header of the last packet decoded (0 if none).
+    outer_ip_bytes: u32,
 }
 
 enum Next {
@@ -124,6 +126,7 @@ impl Decoder {
     pub fn new(max_datagrams: usize, timeout_ns: i64) -> Self {
         Decoder {
             frags: FragTable::new(max_datagrams, timeout_ns),
+            outer_ip_bytes: 0,
         }
     }
 
@@ -132,7 +135,14 @@ impl Decoder {
         self.frags.dropped()
     }
 
+    /// The outermost IP header's total length of the packet last decoded: the wire's IP
+    /// bytes (tunnels count as their outer datagram), 0 for non-IP packets.
+    pub fn outer_ip_bytes(&self) -> u32 {
+        self.outer_ip_bytes
+    }
+
     pub fn decode<'a>(&'a mut self, linktype: u32, data: &'a [u8], ts_ns: i64) -> Outcome<'a> {
+        self.outer_ip_bytes = 0;
         let b = Bytes(data);
         let (next, off) = match linktype {
             linktype::EN10MB => (Next::Ether, 0),
@@ -270,6 +280,9 @@ impl Decoder {
                         Ok(h) => h,
                         Err(o) => return o,
                     };
+                    if tunnels == 0 {
+                        self.outer_ip_bytes = hdr.ip_bytes;
+                    }
                     if hdr.fragmented {
                         if hdr.truncated {
                             // A fragment we cannot hold whole cannot complete a datagram.

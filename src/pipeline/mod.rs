@@ -283,20 +283,20 @@ impl Reader {
     ) -> Result<(), String> {
         let order = self.order;
         self.order += 1;
-        let ip_bytes_seen = decode::ip_bytes_of(pkt.linktype, &pkt.data);
-        if let Some(v) = vantages.list.get_mut(pkt.vantage as usize) {
-            v.packets += 1;
-            v.bytes += u64::from(ip_bytes_seen);
-        }
+        let vantage = vantages.list.get_mut(pkt.vantage as usize);
         if let Some(f) = filter {
             f.prepare(pkt.linktype).map_err(|e| e.0)?;
             if !f.matches(pkt.linktype, &pkt.data, pkt.wire_len) {
+                // Sources count every packet read, with its IP bytes, filtered or not.
+                if let Some(v) = vantage {
+                    v.packets += 1;
+                    v.bytes += u64::from(decode::ip_bytes_of(pkt.linktype, &pkt.data));
+                }
                 return Ok(());
             }
         }
         let st = &mut self.stats;
         st.packets += 1;
-        st.bytes += u64::from(ip_bytes_seen);
         st.first_ts = Some(st.first_ts.map_or(pkt.ts_ns, |t| t.min(pkt.ts_ns)));
         st.last_ts = Some(st.last_ts.map_or(pkt.ts_ns, |t| t.max(pkt.ts_ns)));
         match self.decoder.decode(pkt.linktype, &pkt.data, pkt.ts_ns) {
@@ -336,6 +336,12 @@ impl Reader {
                     st.truncated += 1;
                 }
             }
+        }
+        let ip_bytes = u64::from(self.decoder.outer_ip_bytes());
+        self.stats.bytes += ip_bytes;
+        if let Some(v) = vantages.list.get_mut(pkt.vantage as usize) {
+            v.packets += 1;
+            v.bytes += ip_bytes;
         }
         Ok(())
     }

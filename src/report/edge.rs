@@ -23,11 +23,11 @@ pub struct L7Tally {
     pub requests: u64,
     pub responses: u64,
     pub errors: u64,
-    pub codes: HashMap<Code, u64>,
+    pub codes: HashMap<Code, u64, ahash::RandomState>,
     /// Request-to-response latency, microseconds.
     pub latency_us: Digest,
     /// Per resource: requests and errors.
-    pub resources: HashMap<Resource, (u64, u64)>,
+    pub resources: HashMap<Resource, (u64, u64), ahash::RandomState>,
     /// Resources not tracked because the per-edge resource limit was reached.
     pub resources_dropped: u64,
 }

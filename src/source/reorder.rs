@@ -8,7 +8,7 @@
 //! never dropped. Buffers are recycled.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 
 use super::{CaptureFile, InputError, OwnedPacket, ReadOutcome, Vantages};
 
@@ -23,7 +23,10 @@ pub struct OrderedFile {
     pub file: CaptureFile,
     slots: Vec<OwnedPacket>,
     free: Vec<usize>,
-    heap: BinaryHeap<Reverse<(i64, u64, usize)>>,
+    /// Packets that arrived in time order (the common case): a FIFO, no heap work.
+    in_order: VecDeque<(i64, u64, usize)>,
+    /// Packets older than one already read: a heap.
+    late: BinaryHeap<Reverse<(i64, u64, usize)>>,
     seq: u64,
     newest: i64,
     held_bytes: usize,
@@ -36,7 +39,8 @@ impl OrderedFile {
             file,
             slots: Vec::new(),
             free: Vec::new(),
-            heap: BinaryHeap::new(),
+            in_order: VecDeque::new(),
+            late: BinaryHeap::new(),
             seq: 0,
             newest: i64::MIN,
             held_bytes: 0,
@@ -44,12 +48,26 @@ impl OrderedFile {
         }
     }
 
+    fn held(&self) -> usize {
+        self.in_order.len() + self.late.len()
+    }
+
+    /// The oldest held packet: (ts, arrival, slot).
+    fn oldest(&self) -> Option<(i64, u64, usize)> {
+        match (self.in_order.front(), self.late.peek()) {
+            (Some(a), Some(Reverse(b))) => Some(if b < a { *b } else { *a }),
+            (Some(a), None) => Some(*a),
+            (None, Some(Reverse(b))) => Some(*b),
+            (None, None) => None,
+        }
+    }
+
     fn ready(&self) -> bool {
-        let Some(Reverse((oldest, _, _))) = self.heap.peek() else { return self.done };
+        let Some((oldest, _, _)) = self.oldest() else { return self.done };
         self.done
-            || self.heap.len() >= WINDOW_PACKETS
+            || self.held() >= WINDOW_PACKETS
             || self.held_bytes >= WINDOW_BYTES
-            || self.newest.saturating_sub(*oldest) >= WINDOW_NS
+            || self.newest.saturating_sub(oldest) >= WINDOW_NS
     }
 
     /// Read until the oldest held packet can be released. Returns a cut-file warning
@@ -67,9 +85,14 @@ impl OrderedFile {
             match self.file.next_packet(vantages, &mut self.slots[slot]) {
                 Ok(ReadOutcome::Packet) => {
                     let p = &self.slots[slot];
+                    let entry = (p.ts_ns, self.seq, slot);
+                    if p.ts_ns >= self.newest {
+                        self.in_order.push_back(entry);
+                    } else {
+                        self.late.push(Reverse(entry));
+                    }
                     self.newest = self.newest.max(p.ts_ns);
                     self.held_bytes += p.data.len();
-                    self.heap.push(Reverse((p.ts_ns, self.seq, slot)));
                     self.seq += 1;
                 }
                 Ok(ReadOutcome::End) => {
@@ -93,12 +116,21 @@ impl OrderedFile {
 
     /// The time of the next packet to release.
     pub fn peek_ts(&self) -> Option<i64> {
-        self.heap.peek().map(|Reverse((ts, _, _))| *ts)
+        self.oldest().map(|(ts, _, _)| ts)
     }
 
     /// Take the oldest packet; give its slot back with [`OrderedFile::release`].
     pub fn pop(&mut self) -> Option<usize> {
-        let Reverse((_, _, slot)) = self.heap.pop()?;
+        let from_late = match (self.in_order.front(), self.late.peek()) {
+            (Some(a), Some(Reverse(b))) => b < a,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        let slot = if from_late {
+            self.late.pop()?.0 .2
+        } else {
+            self.in_order.pop_front()?.2
+        };
         self.held_bytes -= self.slots[slot].data.len();
         Some(slot)
     }
