@@ -50,7 +50,8 @@ measure() { # label, then the command
   local label=$1; shift
   local out=""
   for ((i = 0; i < RUNS; i++)); do
-    out+=$( { /usr/bin/time -f "%e %M" "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1 )$'\n'
+    /usr/bin/time -o "$WORK/time" -f "%e %M" "$@" >/dev/null 2>&1 || true
+    out+=$(tail -1 "$WORK/time")$'\n'
   done
   printf '%s\t%s\n' "$label" "$(printf '%s' "$out" | median)"
 }
