@@ -70,14 +70,28 @@ pub fn probe(data: &[u8]) -> Probe {
 
 /// `GET /…`, `POST http://…`, `OPTIONS *` and the like, with at least 8 bytes of target.
 fn standard_request_start(data: &[u8]) -> bool {
-    const METHODS: &[&[u8]] =
-        &[b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE "];
+    const METHODS: &[&[u8]] = &[
+        b"GET ",
+        b"POST ",
+        b"PUT ",
+        b"DELETE ",
+        b"HEAD ",
+        b"OPTIONS ",
+        b"PATCH ",
+        b"CONNECT ",
+        b"TRACE ",
+    ];
     METHODS.iter().any(|m| {
         data.starts_with(m)
             && data.get(m.len()..).is_some_and(|t| {
-                (t.starts_with(b"/") || t.starts_with(b"http://") || t.starts_with(b"https://") || t.starts_with(b"* "))
+                (t.starts_with(b"/")
+                    || t.starts_with(b"http://")
+                    || t.starts_with(b"https://")
+                    || t.starts_with(b"* "))
                     && t.len() >= 8
-                    && t.iter().take(64).all(|b| b.is_ascii_graphic() || *b == b' ')
+                    && t.iter()
+                        .take(64)
+                        .all(|b| b.is_ascii_graphic() || *b == b' ')
             })
     })
 }

@@ -1,3 +1,9 @@
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 //! Decoding: link layer → IP → TCP/UDP, with VLAN, MPLS, PPPoE, tunnels (IPIP, GRE,
 //! VXLAN) and IP fragment reassembly. No allocation per packet, no panic on any input:
 //! every read goes through a bounds-checked view, and a packet that cannot be decoded is
@@ -11,7 +17,7 @@ mod view;
 use std::net::IpAddr;
 
 pub use frag::FragTable;
-use view::{be16, be32, Bytes};
+use view::{array, be16, be32, byte, Bytes};
 
 /// Link types wiremap decodes (libpcap LINKTYPE_ numbers).
 pub mod linktype {
@@ -156,7 +162,7 @@ impl Decoder {
                 let family = if linktype == linktype::LOOP {
                     be32(raw, 0)
                 } else {
-                    let le = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+                    let le = array::<4>(raw, 0).map(u32::from_le_bytes).unwrap_or(0);
                     if le > 0xFFFF {
                         le.swap_bytes()
                     } else {
@@ -186,7 +192,7 @@ impl Decoder {
                 let Some(h) = b.get(0..20) else {
                     return undecodable(Layer::Link, true);
                 };
-                if be16(h, 8) == ARPHRD_LOOPBACK && u16::from(h[10]) == PACKET_OUTGOING {
+                if be16(h, 8) == ARPHRD_LOOPBACK && u16::from(byte(h, 10)) == PACKET_OUTGOING {
                     return Outcome::Duplicate;
                 }
                 (Next::EtherType(be16(h, 0)), 20)
@@ -240,7 +246,7 @@ impl Decoder {
                                 return undecodable(Layer::Link, false);
                             }
                             off += 4;
-                            if h[2] & 0x01 != 0 {
+                            if byte(h, 2) & 0x01 != 0 {
                                 break;
                             }
                         }
@@ -560,7 +566,7 @@ fn parse_ipv4(data: &[u8], off: usize) -> Result<IpHeader, Outcome<'static>> {
     let Some(h) = data.get(off..off + 20) else {
         return Err(undecodable(Layer::Ipv4, true));
     };
-    let ihl = usize::from(h[0] & 0x0F) * 4;
+    let ihl = usize::from(byte(h, 0) & 0x0F) * 4;
     let total = usize::from(be16(h, 2));
     if ihl < 20 || total < ihl {
         return Err(undecodable(Layer::Ipv4, false));
@@ -575,9 +581,9 @@ fn parse_ipv4(data: &[u8], off: usize) -> Result<IpHeader, Outcome<'static>> {
     let more = frag & 0x2000 != 0;
     let frag_offset = u32::from(frag & 0x1FFF) * 8;
     Ok(IpHeader {
-        src: IpAddr::from([h[12], h[13], h[14], h[15]]),
-        dst: IpAddr::from([h[16], h[17], h[18], h[19]]),
-        proto: h[9],
+        src: IpAddr::from(array::<4>(h, 12).unwrap_or_default()),
+        dst: IpAddr::from(array::<4>(h, 16).unwrap_or_default()),
+        proto: byte(h, 9),
         payload_start: off + ihl,
         payload_end: end,
         ip_bytes: total as u32,
@@ -600,11 +606,9 @@ fn parse_ipv6(data: &[u8], off: usize) -> Result<IpHeader, Outcome<'static>> {
     let total = if plen == 0 { captured } else { 40 + plen };
     let truncated = captured < total;
     let end = off + total.min(captured);
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    src.copy_from_slice(&h[8..24]);
-    dst.copy_from_slice(&h[24..40]);
-    let mut next = h[6];
+    let src = array::<16>(h, 8).unwrap_or_default();
+    let dst = array::<16>(h, 24).unwrap_or_default();
+    let mut next = byte(h, 6);
     let mut pos = off + 40;
     let mut frag: Option<(u32, bool, u32)> = None;
     // Walk extension headers; bounded by the header count, not by attacker data.
@@ -614,21 +618,21 @@ fn parse_ipv6(data: &[u8], off: usize) -> Result<IpHeader, Outcome<'static>> {
                 let Some(e) = data.get(pos..pos + 2) else {
                     return Err(undecodable(Layer::Ipv6, true));
                 };
-                next = e[0];
-                pos += (usize::from(e[1]) + 1) * 8;
+                next = byte(e, 0);
+                pos += (usize::from(byte(e, 1)) + 1) * 8;
             }
             51 => {
                 let Some(e) = data.get(pos..pos + 2) else {
                     return Err(undecodable(Layer::Ipv6, true));
                 };
-                next = e[0];
-                pos += (usize::from(e[1]) + 2) * 4;
+                next = byte(e, 0);
+                pos += (usize::from(byte(e, 1)) + 2) * 4;
             }
             44 => {
                 let Some(e) = data.get(pos..pos + 8) else {
                     return Err(undecodable(Layer::Ipv6, true));
                 };
-                next = e[0];
+                next = byte(e, 0);
                 let fo = be16(e, 2);
                 frag = Some((u32::from(fo & 0xFFF8), fo & 1 != 0, be32(e, 4)));
                 pos += 8;
@@ -678,7 +682,7 @@ fn tcp<'a>(
     let Some(h) = p.get(0..20) else {
         return undecodable(Layer::Tcp, truncated);
     };
-    let doff = usize::from(h[12] >> 4) * 4;
+    let doff = usize::from(byte(h, 12) >> 4) * 4;
     if doff < 20 || wire_len < doff as u32 {
         return undecodable(Layer::Tcp, false);
     }
@@ -697,7 +701,7 @@ fn tcp<'a>(
         tcp: TcpFields {
             seq: be32(h, 4),
             ack: be32(h, 8),
-            flags: h[13],
+            flags: byte(h, 13),
             window: be16(h, 14),
             toa: if opts.is_empty() {
                 None
@@ -768,13 +772,12 @@ fn toa_option(opts: &[u8]) -> Option<(IpAddr, u16)> {
                     match len {
                         8 => {
                             return Some((
-                                IpAddr::from([body[2], body[3], body[4], body[5]]),
+                                IpAddr::from(array::<4>(body, 2).unwrap_or_default()),
                                 be16(body, 0),
                             ))
                         }
                         20 => {
-                            let mut a = [0u8; 16];
-                            a.copy_from_slice(&body[2..18]);
+                            let a = array::<16>(body, 2).unwrap_or_default();
                             return Some((IpAddr::from(a), be16(body, 0)));
                         }
                         _ => {}

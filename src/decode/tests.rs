@@ -1,3 +1,4 @@
+#![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)] // tests index what they built
 //! Decoder unit tests on hand-built frames: every layer, tunnels, fragments, and headers
 //! that lie about their lengths.
 

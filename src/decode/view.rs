@@ -1,3 +1,9 @@
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 //! Bounds-checked byte access. `be16`/`be32` take a slice already checked to be long
 //! enough by the caller's `get(a..b)`; indexing there cannot fail.
 
@@ -9,18 +15,24 @@ impl<'a> Bytes<'a> {
     }
 }
 
+/// The byte at `at`, or 0 past the end (callers have checked the length already).
+#[inline]
+pub fn byte(b: &[u8], at: usize) -> u8 {
+    b.get(at).copied().unwrap_or(0)
+}
+
+/// `N` bytes at `at`, as an array.
+#[inline]
+pub fn array<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
+    b.get(at..at.checked_add(N)?)?.try_into().ok()
+}
+
 #[inline]
 pub fn be16(b: &[u8], at: usize) -> u16 {
-    match b.get(at..at + 2) {
-        Some(s) => u16::from_be_bytes([s[0], s[1]]),
-        None => 0,
-    }
+    array::<2>(b, at).map(u16::from_be_bytes).unwrap_or(0)
 }
 
 #[inline]
 pub fn be32(b: &[u8], at: usize) -> u32 {
-    match b.get(at..at + 4) {
-        Some(s) => u32::from_be_bytes([s[0], s[1], s[2], s[3]]),
-        None => 0,
-    }
+    array::<4>(b, at).map(u32::from_be_bytes).unwrap_or(0)
 }

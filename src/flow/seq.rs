@@ -92,8 +92,12 @@ impl SeqTracker {
         }
         // After a hole: a duplicate of a buffered range is a retransmission.
         let n = self.nranges as usize;
-        let ranges = self.ranges.get_or_insert_with(|| Box::new([(0, 0); MAX_RANGES]));
-        let covered = ranges[..n].iter().any(|&(s, e)| !seq_lt(seq, s) && !seq_lt(e, end));
+        let ranges = self
+            .ranges
+            .get_or_insert_with(|| Box::new([(0, 0); MAX_RANGES]));
+        let covered = ranges[..n]
+            .iter()
+            .any(|&(s, e)| !seq_lt(seq, s) && !seq_lt(e, end));
         if covered {
             return SegmentKind::Retransmission;
         }
@@ -111,7 +115,9 @@ impl SeqTracker {
     /// Merge buffered ranges that now touch `next`.
     fn absorb(&mut self) {
         let Some(mut next) = self.next else { return };
-        let Some(ranges) = self.ranges.as_mut() else { return };
+        let Some(ranges) = self.ranges.as_mut() else {
+            return;
+        };
         loop {
             let n = self.nranges as usize;
             // A range starting at or before `next` is now contiguous (or already covered).
@@ -131,7 +137,9 @@ impl SeqTracker {
     fn skip_to_first_range(&mut self) {
         let Some(next) = self.next else { return };
         let n = self.nranges as usize;
-        let Some(ranges) = self.ranges.as_ref() else { return };
+        let Some(ranges) = self.ranges.as_ref() else {
+            return;
+        };
         if n == 0 {
             return;
         }

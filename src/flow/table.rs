@@ -4,7 +4,6 @@
 //! full. Memory grows in fixed chunks with the number of concurrent flows (no doubling
 //! spikes), and nothing is allocated once the chunks exist.
 
-
 use hashbrown::HashTable;
 
 use super::{Flow, FlowKey};
@@ -54,7 +53,10 @@ impl FlowTable {
 
     fn slot(&self, id: u32) -> Option<&Flow> {
         let (c, i) = (id as usize / CHUNK, id as usize % CHUNK);
-        self.chunks.get(c).and_then(|ch| ch.get(i)).and_then(Option::as_ref)
+        self.chunks
+            .get(c)
+            .and_then(|ch| ch.get(i))
+            .and_then(Option::as_ref)
     }
 
     fn slot_mut(&mut self, id: u32) -> &mut Option<Flow> {
@@ -67,7 +69,9 @@ impl FlowTable {
 
     pub fn find(&self, key: &FlowKey) -> Option<u32> {
         let h = self.hasher.hash_one(key);
-        self.index.find(h, |&id| self.slot(id).is_some_and(|f| f.key == *key)).copied()
+        self.index
+            .find(h, |&id| self.slot(id).is_some_and(|f| f.key == *key))
+            .copied()
     }
 
     pub fn get_mut(&mut self, id: u32) -> &mut Flow {
@@ -194,8 +198,14 @@ mod tests {
     use crate::flow::Endpoint;
 
     fn key(i: u32) -> FlowKey {
-        let a = Endpoint { ip: std::net::IpAddr::from(i.to_be_bytes()), port: 1000 };
-        let b = Endpoint { ip: "10.0.0.1".parse().unwrap(), port: 80 };
+        let a = Endpoint {
+            ip: std::net::IpAddr::from(i.to_be_bytes()),
+            port: 1000,
+        };
+        let b = Endpoint {
+            ip: "10.0.0.1".parse().unwrap(),
+            port: 80,
+        };
         FlowKey::new(a, b, 6, 0).0
     }
 

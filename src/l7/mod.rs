@@ -318,7 +318,8 @@ impl L7Conn {
             // TCP: keep what this side sent (bounded) even when it is not recognised: the
             // other side may still reveal the protocol (an odd request answered by
             // "HTTP/1.1 400"), and then these bytes are the request.
-            Detection::NeedMore | Detection::Unknown if self.tcp && !(give_up && other_gave_up) => {}
+            Detection::NeedMore | Detection::Unknown if self.tcp && !(give_up && other_gave_up) => {
+            }
             Detection::NeedMore | Detection::Unknown => {
                 self.carry[0].clear();
                 self.carry[1].clear();
@@ -383,7 +384,10 @@ impl L7Conn {
                         bytes: r.bytes,
                     };
                     let text = cx.records.is_some().then_some(&r.text);
-                    if self.pairing.request(p, text, cx.limits.max_pending_requests, cx.hits) {
+                    if self
+                        .pairing
+                        .request(p, text, cx.limits.max_pending_requests, cx.hits)
+                    {
                         self.tally.requests += 1;
                         self.tally.add_resource(&r.resource, 1, 0);
                         if let Some((resp, at)) = self.early.take() {
@@ -402,7 +406,8 @@ impl L7Conn {
                         let client = self.client.unwrap_or(side.other());
                         let client_busy = match &self.state {
                             State::Active(sess) => {
-                                !self.carry[client.index()].is_empty() || sess.in_message(Direction::ToServer)
+                                !self.carry[client.index()].is_empty()
+                                    || sess.in_message(Direction::ToServer)
                             }
                             _ => false,
                         };

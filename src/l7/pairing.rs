@@ -29,8 +29,19 @@ impl Pairing {
     /// Queue a request (with its record text when records are on). Returns false for a
     /// DNS retransmission (same id and question still pending): the same request, counted
     /// once.
-    pub fn request(&mut self, r: PendingRequest, text: Option<&RequestText>, max: usize, hits: &mut LimitHits) -> bool {
-        if r.id.is_some() && self.queue.iter().any(|p| p.id == r.id && p.resource == r.resource) {
+    pub fn request(
+        &mut self,
+        r: PendingRequest,
+        text: Option<&RequestText>,
+        max: usize,
+        hits: &mut LimitHits,
+    ) -> bool {
+        if r.id.is_some()
+            && self
+                .queue
+                .iter()
+                .any(|p| p.id == r.id && p.resource == r.resource)
+        {
             return false;
         }
         if self.queue.len() >= max.max(1) {

@@ -64,7 +64,6 @@ pub struct Analysis {
     pub fault: Option<InputError>,
 }
 
-
 pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
     let mut vantages = Vantages::new(opts.one_vantage);
     let mut inputs = Vec::with_capacity(opts.files.len());

@@ -109,7 +109,9 @@ impl Worker {
             if l7_on && flow.l7_done.is_none() && (flow.l7.is_some() || t.payload_wire_len > 0) {
                 let client = flow.client;
                 let mid = !flow.syn_seen && !flow.synack_seen;
-                let conn = flow.l7.get_or_insert_with(|| Box::new(L7Conn::new_tcp(before)));
+                let conn = flow
+                    .l7
+                    .get_or_insert_with(|| Box::new(L7Conn::new_tcp(before)));
                 let mut cx = Ctx {
                     limits: &self.limits,
                     hits: &mut self.out.limits,

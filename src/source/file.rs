@@ -149,6 +149,13 @@ impl CaptureFile {
         out: &mut OwnedPacket,
     ) -> Result<ReadOutcome, InputError> {
         loop {
+            // Every pcapng block is at least 12 bytes (type and two lengths); pcap-parser
+            // 0.17 underflows on a shorter process-information block (found by fuzzing).
+            if matches!(self.format, Format::PcapNg { .. })
+                && self.declared_record_len().is_some_and(|n| n < 12)
+            {
+                return Err(self.corrupt("a block shorter than its 12-byte frame"));
+            }
             let (consumed, done) = match self.reader.next() {
                 Ok((consumed, block)) => {
                     let done = handle_block(

@@ -63,7 +63,9 @@ impl OrderedFile {
     }
 
     fn ready(&self) -> bool {
-        let Some((oldest, _, _)) = self.oldest() else { return self.done };
+        let Some((oldest, _, _)) = self.oldest() else {
+            return self.done;
+        };
         self.done
             || self.held() >= WINDOW_PACKETS
             || self.held_bytes >= WINDOW_BYTES

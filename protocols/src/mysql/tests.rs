@@ -1046,7 +1046,10 @@ fn probes() {
     assert_eq!(probe(&greeting(BASE)[..9], false), Probe::NeedMore);
     assert_eq!(probe(&[1, 0, 0], true), Probe::NeedMore);
     // SQL text in a command is evidence on any port; other text is not.
-    assert_eq!(probe(&query("SELECT 1"), false), Probe::Match(Role::Request));
+    assert_eq!(
+        probe(&query("SELECT 1"), false),
+        Probe::Match(Role::Request)
+    );
     assert_eq!(probe(&query("hello world, not sql"), false), Probe::No);
     // A lone PING without the port hint waits for the next command.
     assert_eq!(probe(&[1, 0, 0, 0, 0x0e], false), Probe::NeedMore);
