@@ -1,0 +1,7 @@
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../../fuzz-regressions/harness.rs"]
+mod harness;
+
+fuzz_target!(|data: &[u8]| harness::http(data));
