@@ -92,6 +92,9 @@ struct AnalyzeArgs {
     /// Out-of-order bytes buffered per direction of a TCP connection.
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_reassembly_bytes_per_direction)]
     reassembly_bytes: usize,
+    /// Out-of-order bytes held across all connections of one worker.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_reassembly_bytes_total)]
+    reassembly_total_bytes: usize,
     /// Longest L7 head or frame buffered while waiting for its end (HTTP head, RESP line).
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().parser.max_buffered)]
     max_message_bytes: usize,
@@ -135,6 +138,7 @@ fn analyze(a: AnalyzeArgs) -> ExitCode {
         max_edges: a.max_edges,
         max_pending_requests: a.max_pending.max(1),
         max_reassembly_bytes_per_direction: a.reassembly_bytes,
+        max_reassembly_bytes_total: a.reassembly_total_bytes,
         ..Limits::default()
     };
     limits.parser.max_buffered = a.max_message_bytes.max(1024);

@@ -111,6 +111,24 @@ impl L7Conn {
         c
     }
 
+    /// Bytes this connection holds out of order, both directions.
+    pub fn held_bytes(&self) -> usize {
+        self.streams.iter().map(Reassembly::held_bytes).sum()
+    }
+
+    /// Give up on every hole now (the worker's reassembly memory is full): what is held is
+    /// delivered after a gap.
+    pub fn release_held(&mut self, cx: &mut Ctx<'_>) {
+        for side in [Side::A, Side::B] {
+            let mut st = std::mem::take(&mut self.streams[side.index()]);
+            if st.held_bytes() > 0 {
+                let last = st.last_ts;
+                st.flush(|chunk| self.deliver(side, chunk, last, cx));
+            }
+            self.streams[side.index()] = st;
+        }
+    }
+
     fn done(&self) -> bool {
         matches!(self.state, State::Opaque | State::Unknown)
     }

@@ -56,6 +56,11 @@ impl Reassembly {
         }
     }
 
+    /// Bytes held out of order.
+    pub fn held_bytes(&self) -> usize {
+        self.arena.len()
+    }
+
     /// True if this direction's first byte was not seen from its start (no SYN).
     pub fn started_mid_stream(&self) -> bool {
         self.mid_stream

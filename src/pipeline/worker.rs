@@ -24,6 +24,8 @@ pub struct Worker {
     records: Option<RecordSink>,
     /// Scratch buffer for parser events, shared by all connections of this worker.
     events: protocols::Events,
+    /// Out-of-order bytes held by all connections of this worker.
+    held_total: usize,
 }
 
 impl Worker {
@@ -37,6 +39,7 @@ impl Worker {
         Worker {
             records,
             events: Vec::with_capacity(64),
+            held_total: 0,
             table: FlowTable::new(max_flows),
             limits,
             vlan_key,
@@ -119,7 +122,17 @@ impl Worker {
                     key,
                     events: &mut self.events,
                 };
+                let before = conn.held_bytes();
                 conn.on_tcp(side, client, mid, t, kind, payload, ts, &mut cx);
+                self.held_total = self.held_total.saturating_sub(before) + conn.held_bytes();
+                if self.held_total > self.limits.max_reassembly_bytes_total {
+                    // The worker's reassembly memory is full: this connection gives up on
+                    // its holes rather than growing further.
+                    let held = conn.held_bytes();
+                    conn.release_held(&mut cx);
+                    self.held_total = self.held_total.saturating_sub(held.saturating_sub(conn.held_bytes()));
+                    cx.hits.reassembly_dropped_segments += 1;
+                }
             }
             // FINs from both sides, not a RST: a RST ends nothing reliably (stacks and
             // evasion tricks keep sending after one), and late data must still be parsed.
@@ -128,6 +141,7 @@ impl Worker {
                     // Closed with a known client: settle L7 now and keep only its name, so
                     // a connection lingering for late packets costs no L7 memory.
                     if let Some(conn) = flow.l7.take() {
+                        self.held_total = self.held_total.saturating_sub(conn.held_bytes());
                         let mut cx = Ctx {
                             limits: &self.limits,
                             hits: &mut self.out.limits,
@@ -201,6 +215,7 @@ impl Worker {
         }
         let (protocol, l7_server, tally) = match (flow.l7.take(), flow.l7_done) {
             (Some(conn), _) => {
+                self.held_total = self.held_total.saturating_sub(conn.held_bytes());
                 let mut cx = Ctx {
                     limits: &self.limits,
                     hits: &mut self.out.limits,
