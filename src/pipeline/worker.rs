@@ -130,7 +130,9 @@ impl Worker {
                     // its holes rather than growing further.
                     let held = conn.held_bytes();
                     conn.release_held(&mut cx);
-                    self.held_total = self.held_total.saturating_sub(held.saturating_sub(conn.held_bytes()));
+                    self.held_total = self
+                        .held_total
+                        .saturating_sub(held.saturating_sub(conn.held_bytes()));
                     cx.hits.reassembly_dropped_segments += 1;
                 }
             }
