@@ -44,7 +44,7 @@ for t in "${targets[@]}"; do
     cargo +nightly fuzz run --fuzz-dir tests/fuzz "$t" \
         "tests/fuzz/corpus/$t" "tests/fuzz-regressions/$t" -- \
         -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -max_len="$max_len" \
-        2>&1 | grep -E '^#[0-9]+ +DONE|ERROR|panicked|SUMMARY|Test unit written|^Done'
+        2>&1 | grep -E '^#[0-9]+[[:space:]]+DONE|ERROR|panicked|SUMMARY|Test unit written|^Done'
     rc=${PIPESTATUS[0]}
     if [ "$rc" -ne 0 ]; then
         failed+=("$t")
