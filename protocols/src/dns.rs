@@ -856,86 +856,73 @@ mod tests {
 
     // ----- hand-built messages (RFC 1035 4.1) -----
 
+    /// A message: id, flags, section counts (qd, an, ns, ar), then the raw rest
+    /// (question name, type and class, records).
+    fn msg(id: u16, flags: u16, counts: [u16; 4], rest: &[&[u8]]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for w in [id, flags].into_iter().chain(counts) {
+            v.extend_from_slice(&w.to_be_bytes());
+        }
+        for part in rest {
+            v.extend_from_slice(part);
+        }
+        v
+    }
+
+    const EXAMPLE_COM: &[u8] = b"\x07example\x03com\x00";
+    const A_IN: &[u8] = &[0x00, 0x01, 0x00, 0x01];
+    const SOA_IN: &[u8] = &[0x00, 0x06, 0x00, 0x01];
+
     /// Query id 0x1234, RD, one question example.com A IN (29 bytes).
     fn query_example_a() -> Vec<u8> {
-        [
-            &[
-                0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-            ][..],
-            b"\x07example\x03com\x00",
-            &[0x00, 0x01, 0x00, 0x01],
-        ]
-        .concat()
+        msg(0x1234, 0x0100, [1, 0, 0, 0], &[EXAMPLE_COM, A_IN])
     }
 
     /// Its answer: QR RD RA (0x8180), NOERROR, one A record whose name is the pointer c0 0c.
     fn response_example_a() -> Vec<u8> {
-        [
-            &[
-                0x12, 0x34, 0x81, 0x80, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,
-            ][..],
-            b"\x07example\x03com\x00",
-            &[0x00, 0x01, 0x00, 0x01],
-            // answer: name c0 0c, A, IN, TTL 3600, rdlength 4, 93.184.216.34
-            &[
-                0xc0, 0x0c, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x0e, 0x10, 0x00, 0x04, 0x5d, 0xb8,
-                0xd8, 0x22,
-            ],
-        ]
-        .concat()
+        // answer: name c0 0c, A, IN, TTL 3600, rdlength 4, 93.184.216.34
+        let answer = [
+            0xc0, 0x0c, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x0e, 0x10, 0x00, 0x04, 0x5d, 0xb8,
+            0xd8, 0x22,
+        ];
+        msg(0x1234, 0x8180, [1, 1, 0, 0], &[EXAMPLE_COM, A_IN, &answer])
     }
 
     /// NXDOMAIN for nonexist.example.com A, id 0xbeef (flags 0x8183), 38 bytes.
     fn response_nxdomain() -> Vec<u8> {
-        [
-            &[
-                0xbe, 0xef, 0x81, 0x83, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-            ][..],
-            b"\x08nonexist\x07example\x03com\x00",
-            &[0x00, 0x01, 0x00, 0x01],
-        ]
-        .concat()
+        let name = b"\x08nonexist\x07example\x03com\x00";
+        msg(0xbeef, 0x8183, [1, 0, 0, 0], &[name, A_IN])
     }
 
     /// Query id 0x0102 for "WWW.Example.COM" AAAA (mixed case).
     fn query_mixed_case_aaaa() -> Vec<u8> {
-        [
-            &[
-                0x01, 0x02, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-            ][..],
-            b"\x03WWW\x07Example\x03COM\x00",
-            &[0x00, 0x1c, 0x00, 0x01],
-        ]
-        .concat()
+        let name = b"\x03WWW\x07Example\x03COM\x00";
+        msg(
+            0x0102,
+            0x0100,
+            [1, 0, 0, 0],
+            &[name, &[0x00, 0x1c, 0x00, 0x01]],
+        )
     }
 
     /// RFC 2136 UPDATE (opcode 5: flags 0x2800), id 0x4d2a, zone example.com SOA IN,
     /// one update RR www.example.com A 10.0.0.1 (name compressed to the zone).
     fn update_request() -> Vec<u8> {
-        [
-            &[
-                0x4d, 0x2a, 0x28, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
-            ][..],
-            b"\x07example\x03com\x00",
-            &[0x00, 0x06, 0x00, 0x01],
-            b"\x03www\xc0\x0c",
-            &[
-                0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x01, 0x2c, 0x00, 0x04, 0x0a, 0x00, 0x00, 0x01,
-            ],
-        ]
-        .concat()
+        let rr = [
+            0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x01, 0x2c, 0x00, 0x04, 0x0a, 0x00, 0x00, 0x01,
+        ];
+        let owner = b"\x03www\xc0\x0c";
+        msg(
+            0x4d2a,
+            0x2800,
+            [1, 0, 1, 0],
+            &[EXAMPLE_COM, SOA_IN, owner, &rr],
+        )
     }
 
     /// Its REFUSED answer: flags 0x8000 | 0x2800 | 5 = 0xa805.
     fn update_refused() -> Vec<u8> {
-        [
-            &[
-                0x4d, 0x2a, 0xa8, 0x05, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-            ][..],
-            b"\x07example\x03com\x00",
-            &[0x00, 0x06, 0x00, 0x01],
-        ]
-        .concat()
+        msg(0x4d2a, 0xa805, [1, 0, 0, 0], &[EXAMPLE_COM, SOA_IN])
     }
 
     fn tcp(msg: &[u8]) -> Vec<u8> {
