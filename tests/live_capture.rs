@@ -92,7 +92,16 @@ impl Capture {
         let output = dir.join(format!("{name}.json"));
         let _ = std::fs::remove_file(&output);
         let child = Command::new("ip")
-            .args(["netns", "exec", "wl-srv", bin(), "capture", "-i", IFACE, "-o"])
+            .args([
+                "netns",
+                "exec",
+                "wl-srv",
+                bin(),
+                "capture",
+                "-i",
+                IFACE,
+                "-o",
+            ])
             .arg(&output)
             .args(args)
             .stdout(Stdio::null())
@@ -222,7 +231,10 @@ fn read_docs(path: &Path, lines: bool) -> Vec<Value> {
 
 fn report(name: &str, docs: &[Value], err: &str) -> (u64, u64) {
     let packets: u64 = docs.iter().map(|d| u(&d["sources"][0]["packets"])).sum();
-    let drops: u64 = docs.iter().map(|d| u(&d["sources"][0]["kernel_drops"])).sum();
+    let drops: u64 = docs
+        .iter()
+        .map(|d| u(&d["sources"][0]["kernel_drops"]))
+        .sum();
     let s = &docs[0]["sources"][0];
     println!(
         "{name}: {} document(s), {packets} packets, kernel_drops {drops}, tpacket_version {}, sockets {}, forwarded {}",
@@ -243,13 +255,24 @@ fn live_capture_matches_the_clients() {
         println!("skipped: needs root for network namespaces and CAP_NET_RAW (CI runs as root)");
         return;
     }
-    for tool in ["nginx", "redis-server", "dnsmasq", "curl", "redis-cli", "dig", "ip"] {
+    for tool in [
+        "nginx",
+        "redis-server",
+        "dnsmasq",
+        "curl",
+        "redis-cli",
+        "dig",
+        "ip",
+    ] {
         let found = Command::new("sh")
             .arg("-c")
             .arg(format!("command -v {tool}"))
             .output()
             .map(|o| o.status.success());
-        assert!(found.unwrap_or(false), "{tool} is missing: .ci/run installs it");
+        assert!(
+            found.unwrap_or(false),
+            "{tool} is missing: .ci/run installs it"
+        );
     }
     let lab = Lab::up("live-capture");
     let all = |_: &str| true;
@@ -352,7 +375,10 @@ fn without_cap_net_raw_one_clear_line_and_failure() {
         .output()
         .expect("setpriv runs");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "capture without CAP_NET_RAW succeeded");
+    assert!(
+        !out.status.success(),
+        "capture without CAP_NET_RAW succeeded"
+    );
     assert!(err.contains("CAP_NET_RAW"), "stderr: {err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 }
