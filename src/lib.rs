@@ -5,6 +5,7 @@
 //! tracks connections, `l7` reassembles and parses (with the pure parsers of `protocols`),
 //! `pipeline` runs it all on N workers, and `report` merges the deterministic document.
 pub mod decode;
+pub mod entropy;
 pub mod filter;
 pub mod flow;
 pub mod l7;
