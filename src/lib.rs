@@ -4,6 +4,7 @@
 //! `decode` turns frames into TCP/UDP packets, `filter` runs tcpdump-syntax BPF, `flow`
 //! tracks connections, `l7` reassembles and parses (with the pure parsers of `protocols`),
 //! `pipeline` runs it all on N workers, and `report` merges the deterministic document.
+pub mod capture;
 pub mod decode;
 pub mod entropy;
 pub mod filter;

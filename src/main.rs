@@ -41,6 +41,18 @@ Examples:
 
 Exit codes: 0 ok (a cut-off capture gives a warning), 2 usage/filter, 3 unusable input, 4 corrupt input (partial document), 1 internal.")]
     Analyze(AnalyzeArgs),
+    /// Capture live from a network interface (AF_PACKET ring) and write topology documents.
+    #[command(after_help = "\
+Examples:
+  wiremap capture -i eth0 --duration 60 -o topo.json
+  wiremap capture -i eth0 --interval 10 -o topo.jsonl          # one JSON line per 10 s
+  wiremap capture -i eth0 -f 'tcp port 6379' --tpacket 2 --no-fanout
+
+Needs CAP_NET_RAW (root, or: setcap cap_net_raw+ep wiremap). Stops at --duration, SIGINT or
+SIGTERM; everything captured is reported.
+
+Exit codes: 0 ok, 2 usage/filter, 3 the interface cannot be captured (missing, no CAP_NET_RAW), 1 internal.")]
+    Capture(CaptureArgs),
     /// Print the classic BPF program a filter compiles to, as `tcpdump -d` does.
     #[command(after_help = "\
 Examples:
@@ -80,6 +92,16 @@ struct AnalyzeArgs {
     /// Also write one JSON line per request/response exchange to FILE (secrets removed).
     #[arg(long, value_name = "FILE")]
     records: Option<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// No progress line on standard error.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+/// Bounds shared by `analyze` and `capture`.
+#[derive(Args)]
+struct LimitArgs {
     /// Connections tracked at once (the least recently seen is evicted past it).
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_flows)]
     max_flows: usize,
@@ -98,7 +120,82 @@ struct AnalyzeArgs {
     /// Longest L7 head or frame buffered while waiting for its end (HTTP head, RESP line).
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().parser.max_buffered)]
     max_message_bytes: usize,
-    /// No progress line on standard error.
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        let mut limits = Limits {
+            max_flows: self.max_flows.max(1),
+            max_edges: self.max_edges,
+            max_pending_requests: self.max_pending.max(1),
+            max_reassembly_bytes_per_direction: self.reassembly_bytes,
+            max_reassembly_bytes_total: self.reassembly_total_bytes,
+            ..Limits::default()
+        };
+        limits.parser.max_buffered = self.max_message_bytes.max(1024);
+        limits.parser.max_pending = limits.max_pending_requests;
+        limits
+    }
+}
+
+fn default_threads(t: Option<usize>) -> usize {
+    t.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+    .clamp(1, 256)
+}
+
+#[derive(Args)]
+struct CaptureArgs {
+    /// Network interface to capture on.
+    #[arg(long, short = 'i', value_name = "IFACE")]
+    interface: String,
+    /// Only packets matching this tcpdump expression (compiled by libpcap, run by the
+    /// kernel on the socket; see `wiremap filter --interface`).
+    #[arg(long, short = 'f', value_name = "EXPR")]
+    filter: Option<String>,
+    /// Stop after this many seconds (default: at SIGINT or SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Write one document per interval of this many seconds (aligned in packet time), one
+    /// JSON line each, instead of one document at the end.
+    #[arg(long, value_name = "SECS")]
+    interval: Option<f64>,
+    /// Write documents here (appended with --interval) instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<String>,
+    /// Also write one JSON line per request/response exchange to FILE (secrets removed).
+    #[arg(long, value_name = "FILE")]
+    records: Option<String>,
+    /// Worker threads (default: the number of CPUs); with fanout, one socket each.
+    #[arg(long, short = 't', value_name = "N")]
+    threads: Option<usize>,
+    /// Bytes captured per packet.
+    #[arg(long, value_name = "N", default_value_t = wiremap::capture::DEFAULT_SNAPLEN)]
+    snaplen: u32,
+    /// Capture ring size in MiB (shared by the sockets with fanout).
+    #[arg(long, value_name = "N", default_value_t = wiremap::capture::DEFAULT_RING_MB)]
+    ring_mb: usize,
+    /// Ring version: auto (3, else 2 when the kernel refuses it), 2 or 3.
+    #[arg(long, value_name = "auto|2|3", default_value = "auto")]
+    tpacket: String,
+    /// One socket and software dispatch, even where PACKET_FANOUT is available.
+    #[arg(long)]
+    no_fanout: bool,
+    /// Put the interface in promiscuous mode while capturing.
+    #[arg(long)]
+    promisc: bool,
+    /// Make VLAN ids part of the connection key.
+    #[arg(long)]
+    vlan_key: bool,
+    /// Skip L7 parsing: connections and TCP health only.
+    #[arg(long)]
+    no_l7: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// No summary line on standard error at the end.
     #[arg(long, short = 'q')]
     quiet: bool,
 }
@@ -113,8 +210,12 @@ struct FilterArgs {
     #[arg(long, default_value = "EN10MB")]
     linktype: String,
     /// Snapshot length the program is compiled for (it sets the accepting return value).
-    #[arg(long, default_value_t = wiremap::filter::DEFAULT_SNAPLEN)]
-    snaplen: u32,
+    #[arg(long)]
+    snaplen: Option<u32>,
+    /// Print the program as `capture --interface IFACE` attaches it to its socket (compiled
+    /// for the interface's link type and the capture's default snaplen).
+    #[arg(long, value_name = "IFACE", conflicts_with = "linktype")]
+    interface: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -129,28 +230,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Analyze(a) => analyze(a),
         Command::Filter(f) => filter(f),
+        Command::Capture(c) => capture(c),
     }
 }
 
 fn analyze(a: AnalyzeArgs) -> ExitCode {
-    let mut limits = Limits {
-        max_flows: a.max_flows.max(1),
-        max_edges: a.max_edges,
-        max_pending_requests: a.max_pending.max(1),
-        max_reassembly_bytes_per_direction: a.reassembly_bytes,
-        max_reassembly_bytes_total: a.reassembly_total_bytes,
-        ..Limits::default()
-    };
-    limits.parser.max_buffered = a.max_message_bytes.max(1024);
-    limits.parser.max_pending = limits.max_pending_requests;
-    let threads = a
-        .threads
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
-        .clamp(1, 256);
+    let limits = a.limits.limits();
+    let threads = default_threads(a.threads);
     let opts = Options {
         files: a.files,
         filter: a.filter,
@@ -205,12 +291,26 @@ fn analyze(a: AnalyzeArgs) -> ExitCode {
 }
 
 fn filter(f: FilterArgs) -> ExitCode {
-    let Some(linktype) = wiremap::source::linktype_from_name(&f.linktype) else {
-        eprintln!("wiremap: unknown link type '{}'", f.linktype);
-        return ExitCode::from(EXIT_USAGE);
-    };
     let expr = f.expr.join(" ");
-    match wiremap::filter::compile(&expr, linktype, f.snaplen) {
+    let compiled = if let Some(name) = &f.interface {
+        let iface = match wiremap::capture::Interface::lookup(name) {
+            Ok(i) => i,
+            Err(e) => {
+                eprintln!("wiremap: {e}");
+                return ExitCode::from(EXIT_INPUT);
+            }
+        };
+        let snaplen = f.snaplen.unwrap_or(wiremap::capture::DEFAULT_SNAPLEN);
+        wiremap::capture::live_program(&iface, &expr, snaplen)
+    } else {
+        let Some(linktype) = wiremap::source::linktype_from_name(&f.linktype) else {
+            eprintln!("wiremap: unknown link type '{}'", f.linktype);
+            return ExitCode::from(EXIT_USAGE);
+        };
+        let snaplen = f.snaplen.unwrap_or(wiremap::filter::DEFAULT_SNAPLEN);
+        wiremap::filter::compile(&expr, linktype, snaplen)
+    };
+    match compiled {
         Ok(p) => {
             print!("{}", p.dump());
             ExitCode::SUCCESS
@@ -218,6 +318,117 @@ fn filter(f: FilterArgs) -> ExitCode {
         Err(e) => {
             eprintln!("wiremap: {e}");
             ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn seconds(what: &str, v: Option<f64>) -> Result<Option<std::time::Duration>, String> {
+    match v {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => {
+            Ok(Some(std::time::Duration::from_secs_f64(s)))
+        }
+        Some(s) => Err(format!("--{what} must be a positive number of seconds, not {s}")),
+    }
+}
+
+fn capture(c: CaptureArgs) -> ExitCode {
+    use wiremap::capture::{CaptureError, CaptureOptions, Want};
+    let tpacket = match c.tpacket.as_str() {
+        "auto" => Want::Auto,
+        "2" => Want::Only(wiremap::capture::ring::Version::V2),
+        "3" => Want::Only(wiremap::capture::ring::Version::V3),
+        other => {
+            eprintln!("wiremap: --tpacket must be auto, 2 or 3, not '{other}'");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let (duration, interval) = match (
+        seconds("duration", c.duration),
+        seconds("interval", c.interval),
+    ) {
+        (Ok(d), Ok(i)) => (d, i),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("wiremap: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if c.snaplen < 64 || c.snaplen > 262_144 {
+        eprintln!("wiremap: --snaplen must be between 64 and 262144");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let opts = CaptureOptions {
+        interface: c.interface,
+        filter: c.filter,
+        duration,
+        interval,
+        threads: default_threads(c.threads),
+        snaplen: c.snaplen,
+        ring_mb: c.ring_mb.clamp(1, 1 << 16),
+        tpacket,
+        fanout: !c.no_fanout,
+        promisc: c.promisc,
+        vlan_key: c.vlan_key,
+        l7: !c.no_l7,
+        records: c.records,
+        limits: c.limits.limits(),
+    };
+    // Interval documents are appended, one line each; the whole-run one is written at the end.
+    let mut out: Box<dyn Write> = match &c.output {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(interval.is_some())
+                .write(true)
+                .truncate(interval.is_none())
+                .open(path);
+            match f {
+                Ok(f) => Box::new(f),
+                Err(e) => {
+                    eprintln!("wiremap: cannot write the document: {path}: {e}");
+                    return ExitCode::from(EXIT_INTERNAL);
+                }
+            }
+        }
+        None => Box::new(std::io::stdout()),
+    };
+    let lines = interval.is_some();
+    let mut emit = |doc: &wiremap::report::doc::Document| -> std::io::Result<()> {
+        let mut json = if lines {
+            serde_json::to_vec(doc)
+        } else {
+            serde_json::to_vec_pretty(doc)
+        }
+        .map_err(std::io::Error::other)?;
+        json.push(b'\n');
+        out.write_all(&json)?;
+        out.flush()
+    };
+    match wiremap::capture::run(&opts, &mut emit) {
+        Ok(s) => {
+            if !c.quiet {
+                eprintln!(
+                    "wiremap: {} packets, {} dropped by the kernel, TPACKET_V{}, {} socket(s){}",
+                    s.packets,
+                    s.kernel_drops,
+                    s.tpacket_version,
+                    s.sockets,
+                    if s.sockets > 1 {
+                        format!(", {} forwarded between workers", s.forwarded)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wiremap: {e}");
+            ExitCode::from(match e {
+                CaptureError::Setup(_) => EXIT_INPUT,
+                CaptureError::Filter(_) => EXIT_USAGE,
+                CaptureError::Output(_) | CaptureError::Internal(_) => EXIT_INTERNAL,
+            })
         }
     }
 }

@@ -147,6 +147,16 @@ impl FlowTable {
         (self.tail != NIL).then_some(self.tail)
     }
 
+    /// The ids of every flow, most recent first, into `out` (reused).
+    pub fn ids(&self, out: &mut Vec<u32>) {
+        out.clear();
+        let mut id = self.head;
+        while id != NIL && out.len() < self.len {
+            out.push(id);
+            id = self.get(id).lru_next;
+        }
+    }
+
     /// Take every flow out (end of input), oldest first.
     pub fn drain(&mut self) -> Vec<Flow> {
         let mut out = Vec::with_capacity(self.len());

@@ -111,6 +111,24 @@ impl L7Conn {
         c
     }
 
+    /// The protocol once detection is over ("unknown" if it gave up); None while detecting.
+    pub fn settled(&self) -> Option<&'static str> {
+        match self.state {
+            State::Detecting { .. } => None,
+            _ => Some(self.protocol.map(Protocol::as_str).unwrap_or("unknown")),
+        }
+    }
+
+    /// The side detection decided is the server, when the handshake did not say.
+    pub fn l7_server(&self) -> Option<Side> {
+        self.l7_server
+    }
+
+    /// The tally so far, leaving an empty one (live intervals report per interval).
+    pub fn take_tally(&mut self) -> L7Tally {
+        std::mem::take(&mut self.tally)
+    }
+
     /// Bytes this connection holds out of order, both directions.
     pub fn held_bytes(&self) -> usize {
         self.streams.iter().map(Reassembly::held_bytes).sum()

@@ -19,6 +19,8 @@ pub struct PacketMeta {
 pub struct Batch {
     pub packets: Vec<PacketMeta>,
     pub bytes: Vec<u8>,
+    /// Live: packet time has reached this (interval ends up to it can be closed).
+    pub mark: Option<i64>,
 }
 
 pub const BATCH_PACKETS: usize = 512;
@@ -29,12 +31,14 @@ impl Batch {
         Batch {
             packets: Vec::with_capacity(BATCH_PACKETS),
             bytes: Vec::with_capacity(BATCH_BYTES),
+            mark: None,
         }
     }
 
     pub fn clear(&mut self) {
         self.packets.clear();
         self.bytes.clear();
+        self.mark = None;
     }
 
     pub fn is_full(&self) -> bool {

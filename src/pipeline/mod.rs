@@ -12,7 +12,7 @@ use std::thread;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 pub use batch::{Batch, PacketMeta};
-use worker::Worker;
+pub(crate) use worker::Worker;
 
 use crate::decode::{self, Decoder, Outcome};
 use crate::filter::FilterSet;
@@ -142,18 +142,7 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
     drop(rec_tx);
     drop(spare_rx);
 
-    let mut reader = Reader {
-        decoder: Decoder::new(
-            opts.limits.max_fragment_datagrams,
-            opts.limits.fragment_timeout_ns,
-        ),
-        stats: ReaderStats::default(),
-        batches: (0..threads).map(|_| Batch::with_capacity()).collect(),
-        senders,
-        recycle: recycle_rx,
-        order: 0,
-        workers_gone: false,
-    };
+    let mut reader = Reader::new(&opts.limits, senders, recycle_rx, None);
     let mut warnings = Vec::new();
     let mut fault = None;
     let progress = opts.progress && std::io::stderr().is_terminal();
@@ -187,7 +176,11 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
             .map(|(_, idx)| idx);
         let Some(idx) = next else { break };
         let Some(slot) = inputs[idx].pop() else { break };
-        if let Err(e) = reader.packet(inputs[idx].packet(slot), &mut vantages, filter.as_mut()) {
+        if let Err(e) = reader.packet(
+            inputs[idx].packet(slot).view(),
+            &mut vantages,
+            filter.as_mut(),
+        ) {
             return Err(RunError::Filter(e));
         }
         inputs[idx].release(slot);
@@ -262,7 +255,8 @@ fn work(w: &mut Worker, rx: &Receiver<Batch>, recycle: &Sender<Batch>, position:
     }
 }
 
-/// The reader's side of dispatch.
+/// The reader's side of dispatch: filter, decode, count, and batch packets for the worker
+/// that owns their connection. Files and the live ring share it.
 pub struct Reader {
     decoder: Decoder,
     pub stats: ReaderStats,
@@ -270,13 +264,64 @@ pub struct Reader {
     senders: Vec<Sender<Batch>>,
     recycle: Receiver<Batch>,
     order: u64,
-    workers_gone: bool,
+    pub workers_gone: bool,
+    /// Live with fanout: this reader's own worker, whose batch is processed in place.
+    local: Option<usize>,
+    /// The local batch is full: the caller processes it before the next packet.
+    pub local_full: bool,
+    /// Batches a worker had no room for yet (live with fanout), in order per worker.
+    stalled: Vec<(usize, Batch)>,
+    /// Packets handed to a worker other than the local one (live with fanout).
+    pub forwarded: u64,
+}
+
+/// A packet as read, borrowed from its source (a file reader's buffer or the live ring).
+#[derive(Clone, Copy, Debug)]
+pub struct PacketRef<'a> {
+    pub ts_ns: i64,
+    pub linktype: u32,
+    pub wire_len: u32,
+    pub vantage: u16,
+    pub data: &'a [u8],
+}
+
+impl OwnedPacket {
+    pub fn view(&self) -> PacketRef<'_> {
+        PacketRef {
+            ts_ns: self.ts_ns,
+            linktype: self.linktype,
+            wire_len: self.wire_len,
+            vantage: self.vantage,
+            data: &self.data,
+        }
+    }
 }
 
 impl Reader {
-    fn packet(
+    pub(crate) fn new(
+        limits: &Limits,
+        senders: Vec<Sender<Batch>>,
+        recycle: Receiver<Batch>,
+        local: Option<usize>,
+    ) -> Reader {
+        Reader {
+            decoder: Decoder::new(limits.max_fragment_datagrams, limits.fragment_timeout_ns),
+            stats: ReaderStats::default(),
+            batches: (0..senders.len()).map(|_| Batch::with_capacity()).collect(),
+            senders,
+            recycle,
+            order: 0,
+            workers_gone: false,
+            local,
+            local_full: false,
+            stalled: Vec::new(),
+            forwarded: 0,
+        }
+    }
+
+    pub(crate) fn packet(
         &mut self,
-        pkt: &OwnedPacket,
+        pkt: PacketRef<'_>,
         vantages: &mut Vantages,
         filter: Option<&mut FilterSet>,
     ) -> Result<(), String> {
@@ -285,11 +330,11 @@ impl Reader {
         let vantage = vantages.list.get_mut(pkt.vantage as usize);
         if let Some(f) = filter {
             f.prepare(pkt.linktype).map_err(|e| e.0)?;
-            if !f.matches(pkt.linktype, &pkt.data, pkt.wire_len) {
+            if !f.matches(pkt.linktype, pkt.data, pkt.wire_len) {
                 // Sources count every packet read, with its IP bytes, filtered or not.
                 if let Some(v) = vantage {
                     v.packets += 1;
-                    v.bytes += u64::from(decode::ip_bytes_of(pkt.linktype, &pkt.data));
+                    v.bytes += u64::from(decode::ip_bytes_of(pkt.linktype, pkt.data));
                 }
                 return Ok(());
             }
@@ -298,7 +343,7 @@ impl Reader {
         st.packets += 1;
         st.first_ts = Some(st.first_ts.map_or(pkt.ts_ns, |t| t.min(pkt.ts_ns)));
         st.last_ts = Some(st.last_ts.map_or(pkt.ts_ns, |t| t.max(pkt.ts_ns)));
-        match self.decoder.decode(pkt.linktype, &pkt.data, pkt.ts_ns) {
+        match self.decoder.decode(pkt.linktype, pkt.data, pkt.ts_ns) {
             Outcome::Flow(t, payload) => {
                 if t.truncated {
                     st.truncated += 1;
@@ -317,8 +362,23 @@ impl Reader {
                 );
                 let w = (key.dispatch_hash() % self.senders.len() as u64) as usize;
                 self.batches[w].push(t, pkt.ts_ns, pkt.vantage, order, payload);
-                if self.batches[w].is_full() {
-                    self.send(w);
+                match self.local {
+                    Some(l) if l == w => {
+                        if self.batches[w].is_full() {
+                            self.local_full = true;
+                        }
+                    }
+                    Some(_) => {
+                        self.forwarded += 1;
+                        if self.batches[w].is_full() {
+                            self.send(w);
+                        }
+                    }
+                    None => {
+                        if self.batches[w].is_full() {
+                            self.send(w);
+                        }
+                    }
                 }
             }
             Outcome::Other { truncated, .. } => {
@@ -345,23 +405,99 @@ impl Reader {
         Ok(())
     }
 
+    /// A second copy of a packet already counted (the outgoing copy on a live `lo`):
+    /// counted as the offline cooked path counts its duplicates, not decoded.
+    pub(crate) fn duplicate(&mut self, pkt: PacketRef<'_>, vantages: &mut Vantages) {
+        self.order += 1;
+        let st = &mut self.stats;
+        st.packets += 1;
+        st.duplicates += 1;
+        st.first_ts = Some(st.first_ts.map_or(pkt.ts_ns, |t| t.min(pkt.ts_ns)));
+        st.last_ts = Some(st.last_ts.map_or(pkt.ts_ns, |t| t.max(pkt.ts_ns)));
+        let ip_bytes = u64::from(decode::ip_bytes_of(pkt.linktype, pkt.data));
+        st.bytes += ip_bytes;
+        if let Some(v) = vantages.list.get_mut(pkt.vantage as usize) {
+            v.packets += 1;
+            v.bytes += ip_bytes;
+        }
+    }
+
     fn send(&mut self, w: usize) {
         let fresh = self
             .recycle
             .try_recv()
             .unwrap_or_else(|_| Batch::with_capacity());
         let full = std::mem::replace(&mut self.batches[w], fresh);
-        if self.senders[w].send(full).is_err() {
-            self.workers_gone = true;
+        if self.local.is_none() {
+            if self.senders[w].send(full).is_err() {
+                self.workers_gone = true;
+            }
+            return;
+        }
+        // Workers also read their own rings: never block on a full peer (two workers
+        // waiting on each other), keep the batch and retry after draining our own inbox.
+        if self.stalled.iter().any(|(x, _)| *x == w) {
+            self.stalled.push((w, full));
+            return;
+        }
+        match self.senders[w].try_send(full) {
+            Ok(()) => {}
+            Err(crossbeam_channel::TrySendError::Full(b)) => self.stalled.push((w, b)),
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => self.workers_gone = true,
+        }
+    }
+
+    /// Deliver stalled batches in order while there is room. True when none are left.
+    pub(crate) fn retry_stalled(&mut self) -> bool {
+        while !self.stalled.is_empty() {
+            let (w, b) = self.stalled.remove(0);
+            match self.senders[w].try_send(b) {
+                Ok(()) => {}
+                Err(crossbeam_channel::TrySendError::Full(b)) => {
+                    self.stalled.insert(0, (w, b));
+                    return false;
+                }
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                    self.workers_gone = true;
+                }
+            }
+        }
+        true
+    }
+
+    /// The local worker's batch (live with fanout), processed in place by the caller.
+    pub(crate) fn local_batch(&mut self) -> Option<&mut Batch> {
+        self.local_full = false;
+        let l = self.local?;
+        self.batches.get_mut(l)
+    }
+
+    /// Send every non-empty batch (except the local one); with `mark`, every worker gets a
+    /// batch carrying it, empty or not (the time reached, for interval ends).
+    pub(crate) fn flush_marked(&mut self, mark: Option<i64>) {
+        for w in 0..self.batches.len() {
+            if Some(w) == self.local {
+                continue;
+            }
+            if mark.is_some() || !self.batches[w].packets.is_empty() {
+                self.batches[w].mark = mark;
+                self.send(w);
+            }
         }
     }
 
     fn flush_all(&mut self) {
-        for w in 0..self.batches.len() {
-            if !self.batches[w].packets.is_empty() {
-                self.send(w);
-            }
-        }
+        self.flush_marked(None);
+    }
+
+    /// Fragments dropped by the decoder since the start.
+    pub(crate) fn fragments_dropped(&self) -> u64 {
+        self.decoder.fragments_dropped()
+    }
+
+    /// Drop the senders (workers see the end of input once every reader has).
+    pub(crate) fn close(&mut self) {
+        self.senders.clear();
     }
 
     fn finish(mut self) -> ReaderStats {

@@ -6,6 +6,7 @@ use std::collections::hash_map::Entry;
 use super::batch::{Batch, PacketMeta};
 use crate::decode::tcp_flags::{ACK, SYN};
 use crate::flow::{Endpoint, Flow, FlowKey, FlowTable};
+use crate::capture::interval::{Clock, Step};
 use crate::l7::{Ctx, L7Conn, RecordSink};
 use crate::limits::Limits;
 use crate::report::{ConnSummary, EdgeKey, WorkerResult};
@@ -26,6 +27,11 @@ pub struct Worker {
     events: protocols::Events,
     /// Out-of-order bytes held by all connections of this worker.
     held_total: usize,
+    /// Live intervals (offline: never reached).
+    clock: Clock,
+    /// Live: closed intervals' results (None: progress only), collected by the caller.
+    pub parts: Vec<(i64, Option<WorkerResult>)>,
+    ids: Vec<u32>,
 }
 
 impl Worker {
@@ -47,6 +53,89 @@ impl Worker {
             out: WorkerResult::default(),
             now: i64::MIN,
             since_sweep: 0,
+            clock: Clock::off(),
+            parts: Vec::new(),
+            ids: Vec::new(),
+        }
+    }
+
+    /// Live: report per interval of `len_ns` (None: once, at the end).
+    pub fn set_interval(&mut self, len_ns: Option<i64>) {
+        self.clock = Clock::new(len_ns);
+    }
+
+    /// The interval this worker is in (live).
+    pub fn interval_index(&self) -> Option<i64> {
+        self.clock.index()
+    }
+
+    /// Packet time has reached `ts`: close the intervals that ended before it.
+    pub fn reach(&mut self, ts: i64) {
+        loop {
+            match self.clock.step(ts) {
+                Step::Within => return,
+                Step::Start(k) => self.parts.push((k - 1, None)),
+                Step::Close(k) => {
+                    let r = self.snapshot();
+                    self.parts.push((k, Some(r)));
+                }
+            }
+        }
+    }
+
+    /// What happened since the last snapshot: for each open connection, its counters'
+    /// growth and its L7 tally (taken), plus everything that finished. A connection whose
+    /// protocol is still being detected waits for a later snapshot (or its end), so its
+    /// packets land on the edge of its real protocol.
+    fn snapshot(&mut self) -> WorkerResult {
+        let mut ids = std::mem::take(&mut self.ids);
+        self.table.ids(&mut ids);
+        for &id in &ids {
+            self.emit_delta(id);
+        }
+        self.ids = ids;
+        let syn = self.out.syn_servers.clone();
+        let r = std::mem::take(&mut self.out);
+        // Orientation evidence stays valid for later intervals.
+        self.out.syn_servers = syn;
+        r
+    }
+
+    fn emit_delta(&mut self, id: u32) {
+        let l7_on = self.l7;
+        let flow = self.table.get_mut(id);
+        let (protocol, l7_server) = match (&flow.l7, flow.l7_done) {
+            (Some(conn), _) => match conn.settled() {
+                Some(p) => (p, conn.l7_server()),
+                None => return,
+            },
+            (None, Some(done)) => done,
+            (None, None) if l7_on => return,
+            (None, None) => ("unknown", None),
+        };
+        let tally = flow
+            .l7
+            .as_mut()
+            .map(|c| c.take_tally())
+            .unwrap_or_default();
+        let mut summary = ConnSummary::from_flow(flow, protocol, l7_server, tally);
+        // Failure is only known when the attempt ends.
+        summary.failed = false;
+        let base = flow.reported.get_or_insert_with(Default::default);
+        base.take_delta(&mut summary);
+        if summary.is_empty() {
+            return;
+        }
+        let client = match (flow.tcp, l7_server) {
+            (false, Some(server)) => Some(server.other()),
+            _ => flow.client,
+        };
+        match client {
+            Some(c) => {
+                let (k, agg) = summary.into_edge(c);
+                self.add_edge(k, agg);
+            }
+            None => self.out.undetermined.push(summary),
         }
     }
 
@@ -54,6 +143,9 @@ impl Worker {
         for m in &batch.packets {
             position.store(m.order, std::sync::atomic::Ordering::Relaxed);
             self.process(m, batch.payload(m));
+        }
+        if let Some(mark) = batch.mark {
+            self.reach(mark);
         }
         self.since_sweep += 1;
         if self.since_sweep >= 16 {
@@ -65,6 +157,9 @@ impl Worker {
     fn process(&mut self, m: &PacketMeta, payload: &[u8]) {
         let t = &m.t;
         let ts = m.ts_ns;
+        if ts >= self.clock.next() {
+            self.reach(ts);
+        }
         self.now = self.now.max(ts);
         let src = Endpoint {
             ip: t.src,
@@ -230,7 +325,11 @@ impl Worker {
             (None, Some((protocol, l7_server))) => (protocol, l7_server, Default::default()),
             (None, None) => ("unknown", None, Default::default()),
         };
-        let summary = ConnSummary::from_flow(&flow, protocol, l7_server, tally);
+        let mut summary = ConnSummary::from_flow(&flow, protocol, l7_server, tally);
+        if let Some(mut base) = flow.reported.take() {
+            // Live intervals: earlier snapshots already reported part of it.
+            base.take_delta(&mut summary);
+        }
         // UDP: a response seen first (a DNS answer) makes its receiver the client. TCP
         // without a handshake is oriented in the join stage, where every worker's SYN
         // answers are known.
@@ -243,6 +342,10 @@ impl Worker {
             return;
         };
         let (k, agg) = summary.into_edge(client);
+        self.add_edge(k, agg);
+    }
+
+    fn add_edge(&mut self, k: EdgeKey, agg: crate::report::EdgeAgg) {
         let room = self.out.edges.len() < self.limits.max_edges;
         match self.out.edges.entry(k) {
             Entry::Occupied(mut e) => e.get_mut().merge(&agg),

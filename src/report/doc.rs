@@ -45,6 +45,19 @@ pub struct SourceDoc {
     pub bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// Live: the PACKET_MMAP ring version in use (2 or 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tpacket_version: Option<u8>,
+    /// Live: packets the kernel dropped because the ring was full (PACKET_STATISTICS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_drops: Option<u64>,
+    /// Live: capture sockets (more than one when the kernel accepted PACKET_FANOUT).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sockets: Option<usize>,
+    /// Live with fanout: packets a worker read but another owns (its symmetric hash),
+    /// forwarded to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarded: Option<u64>,
 }
 
 #[derive(Serialize, Debug)]

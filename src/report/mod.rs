@@ -91,6 +91,64 @@ impl ConnSummary {
     }
 }
 
+/// What live interval snapshots already reported of a connection still open: the next
+/// snapshot (or its end) reports only the growth, so intervals sum to the whole run.
+#[derive(Clone, Debug, Default)]
+pub struct Reported {
+    packets: [u64; 2],
+    bytes: [u64; 2],
+    retransmissions: u64,
+    missed_bytes: u64,
+    established: bool,
+    reset: bool,
+}
+
+impl Reported {
+    /// Turn `s` (the connection's totals so far) into its growth since the last call, and
+    /// remember the totals. A connection counts in `connections` (and its RTT) once: in the
+    /// first report after it was established.
+    pub fn take_delta(&mut self, s: &mut ConnSummary) {
+        for i in 0..2 {
+            let (p, b) = (s.packets[i], s.bytes[i]);
+            s.packets[i] = p.saturating_sub(self.packets[i]);
+            s.bytes[i] = b.saturating_sub(self.bytes[i]);
+            self.packets[i] = p;
+            self.bytes[i] = b;
+        }
+        let (r, m) = (s.retransmissions, s.missed_bytes);
+        s.retransmissions = r.saturating_sub(self.retransmissions);
+        s.missed_bytes = m.saturating_sub(self.missed_bytes);
+        self.retransmissions = r;
+        self.missed_bytes = m;
+        if self.established {
+            s.established = false;
+            s.rtt_us = None;
+        } else if s.established {
+            self.established = true;
+        } else {
+            s.rtt_us = None;
+        }
+        if self.reset {
+            s.reset = false;
+        } else {
+            self.reset = s.reset;
+        }
+    }
+}
+
+impl ConnSummary {
+    /// Nothing to report: no packet, no L7 event, no state change since the last report.
+    pub fn is_empty(&self) -> bool {
+        self.packets == [0, 0]
+            && !self.established
+            && !self.failed
+            && !self.reset
+            && self.l7.requests == 0
+            && self.l7.responses == 0
+            && self.l7.codes.is_empty()
+    }
+}
+
 /// What one worker hands to the join stage.
 #[derive(Debug, Default)]
 pub struct WorkerResult {
@@ -302,6 +360,10 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
             packets: v.packets,
             bytes: v.bytes,
             filter: filter.map(str::to_string),
+            tpacket_version: None,
+            kernel_drops: None,
+            sockets: None,
+            forwarded: None,
         })
         .collect();
 

@@ -1,0 +1,888 @@
+//! Live capture: AF_PACKET sockets with PACKET_MMAP rings feeding the same decode, dispatch,
+//! workers and join as the offline path.
+//!
+//! Two shapes, chosen by what the kernel accepts:
+//! * fanout (PACKET_FANOUT hash accepted, `--threads` > 1): one socket and ring per worker.
+//!   Each worker reads its ring, decodes, keeps the packets its symmetric hash owns and
+//!   forwards the others in batches to their owner (counted as `forwarded`): the kernel's
+//!   hash may be asymmetric before Linux 4.x, and never matches ours anyway.
+//! * one socket: one reader thread walks the ring and feeds the offline `Reader` (software
+//!   dispatch to the workers).
+//!
+//! Intervals (`--interval`) are aligned in packet time. Every party (each ring reader,
+//! each worker) closes interval k when its packet time reaches the end of k, or when its
+//! ring has been idle past that end on the wall clock; the join stage writes interval k once
+//! every party has closed it (the watermark is the slowest party). Workers report per
+//! interval the growth of each open connection and take its L7 tally, so the interval
+//! documents sum to the whole run.
+
+pub mod interval;
+pub mod ring;
+pub mod socket;
+pub mod stats;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
+
+use crate::filter::{FilterError, Insn, Program};
+use crate::l7::RecordSink;
+use crate::limits::Limits;
+use crate::pipeline::{Batch, PacketRef, Reader, Worker};
+use crate::report::{self, doc::Document, ReaderStats, WorkerResult};
+use crate::source::{Vantage, Vantages};
+use interval::{Clock, Step};
+use ring::{reinsert_vlan, Frame, Version, PACKET_OUTGOING};
+pub use socket::{Interface, SetupError, Want};
+use socket::{PacketSocket, SocketSpec};
+use stats::KernelStats;
+
+/// Snapshot length by default: a full 64 KiB IP datagram (GSO/GRO frames) with its link
+/// header and a VLAN tag.
+pub const DEFAULT_SNAPLEN: u32 = 65_600;
+pub const DEFAULT_RING_MB: usize = 64;
+/// A ring idle this long past an interval's end (on the wall clock) closes it: longer than
+/// the V3 block retire timeout, so no packet of the interval can still be on its way.
+const IDLE_GRACE_NS: i64 = 300_000_000;
+/// Poll timeout: also how often a worker looks at forwarded batches while its ring is idle.
+const POLL_MS: i32 = 20;
+
+/// What the user asked for.
+#[derive(Clone, Debug)]
+pub struct CaptureOptions {
+    pub interface: String,
+    pub filter: Option<String>,
+    pub duration: Option<Duration>,
+    pub interval: Option<Duration>,
+    pub threads: usize,
+    pub snaplen: u32,
+    pub ring_mb: usize,
+    pub tpacket: Want,
+    pub fanout: bool,
+    pub promisc: bool,
+    pub vlan_key: bool,
+    pub l7: bool,
+    pub records: Option<String>,
+    pub limits: Limits,
+}
+
+#[derive(Debug)]
+pub enum CaptureError {
+    Setup(SetupError),
+    Filter(String),
+    Output(String),
+    Internal(String),
+}
+
+impl std::fmt::Display for CaptureError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CaptureError::Setup(e) => write!(f, "{e}"),
+            CaptureError::Filter(e) | CaptureError::Output(e) => f.write_str(e),
+            CaptureError::Internal(e) => write!(f, "internal error: {e}"),
+        }
+    }
+}
+
+/// How the capture ran (for the caller's summary line).
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub tpacket_version: u8,
+    pub sockets: usize,
+    pub packets: u64,
+    pub kernel_drops: u64,
+    pub forwarded: u64,
+    pub documents: u64,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// SIGINT and SIGTERM end the capture cleanly (everything read is reported).
+fn install_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed sigaction with a handler that only stores to an atomic.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+fn wall_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The program attached to a live socket for `expr` on `iface` (what `wiremap filter
+/// --interface` prints). Live, the kernel runs it on the frame after stripping a VLAN tag.
+pub fn live_program(iface: &Interface, expr: &str, snaplen: u32) -> Result<Program, FilterError> {
+    crate::filter::compile(expr, iface.linktype, snaplen)
+}
+
+/// One ring reader's counts for one interval.
+#[derive(Debug, Default)]
+struct LanePart {
+    stats: ReaderStats,
+    packets: u64,
+    bytes: u64,
+    drops: u64,
+    forwarded: u64,
+}
+
+enum Body {
+    Worker(WorkerResult),
+    Lane(LanePart),
+}
+
+/// A party's report: interval `index` is closed (with what happened in it, or None when
+/// the party only says it has nothing before `index + 1`). `last`: the party is done.
+struct Part {
+    party: usize,
+    index: i64,
+    body: Option<Body>,
+    last: bool,
+}
+
+/// Everything a ring reader keeps besides its socket.
+struct LaneState {
+    party: usize,
+    fd: libc::c_int,
+    linktype: u32,
+    loopback: bool,
+    reader: Reader,
+    vantages: Vantages,
+    clock: Clock,
+    kstats: KernelStats,
+    reported_drops: u64,
+    reported_forwarded: u64,
+    reported_frags: u64,
+    scratch: Vec<u8>,
+    last_ts: i64,
+    /// One socket: batches carry interval marks to the workers.
+    marks: bool,
+    parts: Sender<Part>,
+    position: Arc<AtomicU64>,
+    malformed: u64,
+    /// Workers with their own ring (fanout), 0 otherwise.
+    n_workers: usize,
+}
+
+impl LaneState {
+    fn frame(&mut self, fr: &Frame<'_>, worker: &mut Option<Worker>) {
+        let ts = fr.ts_ns;
+        if ts >= self.clock.next() {
+            self.reach(ts, worker);
+        }
+        self.last_ts = self.last_ts.max(ts);
+        let (data, wire_len) = match fr.vlan {
+            Some((tpid, tci)) if self.linktype == crate::decode::linktype::EN10MB => (
+                reinsert_vlan(fr.data, tpid, tci, &mut self.scratch),
+                fr.wire_len.saturating_add(4),
+            ),
+            _ => (fr.data, fr.wire_len),
+        };
+        let pkt = PacketRef {
+            ts_ns: ts,
+            linktype: self.linktype,
+            wire_len,
+            vantage: 0,
+            data,
+        };
+        if self.loopback && fr.pkttype == PACKET_OUTGOING {
+            // On lo every packet is seen leaving and arriving: keep one copy.
+            self.reader.duplicate(pkt, &mut self.vantages);
+            return;
+        }
+        // Live filtering is the kernel's: nothing to do here.
+        let _ = self.reader.packet(pkt, &mut self.vantages, None);
+        if self.reader.local_full {
+            self.process_local(worker);
+        }
+    }
+
+    fn process_local(&mut self, worker: &mut Option<Worker>) {
+        if let (Some(b), Some(w)) = (self.reader.local_batch(), worker.as_mut()) {
+            w.process_batch(b, &self.position);
+            b.clear();
+            send_worker_parts(w, self.party_worker(), &self.parts);
+        }
+    }
+
+    /// With fanout, worker i and lane i share a thread: worker parties are 0..n, lanes n..2n.
+    fn party_worker(&self) -> usize {
+        self.party.saturating_sub(self.reader_count())
+    }
+
+    fn reader_count(&self) -> usize {
+        self.n_workers
+    }
+
+    /// Packet time (or the idle wall clock) reached `ts`.
+    fn reach(&mut self, ts: i64, worker: &mut Option<Worker>) {
+        let mut closed = false;
+        loop {
+            match self.clock.step(ts) {
+                Step::Within => break,
+                Step::Start(k) => {
+                    let _ = self.parts.send(Part {
+                        party: self.party,
+                        index: k - 1,
+                        body: None,
+                        last: false,
+                    });
+                }
+                Step::Close(k) => {
+                    closed = true;
+                    let body = self.take_part();
+                    let _ = self.parts.send(Part {
+                        party: self.party,
+                        index: k,
+                        body: Some(Body::Lane(body)),
+                        last: false,
+                    });
+                }
+            }
+        }
+        if self.marks {
+            // Every worker learns the time, even one that got no packet this interval.
+            self.reader.flush_marked(Some(ts));
+        } else if let Some(w) = worker.as_mut() {
+            // Fanout: the local worker sees its packets in time order; packets still in
+            // its batch belong before `ts`.
+            if closed || w.interval_index().is_none() {
+                self.process_local_batch_now(w);
+                w.reach(ts);
+                send_worker_parts(w, self.party_worker(), &self.parts);
+            }
+        }
+    }
+
+    fn process_local_batch_now(&mut self, w: &mut Worker) {
+        if let Some(b) = self.reader.local_batch() {
+            w.process_batch(b, &self.position);
+            b.clear();
+        }
+    }
+
+    fn take_part(&mut self) -> LanePart {
+        let mut stats = std::mem::take(&mut self.reader.stats);
+        let frags = self.reader.fragments_dropped();
+        stats.fragments_dropped = frags.saturating_sub(self.reported_frags);
+        self.reported_frags = frags;
+        let (packets, bytes) = match self.vantages.list.first_mut() {
+            Some(v) => (std::mem::take(&mut v.packets), std::mem::take(&mut v.bytes)),
+            None => (0, 0),
+        };
+        self.kstats.poll(self.fd);
+        let drops = self.kstats.drops - self.reported_drops;
+        self.reported_drops = self.kstats.drops;
+        let forwarded = self.reader.forwarded - self.reported_forwarded;
+        self.reported_forwarded = self.reader.forwarded;
+        LanePart {
+            stats,
+            packets,
+            bytes,
+            drops,
+            forwarded,
+        }
+    }
+}
+
+fn send_worker_parts(w: &mut Worker, party: usize, parts: &Sender<Part>) {
+    for (index, r) in w.parts.drain(..) {
+        let _ = parts.send(Part {
+            party,
+            index,
+            body: r.map(Body::Worker),
+            last: false,
+        });
+    }
+}
+
+/// Drops: one stderr line at most once a minute.
+struct DropWarn {
+    last_poll: Instant,
+    last_warn: Option<Instant>,
+    unwarned: u64,
+}
+
+impl DropWarn {
+    fn new() -> Self {
+        DropWarn {
+            last_poll: Instant::now(),
+            last_warn: None,
+            unwarned: 0,
+        }
+    }
+
+    fn check(&mut self, lane: &mut LaneState, iface: &str) {
+        if self.last_poll.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_poll = Instant::now();
+        self.unwarned += lane.kstats.poll(lane.fd);
+        let due = match self.last_warn {
+            None => true,
+            Some(t) => t.elapsed() >= Duration::from_secs(60),
+        };
+        if self.unwarned > 0 && due {
+            eprintln!(
+                "wiremap: {iface}: the kernel dropped {} packets (ring full; try --ring-mb or --snaplen)",
+                self.unwarned
+            );
+            self.unwarned = 0;
+            self.last_warn = Some(Instant::now());
+        }
+    }
+}
+
+/// Open the sockets: fanout when wanted and accepted, else one.
+fn open_sockets(
+    opts: &CaptureOptions,
+    iface: &Interface,
+    program: &[Insn],
+) -> Result<Vec<PacketSocket>, SetupError> {
+    let ring_bytes = opts.ring_mb.max(1).saturating_mul(1 << 20);
+    let snaplen = opts.snaplen as usize;
+    let threads = opts.threads.max(1);
+    fn spec<'a>(
+        opts: &CaptureOptions,
+        iface: &'a Interface,
+        snaplen: usize,
+        program: &'a [Insn],
+        ring_bytes: usize,
+    ) -> SocketSpec<'a> {
+        SocketSpec {
+            iface,
+            want: opts.tpacket,
+            snaplen,
+            ring_bytes,
+            program,
+            promisc: opts.promisc,
+        }
+    }
+    if opts.fanout && threads > 1 {
+        // Every socket starts with a drop-all program: a socket bound but not yet in the
+        // group would see every packet, and one in the group before its real filter must
+        // not pass unfiltered ones. The real program replaces it once all are in.
+        let none = socket::drop_all();
+        let group = (std::process::id() & 0xffff) as u16;
+        let each = ring_bytes / threads;
+        let first = PacketSocket::open(&spec(opts, iface, snaplen, &none, each))?;
+        if first.join_fanout(group).is_ok() {
+            let mut socks = vec![first];
+            for _ in 1..threads {
+                let s = PacketSocket::open(&spec(opts, iface, snaplen, &none, each))?;
+                s.join_fanout(group)
+                    .map_err(|e| SetupError::Os("PACKET_FANOUT refused for a second socket", e))?;
+                socks.push(s);
+            }
+            for s in &socks {
+                socket::attach_filter(s.fd(), program)
+                    .map_err(|e| SetupError::Os("cannot attach the filter (SO_ATTACH_FILTER)", e))?;
+            }
+            return Ok(socks);
+        }
+        // No fanout on this kernel: one socket, software dispatch.
+        drop(first);
+    }
+    Ok(vec![PacketSocket::open(&spec(opts, iface, snaplen, program, ring_bytes))?])
+}
+
+fn record_writer(
+    path: &Option<String>,
+    threads: usize,
+) -> Result<
+    (
+        Option<(Sender<Vec<u8>>, Receiver<Vec<u8>>)>,
+        Option<thread::JoinHandle<std::io::Result<()>>>,
+    ),
+    CaptureError,
+> {
+    let Some(path) = path else {
+        return Ok((None, None));
+    };
+    let file = std::fs::File::create(path)
+        .map_err(|e| CaptureError::Output(format!("{path}: cannot create: {e}")))?;
+    let (rec_tx, rec_rx) = bounded::<Vec<u8>>(threads * 4);
+    let (spare_tx, spare_rx) = bounded::<Vec<u8>>(threads * 4);
+    let h = thread::spawn(move || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(file);
+        for mut buf in rec_rx.iter() {
+            out.write_all(&buf)?;
+            out.flush()?;
+            buf.clear();
+            let _ = spare_tx.try_send(buf);
+        }
+        out.flush()
+    });
+    Ok((Some((rec_tx, spare_rx)), Some(h)))
+}
+
+/// Run a capture until `--duration`, SIGINT or SIGTERM; hand each document to `emit`.
+pub fn run(
+    opts: &CaptureOptions,
+    emit: &mut dyn FnMut(&Document) -> std::io::Result<()>,
+) -> Result<Summary, CaptureError> {
+    let iface = Interface::lookup(&opts.interface).map_err(CaptureError::Setup)?;
+    let program: Vec<Insn> = match &opts.filter {
+        Some(expr) => live_program(&iface, expr, opts.snaplen)
+            .map_err(|e| CaptureError::Filter(e.0))?
+            .instructions()
+            .to_vec(),
+        None => socket::accept_all(opts.snaplen).to_vec(),
+    };
+    STOP.store(false, Ordering::Relaxed);
+    install_signals();
+    let socks = open_sockets(opts, &iface, &program).map_err(CaptureError::Setup)?;
+    let version = socks.first().map(|s| s.version).unwrap_or(Version::V2);
+    let fanout = socks.len() > 1;
+    let threads = opts.threads.max(1);
+    // Scripts wait for this line: from here on, nothing is missed.
+    eprintln!(
+        "wiremap: capturing on {} (TPACKET_V{}, {} socket(s){}{})",
+        iface.name,
+        version.number(),
+        socks.len(),
+        if fanout { ", fanout" } else { "" },
+        if socks.iter().all(|s| s.locked) { ", ring locked" } else { "" }
+    );
+    let deadline = opts.duration.map(|d| Instant::now() + d);
+    let len_ns = opts
+        .interval
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX).max(1_000_000));
+    let (records, writer) = record_writer(&opts.records, threads)?;
+    let sink = || {
+        records
+            .as_ref()
+            .map(|(tx, spare)| RecordSink::new(tx.clone(), spare.clone()))
+    };
+    let new_worker = |sink: Option<RecordSink>| {
+        let mut w = Worker::new(
+            opts.limits.clone(),
+            (opts.limits.max_flows / threads).max(1),
+            opts.vlan_key,
+            opts.l7,
+            sink,
+        );
+        w.set_interval(len_ns);
+        w
+    };
+    let (part_tx, part_rx) = bounded::<Part>(threads * 64);
+    let (recycle_tx, recycle_rx) = bounded::<Batch>(threads * 16);
+    let mut handles = Vec::new();
+    let parties;
+    let lane_state = |party: usize,
+                      sock: &PacketSocket,
+                      reader: Reader,
+                      marks: bool,
+                      n_workers: usize,
+                      parts: Sender<Part>| {
+        let mut vantages = Vantages::new(false);
+        vantages.list.push(Vantage {
+            files: vec![iface.name.clone()],
+            interface: None,
+            format: "af_packet",
+            linktype: iface.linktype,
+            packets: 0,
+            bytes: 0,
+        });
+        LaneState {
+            party,
+            fd: sock.fd(),
+            linktype: iface.linktype,
+            loopback: iface.loopback,
+            reader,
+            vantages,
+            clock: Clock::new(len_ns),
+            kstats: KernelStats::default(),
+            reported_drops: 0,
+            reported_forwarded: 0,
+            reported_frags: 0,
+            scratch: Vec::with_capacity(opts.snaplen as usize + 64),
+            last_ts: i64::MIN,
+            marks,
+            parts,
+            position: Arc::new(AtomicU64::new(0)),
+            malformed: 0,
+            n_workers,
+        }
+    };
+    if fanout {
+        let n = socks.len();
+        parties = 2 * n;
+        let mut inbox_tx = Vec::with_capacity(n);
+        let mut inbox_rx = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (tx, rx) = bounded::<Batch>(8);
+            inbox_tx.push(tx);
+            inbox_rx.push(rx);
+        }
+        for (i, (sock, inbox)) in socks.into_iter().zip(inbox_rx).enumerate() {
+            let senders: Vec<Sender<Batch>> = (0..n)
+                .map(|j| {
+                    if j == i {
+                        // Never used (the local batch is processed in place); a sender of
+                        // its own keeps our inbox from outliving the other workers.
+                        bounded::<Batch>(1).0
+                    } else {
+                        inbox_tx[j].clone()
+                    }
+                })
+                .collect();
+            let reader = Reader::new(&opts.limits, senders, recycle_rx.clone(), Some(i));
+            let st = lane_state(n + i, &sock, reader, false, n, part_tx.clone());
+            let worker = new_worker(sink());
+            let recycle = recycle_tx.clone();
+            let name = iface.name.clone();
+            handles.push(
+                thread::Builder::new()
+                    .name(format!("wiremap-capture-{i}"))
+                    .spawn(move || fanout_loop(sock, st, worker, inbox, recycle, deadline, &name))
+                    .map_err(|e| CaptureError::Internal(format!("cannot start a worker: {e}")))?,
+            );
+        }
+        drop(inbox_tx);
+    } else {
+        parties = threads + 1;
+        let mut senders = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let (tx, rx) = bounded::<Batch>(8);
+            senders.push(tx);
+            let mut w = new_worker(sink());
+            let recycle = recycle_tx.clone();
+            let parts = part_tx.clone();
+            handles.push(
+                thread::Builder::new()
+                    .name(format!("wiremap-worker-{i}"))
+                    .spawn(move || {
+                        let pos = AtomicU64::new(0);
+                        for mut b in rx.iter() {
+                            w.process_batch(&b, &pos);
+                            send_worker_parts(&mut w, i, &parts);
+                            b.clear();
+                            let _ = recycle.try_send(b);
+                        }
+                        finish_worker(w, i, &parts);
+                    })
+                    .map_err(|e| CaptureError::Internal(format!("cannot start a worker: {e}")))?,
+            );
+        }
+        let reader = Reader::new(&opts.limits, senders, recycle_rx.clone(), None);
+        let mut socks = socks;
+        let sock = socks.remove(0);
+        let st = lane_state(threads, &sock, reader, true, 0, part_tx.clone());
+        let name = iface.name.clone();
+        handles.push(
+            thread::Builder::new()
+                .name("wiremap-capture".into())
+                .spawn(move || single_loop(sock, st, deadline, &name))
+                .map_err(|e| CaptureError::Internal(format!("cannot start the reader: {e}")))?,
+        );
+    }
+    drop(part_tx);
+    drop(records);
+
+    // The join stage: an interval is written once every party has closed it.
+    let mut progress: Vec<Option<i64>> = vec![None; parties];
+    let mut done = vec![false; parties];
+    let mut pending: BTreeMap<i64, (Vec<WorkerResult>, LanePart)> = BTreeMap::new();
+    let mut summary = Summary {
+        tpacket_version: version.number(),
+        sockets: if fanout { threads } else { 1 },
+        ..Summary::default()
+    };
+    let mut write_err = None;
+    let mut release = |pending: &mut BTreeMap<i64, (Vec<WorkerResult>, LanePart)>,
+                       upto: i64,
+                       summary: &mut Summary|
+     -> std::io::Result<()> {
+        while let Some(entry) = pending.first_entry() {
+            if *entry.key() > upto {
+                break;
+            }
+            let (k, (results, lane)) = entry.remove_entry();
+            let doc = build(opts, &iface, version, fanout, summary.sockets, len_ns, k, results, lane, summary);
+            emit(&doc)?;
+            summary.documents += 1;
+        }
+        Ok(())
+    };
+    for part in part_rx.iter() {
+        let p = part.party.min(parties - 1);
+        if let Some(body) = part.body {
+            let e = pending.entry(part.index).or_default();
+            match body {
+                Body::Worker(r) => e.0.push(r),
+                Body::Lane(l) => add_lane(&mut e.1, l),
+            }
+        }
+        progress[p] = Some(progress[p].map_or(part.index, |x| x.max(part.index)));
+        done[p] |= part.last;
+        let upto = (0..parties)
+            .map(|i| if done[i] { i64::MAX } else { progress[i].unwrap_or(i64::MIN) })
+            .min()
+            .unwrap_or(i64::MAX);
+        if write_err.is_none() {
+            if let Err(e) = release(&mut pending, upto, &mut summary) {
+                write_err = Some(e);
+                STOP.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    let mut failed = None;
+    for h in handles {
+        if h.join().is_err() {
+            failed = Some("a capture thread failed".to_string());
+        }
+    }
+    // Whatever is left (a thread that failed never closed its intervals).
+    if write_err.is_none() {
+        if let Err(e) = release(&mut pending, i64::MAX, &mut summary) {
+            write_err = Some(e);
+        }
+    }
+    if let Some(w) = writer {
+        match w.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(CaptureError::Output(format!("cannot write records: {e}"))),
+            Err(_) => return Err(CaptureError::Internal("the records writer failed".into())),
+        }
+    }
+    if let Some(e) = write_err {
+        return Err(CaptureError::Output(format!("cannot write the document: {e}")));
+    }
+    if let Some(f) = failed {
+        return Err(CaptureError::Internal(f));
+    }
+    Ok(summary)
+}
+
+fn add_lane(acc: &mut LanePart, l: LanePart) {
+    let (a, b) = (&mut acc.stats, &l.stats);
+    a.packets += b.packets;
+    a.bytes += b.bytes;
+    a.other += b.other;
+    a.undecodable += b.undecodable;
+    a.truncated += b.truncated;
+    a.duplicates += b.duplicates;
+    a.fragments_dropped += b.fragments_dropped;
+    a.first_ts = match (a.first_ts, b.first_ts) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    };
+    a.last_ts = match (a.last_ts, b.last_ts) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, y) => x.or(y),
+    };
+    acc.packets += l.packets;
+    acc.bytes += l.bytes;
+    acc.drops += l.drops;
+    acc.forwarded += l.forwarded;
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    opts: &CaptureOptions,
+    iface: &Interface,
+    version: Version,
+    fanout: bool,
+    sockets: usize,
+    len_ns: Option<i64>,
+    index: i64,
+    results: Vec<WorkerResult>,
+    lane: LanePart,
+    summary: &mut Summary,
+) -> Document {
+    let mut vantages = Vantages::new(false);
+    vantages.list.push(Vantage {
+        files: vec![iface.name.clone()],
+        interface: None,
+        format: "af_packet",
+        linktype: iface.linktype,
+        packets: lane.packets,
+        bytes: lane.bytes,
+    });
+    let mut doc = report::build_document(report::DocumentInput {
+        results,
+        reader: lane.stats,
+        vantages: &vantages,
+        filter: opts.filter.as_deref(),
+        max_edges: opts.limits.max_edges,
+        kind: "live",
+    });
+    if let Some(len) = len_ns {
+        // An interval document covers its interval, whatever packets it held.
+        let (start, end) = Clock::bounds(len, index);
+        doc.window.start = report::time::rfc3339_micros(start);
+        doc.window.end = report::time::rfc3339_micros(end);
+    }
+    if let Some(s) = doc.sources.first_mut() {
+        s.tpacket_version = Some(version.number());
+        s.kernel_drops = Some(lane.drops);
+        s.sockets = Some(sockets);
+        s.forwarded = fanout.then_some(lane.forwarded);
+    }
+    summary.packets += lane.packets;
+    summary.kernel_drops += lane.drops;
+    summary.forwarded += lane.forwarded;
+    doc
+}
+
+fn finish_worker(w: Worker, party: usize, parts: &Sender<Part>) {
+    let index = w.interval_index().unwrap_or(0);
+    let r = w.into_result();
+    let _ = parts.send(Part {
+        party,
+        index,
+        body: Some(Body::Worker(r)),
+        last: true,
+    });
+}
+
+fn stopping(deadline: Option<Instant>) -> bool {
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        STOP.store(true, Ordering::Relaxed);
+    }
+    STOP.load(Ordering::Relaxed)
+}
+
+/// Close the lane: time reaches the end (the later of the wall clock and the last packet)
+/// and its last part goes out.
+fn lane_end(st: &mut LaneState, worker: &mut Option<Worker>) -> i64 {
+    let end = wall_ns().max(st.last_ts);
+    st.reach(end, worker);
+    let index = st.clock.index().unwrap_or(0);
+    let body = st.take_part();
+    let _ = st.parts.send(Part {
+        party: st.party,
+        index,
+        body: Some(Body::Lane(body)),
+        last: true,
+    });
+    end
+}
+
+/// One socket: read the ring, dispatch to the workers through the shared Reader.
+fn single_loop(mut sock: PacketSocket, mut st: LaneState, deadline: Option<Instant>, name: &str) {
+    let mut warn = DropWarn::new();
+    let mut none = None;
+    while !stopping(deadline) && !st.reader.workers_gone {
+        sock.wait(POLL_MS);
+        let n = sock.walker.drain(|fr| st.frame(fr, &mut none));
+        if n == 0 && !sock.walker.ready() {
+            idle(&mut st, &mut none);
+        }
+        warn.check(&mut st, name);
+    }
+    // Nothing seen is lost: what the ring still holds is read before the end.
+    sock.walker.drain(|fr| st.frame(fr, &mut none));
+    st.malformed += sock.walker.malformed;
+    lane_end(&mut st, &mut none);
+    st.reader.flush_marked(None);
+    st.reader.close();
+}
+
+/// The ring has nothing: intervals whose end passed long enough ago are closed.
+fn idle(st: &mut LaneState, worker: &mut Option<Worker>) {
+    let t = wall_ns().saturating_sub(IDLE_GRACE_NS);
+    if t >= st.clock.next() && t > st.last_ts {
+        st.reach(t, worker);
+    }
+}
+
+/// Fanout: this worker's own ring, plus the batches other workers forward to it.
+fn fanout_loop(
+    mut sock: PacketSocket,
+    mut st: LaneState,
+    worker: Worker,
+    inbox: Receiver<Batch>,
+    recycle: Sender<Batch>,
+    deadline: Option<Instant>,
+    name: &str,
+) {
+    let mut warn = DropWarn::new();
+    let mut worker = Some(worker);
+    let me = st.party_worker();
+    let pos = AtomicU64::new(0);
+    let drain_inbox = |worker: &mut Option<Worker>, st: &LaneState, block: Option<Duration>| -> bool {
+        let mut open = true;
+        let mut first = true;
+        loop {
+            let got = match (first, block) {
+                (true, Some(d)) => inbox.recv_timeout(d).map_err(|e| {
+                    if e.is_disconnected() {
+                        TryRecvError::Disconnected
+                    } else {
+                        TryRecvError::Empty
+                    }
+                }),
+                _ => inbox.try_recv(),
+            };
+            first = false;
+            match got {
+                Ok(mut b) => {
+                    if let Some(w) = worker.as_mut() {
+                        w.process_batch(&b, &pos);
+                        send_worker_parts(w, me, &st.parts);
+                    }
+                    b.clear();
+                    let _ = recycle.try_send(b);
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        open
+    };
+    while !stopping(deadline) && !st.reader.workers_gone {
+        drain_inbox(&mut worker, &st, None);
+        if !st.reader.retry_stalled() {
+            // A peer is behind: serve our own inbox rather than read more.
+            drain_inbox(&mut worker, &st, Some(Duration::from_millis(1)));
+            continue;
+        }
+        sock.wait(POLL_MS);
+        // A bounded share of the ring per pass, so forwarded batches never pile up.
+        let n = sock.walker.drain_at_most(64, |fr| st.frame(fr, &mut worker));
+        st.process_local(&mut worker);
+        st.reader.flush_marked(None);
+        if n == 0 && !sock.walker.ready() {
+            idle(&mut st, &mut worker);
+        }
+        warn.check(&mut st, name);
+    }
+    sock.walker.drain(|fr| st.frame(fr, &mut worker));
+    st.process_local(&mut worker);
+    st.reader.flush_marked(None);
+    let end = lane_end(&mut st, &mut worker);
+    // Deliver what we owe the others, serving our inbox meanwhile (they may owe us).
+    while !st.reader.retry_stalled() {
+        drain_inbox(&mut worker, &st, Some(Duration::from_millis(1)));
+    }
+    st.reader.close();
+    // Then take what they forward until every other worker has closed its side.
+    while drain_inbox(&mut worker, &st, Some(Duration::from_millis(10))) {}
+    if let Some(mut w) = worker.take() {
+        w.reach(end);
+        send_worker_parts(&mut w, me, &st.parts);
+        finish_worker(w, me, &st.parts);
+    }
+}
