@@ -328,7 +328,9 @@ fn seconds(what: &str, v: Option<f64>) -> Result<Option<std::time::Duration>, St
         Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => {
             Ok(Some(std::time::Duration::from_secs_f64(s)))
         }
-        Some(s) => Err(format!("--{what} must be a positive number of seconds, not {s}")),
+        Some(s) => Err(format!(
+            "--{what} must be a positive number of seconds, not {s}"
+        )),
     }
 }
 

@@ -391,15 +391,18 @@ fn open_sockets(
                 socks.push(s);
             }
             for s in &socks {
-                socket::attach_filter(s.fd(), program)
-                    .map_err(|e| SetupError::Os("cannot attach the filter (SO_ATTACH_FILTER)", e))?;
+                socket::attach_filter(s.fd(), program).map_err(|e| {
+                    SetupError::Os("cannot attach the filter (SO_ATTACH_FILTER)", e)
+                })?;
             }
             return Ok(socks);
         }
         // No fanout on this kernel: one socket, software dispatch.
         drop(first);
     }
-    Ok(vec![PacketSocket::open(&spec(opts, iface, snaplen, program, ring_bytes))?])
+    Ok(vec![PacketSocket::open(&spec(
+        opts, iface, snaplen, program, ring_bytes,
+    ))?])
 }
 
 fn record_writer(
@@ -459,12 +462,18 @@ pub fn run(
         version.number(),
         socks.len(),
         if fanout { ", fanout" } else { "" },
-        if socks.iter().all(|s| s.locked) { ", ring locked" } else { "" }
+        if socks.iter().all(|s| s.locked) {
+            ", ring locked"
+        } else {
+            ""
+        }
     );
     let deadline = opts.duration.map(|d| Instant::now() + d);
-    let len_ns = opts
-        .interval
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX).max(1_000_000));
+    let len_ns = opts.interval.map(|d| {
+        i64::try_from(d.as_nanos())
+            .unwrap_or(i64::MAX)
+            .max(1_000_000)
+    });
     let (records, writer) = record_writer(&opts.records, threads)?;
     let sink = || {
         records
@@ -616,7 +625,18 @@ pub fn run(
                 break;
             }
             let (k, (results, lane)) = entry.remove_entry();
-            let doc = build(opts, &iface, version, fanout, summary.sockets, len_ns, k, results, lane, summary);
+            let doc = build(
+                opts,
+                &iface,
+                version,
+                fanout,
+                summary.sockets,
+                len_ns,
+                k,
+                results,
+                lane,
+                summary,
+            );
             emit(&doc)?;
             summary.documents += 1;
         }
@@ -634,7 +654,13 @@ pub fn run(
         progress[p] = Some(progress[p].map_or(part.index, |x| x.max(part.index)));
         done[p] |= part.last;
         let upto = (0..parties)
-            .map(|i| if done[i] { i64::MAX } else { progress[i].unwrap_or(i64::MIN) })
+            .map(|i| {
+                if done[i] {
+                    i64::MAX
+                } else {
+                    progress[i].unwrap_or(i64::MIN)
+                }
+            })
             .min()
             .unwrap_or(i64::MAX);
         if write_err.is_none() {
@@ -664,7 +690,9 @@ pub fn run(
         }
     }
     if let Some(e) = write_err {
-        return Err(CaptureError::Output(format!("cannot write the document: {e}")));
+        return Err(CaptureError::Output(format!(
+            "cannot write the document: {e}"
+        )));
     }
     if let Some(f) = failed {
         return Err(CaptureError::Internal(f));
@@ -819,39 +847,40 @@ fn fanout_loop(
     let mut worker = Some(worker);
     let me = st.party_worker();
     let pos = AtomicU64::new(0);
-    let drain_inbox = |worker: &mut Option<Worker>, st: &LaneState, block: Option<Duration>| -> bool {
-        let mut open = true;
-        let mut first = true;
-        loop {
-            let got = match (first, block) {
-                (true, Some(d)) => inbox.recv_timeout(d).map_err(|e| {
-                    if e.is_disconnected() {
-                        TryRecvError::Disconnected
-                    } else {
-                        TryRecvError::Empty
+    let drain_inbox =
+        |worker: &mut Option<Worker>, st: &LaneState, block: Option<Duration>| -> bool {
+            let mut open = true;
+            let mut first = true;
+            loop {
+                let got = match (first, block) {
+                    (true, Some(d)) => inbox.recv_timeout(d).map_err(|e| {
+                        if e.is_disconnected() {
+                            TryRecvError::Disconnected
+                        } else {
+                            TryRecvError::Empty
+                        }
+                    }),
+                    _ => inbox.try_recv(),
+                };
+                first = false;
+                match got {
+                    Ok(mut b) => {
+                        if let Some(w) = worker.as_mut() {
+                            w.process_batch(&b, &pos);
+                            send_worker_parts(w, me, &st.parts);
+                        }
+                        b.clear();
+                        let _ = recycle.try_send(b);
                     }
-                }),
-                _ => inbox.try_recv(),
-            };
-            first = false;
-            match got {
-                Ok(mut b) => {
-                    if let Some(w) = worker.as_mut() {
-                        w.process_batch(&b, &pos);
-                        send_worker_parts(w, me, &st.parts);
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
                     }
-                    b.clear();
-                    let _ = recycle.try_send(b);
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
                 }
             }
-        }
-        open
-    };
+            open
+        };
     while !stopping(deadline) && !st.reader.workers_gone {
         drain_inbox(&mut worker, &st, None);
         if !st.reader.retry_stalled() {
@@ -861,7 +890,9 @@ fn fanout_loop(
         }
         sock.wait(POLL_MS);
         // A bounded share of the ring per pass, so forwarded batches never pile up.
-        let n = sock.walker.drain_at_most(64, |fr| st.frame(fr, &mut worker));
+        let n = sock
+            .walker
+            .drain_at_most(64, |fr| st.frame(fr, &mut worker));
         st.process_local(&mut worker);
         st.reader.flush_marked(None);
         if n == 0 && !sock.walker.ready() {

@@ -408,8 +408,14 @@ mod tests {
             w.drain(|f| seen.push((f.ts_ns, f.wire_len, f.data.to_vec(), f.vlan, f.pkttype))),
             2
         );
-        assert_eq!(seen[0], (7_000_000_009, 100, vec![0; 3], Some((0x8100, 42)), 0));
-        assert_eq!(seen[1], (7_000_000_009, 101, vec![1; 3], None, PACKET_OUTGOING));
+        assert_eq!(
+            seen[0],
+            (7_000_000_009, 100, vec![0; 3], Some((0x8100, 42)), 0)
+        );
+        assert_eq!(
+            seen[1],
+            (7_000_000_009, 101, vec![1; 3], None, PACKET_OUTGOING)
+        );
         // Both frames went back to the kernel; the walker waits at the third.
         assert_eq!(rd_u32(mem.bytes(), 0), Some(0));
         assert_eq!(rd_u32(mem.bytes(), 256), Some(0));

@@ -251,8 +251,9 @@ impl PacketSocket {
                 continue;
             }
             if !filter_attached {
-                attach_filter(f, spec.program)
-                    .map_err(|e| SetupError::Os("cannot attach the filter (SO_ATTACH_FILTER)", e))?;
+                attach_filter(f, spec.program).map_err(|e| {
+                    SetupError::Os("cannot attach the filter (SO_ATTACH_FILTER)", e)
+                })?;
                 filter_attached = true;
             }
             let g = Geometry::for_snaplen(v, spec.snaplen, spec.ring_bytes);
@@ -265,7 +266,8 @@ impl PacketSocket {
             }
         }
         let Some(geom) = chosen else {
-            let (what, e) = last_err.unwrap_or(("no ring", io::Error::from_raw_os_error(libc::EINVAL)));
+            let (what, e) =
+                last_err.unwrap_or(("no ring", io::Error::from_raw_os_error(libc::EINVAL)));
             return Err(SetupError::Os(what, e));
         };
         let len = geom.total();
@@ -343,8 +345,7 @@ impl PacketSocket {
     /// Join fanout group `group` (hash mode, IP fragments reassembled first). An error
     /// means the kernel has no fanout (before 3.1) or refused it.
     pub fn join_fanout(&self, group: u16) -> io::Result<()> {
-        let arg: u32 =
-            u32::from(group) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16);
+        let arg: u32 = u32::from(group) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16);
         setsockopt(self.fd(), SOL_PACKET, PACKET_FANOUT, &arg)
     }
 

@@ -4,9 +4,9 @@
 use std::collections::hash_map::Entry;
 
 use super::batch::{Batch, PacketMeta};
+use crate::capture::interval::{Clock, Step};
 use crate::decode::tcp_flags::{ACK, SYN};
 use crate::flow::{Endpoint, Flow, FlowKey, FlowTable};
-use crate::capture::interval::{Clock, Step};
 use crate::l7::{Ctx, L7Conn, RecordSink};
 use crate::limits::Limits;
 use crate::report::{ConnSummary, EdgeKey, WorkerResult};
@@ -113,11 +113,7 @@ impl Worker {
             (None, None) if l7_on => return,
             (None, None) => ("unknown", None),
         };
-        let tally = flow
-            .l7
-            .as_mut()
-            .map(|c| c.take_tally())
-            .unwrap_or_default();
+        let tally = flow.l7.as_mut().map(|c| c.take_tally()).unwrap_or_default();
         let mut summary = ConnSummary::from_flow(flow, protocol, l7_server, tally);
         // Failure is only known when the attempt ends.
         summary.failed = false;
