@@ -279,6 +279,8 @@ impl LaneState {
 
     fn take_part(&mut self) -> LanePart {
         let mut stats = std::mem::take(&mut self.reader.stats);
+        // Ring frames whose headers did not add up: counted as undecodable.
+        stats.undecodable += std::mem::take(&mut self.malformed);
         let frags = self.reader.fragments_dropped();
         stats.fragments_dropped = frags.saturating_sub(self.reported_frags);
         self.reported_frags = frags;
@@ -405,16 +407,13 @@ fn open_sockets(
     ))?])
 }
 
-fn record_writer(
-    path: &Option<String>,
-    threads: usize,
-) -> Result<
-    (
-        Option<(Sender<Vec<u8>>, Receiver<Vec<u8>>)>,
-        Option<thread::JoinHandle<std::io::Result<()>>>,
-    ),
-    CaptureError,
-> {
+/// The records channel (full buffers out, spare ones back) and the writer thread.
+type RecordChannel = (
+    Option<(Sender<Vec<u8>>, Receiver<Vec<u8>>)>,
+    Option<thread::JoinHandle<std::io::Result<()>>>,
+);
+
+fn record_writer(path: &Option<String>, threads: usize) -> Result<RecordChannel, CaptureError> {
     let Some(path) = path else {
         return Ok((None, None));
     };
@@ -901,6 +900,7 @@ fn fanout_loop(
         warn.check(&mut st, name);
     }
     sock.walker.drain(|fr| st.frame(fr, &mut worker));
+    st.malformed += sock.walker.malformed;
     st.process_local(&mut worker);
     st.reader.flush_marked(None);
     let end = lane_end(&mut st, &mut worker);

@@ -104,14 +104,17 @@ http {
 }
 EOF
     : > "$dir/pids"
-    ip netns exec "$NS_S" nginx -p "$dir/nginx/" -c "$dir/nginx.conf" -e logs/error.log &
+    ip netns exec "$NS_S" nginx -p "$dir/nginx/" -c "$dir/nginx.conf" -e logs/error.log \
+        > "$dir/nginx.out" 2>&1 < /dev/null &
     echo $! >> "$dir/pids"
     ip netns exec "$NS_S" redis-server --bind "$SRV4" --port 6379 --protected-mode no \
-        --save '' --appendonly no --dir "$dir/redis" --logfile "$dir/redis/redis.log" &
+        --save '' --appendonly no --dir "$dir/redis" --logfile "$dir/redis/redis.log" \
+        > "$dir/redis.out" 2>&1 < /dev/null &
     echo $! >> "$dir/pids"
     ip netns exec "$NS_S" dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
         --listen-address="$SRV4" --except-interface=lo --address=/lab.test/10.211.0.9 \
-        --pid-file="$dir/dnsmasq.pid" --log-facility="$dir/dnsmasq.log" &
+        --pid-file="$dir/dnsmasq.pid" --log-facility="$dir/dnsmasq.log" \
+        > "$dir/dnsmasq.out" 2>&1 < /dev/null &
     echo $! >> "$dir/pids"
     wait_listen t 80 nginx
     wait_listen t 6379 redis
