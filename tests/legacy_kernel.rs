@@ -346,4 +346,5 @@ fn capture_falls_back_by_itself_and_matches_the_clients() {
         check_edges(name, &doc, &expected, keep);
     }
     drop(lab);
+    let _ = std::fs::remove_dir_all(&dir);
 }
