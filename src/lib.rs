@@ -6,6 +6,7 @@
 //! `pipeline` runs it all on N workers, and `report` merges the deterministic document.
 pub mod capture;
 pub mod decode;
+pub mod entropy;
 pub mod filter;
 pub mod flow;
 pub mod l7;

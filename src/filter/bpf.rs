@@ -111,7 +111,9 @@ impl Program {
         self.run(pkt, wire_len) != 0
     }
 
-    fn run(&self, p: &[u8], wire_len: u32) -> u32 {
+    /// Run the program and return what it returns (the accepted length for a packet filter;
+    /// other users of classic BPF, such as seccomp test filters, give it other meanings).
+    pub fn run(&self, p: &[u8], wire_len: u32) -> u32 {
         let mut a: u32 = 0;
         let mut x: u32 = 0;
         let mut mem = [0u32; MEMWORDS];
