@@ -126,6 +126,8 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // Panics are caught and reported as one line each (exit 1), never the default trace.
+    pipeline::fault::quiet_panics();
     match cli.command {
         Command::Analyze(a) => analyze(a),
         Command::Filter(f) => filter(f),
@@ -162,7 +164,10 @@ fn analyze(a: AnalyzeArgs) -> ExitCode {
         limits,
         progress: !a.quiet,
     };
-    let analysis = match pipeline::analyze(&opts) {
+    // A panic outside the workers (they catch their own) is one line too, not a trace.
+    let run = std::panic::catch_unwind(|| pipeline::analyze(&opts))
+        .unwrap_or_else(|panic| Err(RunError::Internal(pipeline::fault::message(panic.as_ref()))));
+    let analysis = match run {
         Ok(x) => x,
         Err(e) => {
             eprintln!("wiremap: {e}");

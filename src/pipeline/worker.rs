@@ -26,6 +26,8 @@ pub struct Worker {
     events: protocols::Events,
     /// Out-of-order bytes held by all connections of this worker.
     held_total: usize,
+    /// The test hook's fault, if any (see `fault`).
+    fault: Option<super::fault::Fault>,
 }
 
 impl Worker {
@@ -35,8 +37,10 @@ impl Worker {
         vlan_key: bool,
         l7: bool,
         records: Option<RecordSink>,
+        fault: Option<super::fault::Fault>,
     ) -> Worker {
         Worker {
+            fault,
             records,
             events: Vec::with_capacity(64),
             held_total: 0,
@@ -51,6 +55,24 @@ impl Worker {
     }
 
     pub fn process_batch(&mut self, batch: &Batch, position: &std::sync::atomic::AtomicU64) {
+        // The test hook is checked once per batch (orders rise within a batch).
+        let fault_here = match (self.fault, batch.packets.first(), batch.packets.last()) {
+            (Some(super::fault::Fault::PanicAt(at)), Some(a), Some(b)) => {
+                (a.order..=b.order).contains(&at).then_some(at)
+            }
+            _ => None,
+        };
+        if let Some(at) = fault_here {
+            for m in batch.packets.iter().take_while(|m| m.order < at) {
+                position.store(m.order, std::sync::atomic::Ordering::Relaxed);
+                self.process(m, batch.payload(m));
+            }
+            position.store(at, std::sync::atomic::Ordering::Relaxed);
+            #[allow(clippy::panic)]
+            {
+                panic!("injected fault ({})", super::fault::FAULT_ENV);
+            }
+        }
         for m in &batch.packets {
             position.store(m.order, std::sync::atomic::Ordering::Relaxed);
             self.process(m, batch.payload(m));
