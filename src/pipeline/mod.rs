@@ -290,6 +290,14 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
 
 fn work(w: &mut Worker, rx: &Receiver<Batch>, recycle: &Sender<Batch>, position: &AtomicU64) {
     for mut batch in rx.iter() {
+        if w.fault_in(&batch).is_some() {
+            // Test hook: fail while the reader is blocked on this worker's full queue, the
+            // case that must not hang (bounded: a short input never fills it).
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while !rx.is_full() && std::time::Instant::now() < until {
+                thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
         w.process_batch(&batch, position);
         batch.clear();
         let _ = recycle.try_send(batch);

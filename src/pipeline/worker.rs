@@ -54,15 +54,19 @@ impl Worker {
         }
     }
 
-    pub fn process_batch(&mut self, batch: &Batch, position: &std::sync::atomic::AtomicU64) {
-        // The test hook is checked once per batch (orders rise within a batch).
-        let fault_here = match (self.fault, batch.packets.first(), batch.packets.last()) {
+    /// The packet of this batch the test hook fails on, if any. Checked once per batch
+    /// (orders rise within a batch).
+    pub fn fault_in(&self, batch: &Batch) -> Option<u64> {
+        match (self.fault, batch.packets.first(), batch.packets.last()) {
             (Some(super::fault::Fault::PanicAt(at)), Some(a), Some(b)) => {
                 (a.order..=b.order).contains(&at).then_some(at)
             }
             _ => None,
-        };
-        if let Some(at) = fault_here {
+        }
+    }
+
+    pub fn process_batch(&mut self, batch: &Batch, position: &std::sync::atomic::AtomicU64) {
+        if let Some(at) = self.fault_in(batch) {
             for m in batch.packets.iter().take_while(|m| m.order < at) {
                 position.store(m.order, std::sync::atomic::Ordering::Relaxed);
                 self.process(m, batch.payload(m));
