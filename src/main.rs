@@ -95,6 +95,10 @@ struct AnalyzeArgs {
     /// Out-of-order bytes held across all connections of one worker.
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_reassembly_bytes_total)]
     reassembly_total_bytes: usize,
+    /// Bytes of partial L7 messages held across all connections of one worker (past it, the
+    /// connection that grew gives up its partial message and resynchronises).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_message_bytes_total)]
+    message_total_bytes: usize,
     /// Longest L7 head or frame buffered while waiting for its end (HTTP head, RESP line).
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().parser.max_buffered)]
     max_message_bytes: usize,
@@ -141,6 +145,7 @@ fn analyze(a: AnalyzeArgs) -> ExitCode {
         max_pending_requests: a.max_pending.max(1),
         max_reassembly_bytes_per_direction: a.reassembly_bytes,
         max_reassembly_bytes_total: a.reassembly_total_bytes,
+        max_message_bytes_total: a.message_total_bytes,
         ..Limits::default()
     };
     limits.parser.max_buffered = a.max_message_bytes.max(1024);

@@ -402,3 +402,91 @@ fn out_of_order_data_across_connections_is_bounded_per_worker() {
     );
     assert_eq!(u(&doc["totals"]["packets"]), 400);
 }
+
+#[test]
+fn partial_messages_across_connections_are_bounded_per_worker() {
+    // 500 HTTP connections, interleaved, each sending a 40 KB request head in MSS-sized
+    // segments before any of them ends it: at the peak every connection holds a partial
+    // head (about 20 MB in all). Then each ends its head and sends `GET /after`.
+    let conns = 500u16;
+    let mut per_conn: Vec<Vec<Rec>> = Vec::new();
+    for i in 0..conns {
+        let mut c = TcpConv::new(
+            ([10, 9, 2, (i % 250) as u8], 30000 + i),
+            ([10, 9, 0, 8], 80),
+            (1, 1),
+        );
+        let mut head = b"GET /big HTTP/1.1\r\nX-Pad: ".to_vec();
+        head.extend(std::iter::repeat_n(b'p', 40_000));
+        c.send(true, &head);
+        c.send(true, b"\r\n\r\nGET /after HTTP/1.1\r\n\r\n");
+        c.close();
+        per_conn.push(c.recs);
+    }
+    // Round-robin: record k of every connection, then record k + 1 (same timestamps per k,
+    // so this is also time order).
+    let longest = per_conn.iter().map(Vec::len).max().unwrap();
+    let recs: Vec<Rec> = (0..longest)
+        .flat_map(|k| per_conn.iter().filter_map(move |c| c.get(k).cloned()))
+        .collect();
+    let total_packets = recs.len() as u64;
+    let dir = tmpdir("carry");
+    let f = dir.join("carry.pcap");
+    write_pcap(&f, 1, &recs);
+    let f = f.to_str().unwrap();
+    let after = |doc: &serde_json::Value| -> u64 {
+        let e = edge(doc, "10.9.2.0", "10.9.0.8:80", Some("http"));
+        e["top_resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "GET /after")
+            .map(|r| u(&r["requests"]))
+            .unwrap_or(0)
+    };
+    // Within the default bound (64 MiB per worker): nothing given up.
+    let (code, out, err, rss_default) = run_measured(&["analyze", "-q", "--threads", "1", f]);
+    assert_eq!(code, Some(0), "{err}");
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(u(&doc["limits"]["message_buffers_dropped"]), 0);
+    assert_eq!(u(&doc["limits"]["parser_limits"]), 0);
+    // 10.9.2.0 is the client of connections 0, 250 (two of the 500).
+    assert_eq!(after(&doc), 2);
+    // A 2 MB bound across connections: hit, counted, and every connection resynchronises
+    // on the request after its long head.
+    let (code, out, err, rss_bounded) = run_measured(&[
+        "analyze",
+        "-q",
+        "--threads",
+        "1",
+        "--message-total-bytes",
+        "2000000",
+        f,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(
+        u(&doc["limits"]["message_buffers_dropped"]) > 0,
+        "{:#}",
+        doc["limits"]
+    );
+    assert_eq!(u(&doc["totals"]["packets"]), total_packets);
+    assert_eq!(after(&doc), 2, "resynchronised on the next request");
+    let all_after: u64 = doc["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["server"] == "10.9.0.8:80")
+        .flat_map(|e| e["top_resources"].as_array().unwrap().iter())
+        .filter(|r| r["resource"] == "GET /after")
+        .map(|r| u(&r["requests"]))
+        .sum();
+    assert_eq!(all_after, u64::from(conns));
+    println!(
+        "500 partial 40 KB heads: {rss_default} KiB peak RSS by default, {rss_bounded} KiB under a 2 MB bound"
+    );
+    assert!(
+        rss_bounded < rss_default,
+        "{rss_bounded} vs {rss_default} KiB"
+    );
+}

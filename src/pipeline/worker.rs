@@ -26,6 +26,8 @@ pub struct Worker {
     events: protocols::Events,
     /// Out-of-order bytes held by all connections of this worker.
     held_total: usize,
+    /// Bytes of partial L7 messages held by all connections of this worker.
+    carry_total: usize,
     /// The test hook's fault, if any (see `fault`).
     fault: Option<super::fault::Fault>,
 }
@@ -44,6 +46,7 @@ impl Worker {
             records,
             events: Vec::with_capacity(64),
             held_total: 0,
+            carry_total: 0,
             table: FlowTable::new(max_flows),
             limits,
             vlan_key,
@@ -149,6 +152,7 @@ impl Worker {
                     events: &mut self.events,
                 };
                 let before = conn.held_bytes();
+                let carried = conn.carry_bytes();
                 conn.on_tcp(side, client, mid, t, kind, payload, ts, &mut cx);
                 self.held_total = self.held_total.saturating_sub(before) + conn.held_bytes();
                 if self.held_total > self.limits.max_reassembly_bytes_total {
@@ -161,6 +165,15 @@ impl Worker {
                         .saturating_sub(held.saturating_sub(conn.held_bytes()));
                     cx.hits.reassembly_dropped_segments += 1;
                 }
+                let now = conn.carry_bytes();
+                self.carry_total = self.carry_total.saturating_sub(carried) + now;
+                if now > carried && self.carry_total > self.limits.max_message_bytes_total {
+                    // The worker's memory for partial messages is full: the connection
+                    // that grew gives up its partial messages and resynchronises.
+                    conn.release_carry(ts, &mut cx);
+                    self.carry_total = self.carry_total.saturating_sub(now) + conn.carry_bytes();
+                    cx.hits.message_buffers_dropped += 1;
+                }
             }
             // FINs from both sides, not a RST: a RST ends nothing reliably (stacks and
             // evasion tricks keep sending after one), and late data must still be parsed.
@@ -170,6 +183,7 @@ impl Worker {
                     // a connection lingering for late packets costs no L7 memory.
                     if let Some(conn) = flow.l7.take() {
                         self.held_total = self.held_total.saturating_sub(conn.held_bytes());
+                        self.carry_total = self.carry_total.saturating_sub(conn.carry_bytes());
                         let mut cx = Ctx {
                             limits: &self.limits,
                             hits: &mut self.out.limits,
@@ -244,6 +258,7 @@ impl Worker {
         let (protocol, l7_server, tally) = match (flow.l7.take(), flow.l7_done) {
             (Some(conn), _) => {
                 self.held_total = self.held_total.saturating_sub(conn.held_bytes());
+                self.carry_total = self.carry_total.saturating_sub(conn.carry_bytes());
                 let mut cx = Ctx {
                     limits: &self.limits,
                     hits: &mut self.out.limits,
