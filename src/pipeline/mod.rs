@@ -212,8 +212,10 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
             .map(|(_, idx)| idx);
         let Some(idx) = next else { break };
         let Some(slot) = inputs[idx].pop() else { break };
-        if let Err(e) = reader.packet(inputs[idx].packet(slot), &mut vantages, filter.as_mut()) {
-            return Err(RunError::Filter(e));
+        if let Some(pkt) = inputs[idx].packet(slot) {
+            if let Err(e) = reader.packet(pkt, &mut vantages, filter.as_mut()) {
+                return Err(RunError::Filter(e));
+            }
         }
         inputs[idx].release(slot);
         if reader.workers_gone {
