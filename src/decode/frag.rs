@@ -4,8 +4,11 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! IPv4 and IPv6 fragment reassembly within limits.
 //!
-//! Overlaps: the first bytes to arrive win (as Linux does for IPv4 since 2.6.x drops
-//! overlapping IPv6 fragments outright; either way the datagram is bounded). A datagram is
+//! Overlaps: for each 8-byte unit the first copy to arrive wins. (Hosts differ: Linux drops
+//! a datagram with overlapping fragments, for IPv6 per RFC 5722 and for IPv4 since 2018; a
+//! capture cannot tell what the receiver did, so wiremap keeps the first copy, and the
+//! datagram stays bounded either way.) Two last fragments that disagree on the end, or data
+//! past the end, drop the datagram (counted). A datagram is
 //! at most 64 KiB; the table holds at most `max` datagrams and evicts the oldest when full
 //! (the earliest started, found in O(1) amortised from a queue of slots by arrival).
 //! Buffers of finished datagrams are kept for reuse: no allocation in steady state.
