@@ -159,6 +159,22 @@ fn probe_request_line(data: &[u8]) -> Probe {
     }
 }
 
+/// The length of `p` if it is `method SP` followed by target bytes only (a request line
+/// waiting for the end of its target), else 0.
+fn request_target_prefix(p: &[u8]) -> usize {
+    let method = p.iter().take_while(|b| is_tchar(**b)).count();
+    let in_target = method > 0
+        && method <= MAX_METHOD
+        && p.get(method) == Some(&b' ')
+        && p.get(method.saturating_add(1)..)
+            .is_some_and(|t| t.iter().all(|b| is_target_byte(*b)));
+    if in_target {
+        p.len()
+    } else {
+        0
+    }
+}
+
 /// RFC 7230 `tchar`.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -714,6 +730,12 @@ struct Half {
     /// How far the partial head waiting in the caller's buffer has been scanned (valid
     /// while `head_partial`).
     scan: HeadScan,
+    /// In `Resync`, to the server: the caller's buffer starts with this many bytes of a
+    /// kept candidate `method SP target-bytes` (a request line still waiting for the end
+    /// of its target). While only target bytes follow, the answer cannot change, so the
+    /// candidate is not probed again from its start (which would be quadratic for a
+    /// request line arriving a byte per segment).
+    kept: usize,
 }
 
 impl Half {
@@ -726,6 +748,7 @@ impl Half {
             partial_known: false,
             flush: false,
             scan: HeadScan::new(),
+            kept: 0,
         }
     }
 }
@@ -816,7 +839,8 @@ pub struct HttpSession {
     header_store: Vec<httparse::Header<'static>>,
     /// The last request was CONNECT: bytes that are not a request are tunnel data.
     connect_sent: bool,
-    /// Bytes looked at by head parses and head scans (tests show it grows linearly).
+    /// Bytes looked at by head parses, head scans and resync probes (tests show it grows
+    /// linearly).
     head_work: u64,
 }
 
@@ -1222,8 +1246,18 @@ impl HttpSession {
             }
             State::Tunnel => (data.len(), false),
             State::Resync => {
+                let kept = self.hr(dir).kept;
+                if let Some(new) = data.get(kept..).filter(|_| kept > 0) {
+                    self.head_work = self.head_work.saturating_add(new.len() as u64);
+                    if new.iter().all(|b| is_target_byte(*b)) {
+                        self.h(dir).kept = data.len();
+                        return (0, false);
+                    }
+                }
+                self.head_work = self.head_work.saturating_add(data.len() as u64);
                 let (n, found) = resync_point(dir, data, self.hr(dir).line_start);
                 let h = self.h(dir);
+                h.kept = 0;
                 if found {
                     h.state = State::Head;
                     h.bytes = 0;
@@ -1232,6 +1266,9 @@ impl HttpSession {
                     // then the next bytes fed start a new segment, and segment boundaries
                     // are where messages usually start, so they are a candidate too.
                     h.line_start = true;
+                    if dir == Direction::ToServer {
+                        h.kept = data.get(n..).map_or(0, request_target_prefix);
+                    }
                 }
                 (n, found)
             }
@@ -1267,6 +1304,8 @@ impl Session for HttpSession {
 
     fn gap(&mut self, dir: Direction) {
         let h = self.h(dir);
+        // The caller drops its buffer: a kept candidate is gone.
+        h.kept = 0;
         // A head cut by the gap whose start line was complete is still a message: report it
         // (with the bytes seen) at the next feed, as a body cut by a gap is.
         let cut_head = h.state == State::Head && h.partial_known;
@@ -2534,5 +2573,31 @@ Authorization: Basic dXNlcjpwYXNzd29yZA==\r\nCookie: session=s3cr3t\r\nProxy-Aut
         // Never completed, but the limit is seen: the anomaly, then nothing at the close.
         c.op(Op::Close(S));
         assert_eq!(c.ev, [anomaly(Anomaly::LimitExceeded)]);
+    }
+
+    /// After unparsable bytes, a 60 KB request line arriving a byte per segment is probed
+    /// as a resync candidate with linear work, then counted.
+    #[test]
+    fn a_resync_candidate_arriving_a_byte_at_a_time_costs_linear_work() {
+        let mut line = b"GET /".to_vec();
+        line.extend(std::iter::repeat_n(b'A', 60_000));
+        line.extend_from_slice(b" HTTP/1.1\r\n\r\n");
+        let mut c = Caller::new(&Limits::default());
+        c.data(S, b"\x01\x02 not http\r\n");
+        for b in &line {
+            c.data(S, core::slice::from_ref(b));
+        }
+        assert_eq!(c.gaps, 0);
+        assert_eq!(c.ev.first(), Some(&anomaly(Anomaly::Malformed)));
+        match c.ev.get(1) {
+            Some(Event::Request(r)) => assert_eq!(r.bytes, line.len() as u64),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.ev.len(), 2);
+        let n = line.len() as u64;
+        // A constant number of whole passes: the line is probed again from its start for
+        // each byte of " HTTP/1.1" (the target has ended), then parsed as a head. Probing it
+        // again for every byte of the target would be about n²/2 = 1.8 × 10⁹.
+        assert!(c.s.head_work <= 20 * n, "{} bytes of work for {n}", c.s.head_work);
     }
 }
