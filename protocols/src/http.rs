@@ -2598,6 +2598,10 @@ Authorization: Basic dXNlcjpwYXNzd29yZA==\r\nCookie: session=s3cr3t\r\nProxy-Aut
         // A constant number of whole passes: the line is probed again from its start for
         // each byte of " HTTP/1.1" (the target has ended), then parsed as a head. Probing it
         // again for every byte of the target would be about n²/2 = 1.8 × 10⁹.
-        assert!(c.s.head_work <= 20 * n, "{} bytes of work for {n}", c.s.head_work);
+        assert!(
+            c.s.head_work <= 20 * n,
+            "{} bytes of work for {n}",
+            c.s.head_work
+        );
     }
 }
