@@ -130,12 +130,20 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    // Panics are caught and reported as one line each (exit 1), never the default trace.
+    // Panics are caught and reported as one line (exit 1), never the default trace: the
+    // workers catch their own (naming the packet), this catches the rest.
     pipeline::fault::quiet_panics();
-    match cli.command {
+    std::panic::catch_unwind(|| match cli.command {
         Command::Analyze(a) => analyze(a),
         Command::Filter(f) => filter(f),
-    }
+    })
+    .unwrap_or_else(|panic| {
+        eprintln!(
+            "wiremap: internal error: {}",
+            pipeline::fault::message(panic.as_ref())
+        );
+        ExitCode::from(EXIT_INTERNAL)
+    })
 }
 
 fn analyze(a: AnalyzeArgs) -> ExitCode {
@@ -169,10 +177,7 @@ fn analyze(a: AnalyzeArgs) -> ExitCode {
         limits,
         progress: !a.quiet,
     };
-    // A panic outside the workers (they catch their own) is one line too, not a trace.
-    let run = std::panic::catch_unwind(|| pipeline::analyze(&opts))
-        .unwrap_or_else(|panic| Err(RunError::Internal(pipeline::fault::message(panic.as_ref()))));
-    let analysis = match run {
+    let analysis = match pipeline::analyze(&opts) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("wiremap: {e}");
