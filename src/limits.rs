@@ -13,6 +13,10 @@ pub struct Limits {
     pub max_reassembly_bytes_per_direction: usize,
     /// Out-of-order bytes buffered across all connections of one worker.
     pub max_reassembly_bytes_total: usize,
+    /// Bytes of partial L7 messages (heads, frames, bytes held during detection) buffered
+    /// across all connections of one worker; each connection is also bounded by
+    /// `parser.max_buffered` per direction.
+    pub max_message_bytes_total: usize,
     /// Requests waiting for a response per connection.
     pub max_pending_requests: usize,
     /// Edges in the document; past it, edges with only failed attempts are folded into the
@@ -40,6 +44,7 @@ impl Default for Limits {
             max_flows: 1_000_000,
             max_reassembly_bytes_per_direction: 256 * 1024,
             max_reassembly_bytes_total: 64 * 1024 * 1024,
+            max_message_bytes_total: 64 * 1024 * 1024,
             max_pending_requests: 1024,
             max_edges: 10_000,
             max_fragment_datagrams: 4096,
@@ -69,6 +74,9 @@ pub struct LimitHits {
     pub fragments_dropped: u64,
     /// Parser bounds hit (over-long heads, names, nesting, packets); the stream resynchronised.
     pub parser_limits: u64,
+    /// Partial messages given up because the worker's total for them was reached; the
+    /// connection resynchronised.
+    pub message_buffers_dropped: u64,
 }
 
 impl LimitHits {
@@ -79,5 +87,6 @@ impl LimitHits {
         self.edges_folded += o.edges_folded;
         self.fragments_dropped += o.fragments_dropped;
         self.parser_limits += o.parser_limits;
+        self.message_buffers_dropped += o.message_buffers_dropped;
     }
 }

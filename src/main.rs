@@ -117,6 +117,10 @@ struct LimitArgs {
     /// Out-of-order bytes held across all connections of one worker.
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_reassembly_bytes_total)]
     reassembly_total_bytes: usize,
+    /// Bytes of partial L7 messages held across all connections of one worker (past it, the
+    /// connection that grew gives up its partial message and resynchronises).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_message_bytes_total)]
+    message_total_bytes: usize,
     /// Longest L7 head or frame buffered while waiting for its end (HTTP head, RESP line).
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().parser.max_buffered)]
     max_message_bytes: usize,
@@ -130,6 +134,7 @@ impl LimitArgs {
             max_pending_requests: self.max_pending.max(1),
             max_reassembly_bytes_per_direction: self.reassembly_bytes,
             max_reassembly_bytes_total: self.reassembly_total_bytes,
+            max_message_bytes_total: self.message_total_bytes,
             ..Limits::default()
         };
         limits.parser.max_buffered = self.max_message_bytes.max(1024);
@@ -227,11 +232,21 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    match cli.command {
+    // Panics are caught and reported as one line (exit 1), never the default trace: the
+    // workers catch their own (naming the packet), this catches the rest.
+    pipeline::fault::quiet_panics();
+    std::panic::catch_unwind(|| match cli.command {
         Command::Analyze(a) => analyze(a),
         Command::Filter(f) => filter(f),
         Command::Capture(c) => capture(c),
-    }
+    })
+    .unwrap_or_else(|panic| {
+        eprintln!(
+            "wiremap: internal error: {}",
+            pipeline::fault::message(panic.as_ref())
+        );
+        ExitCode::from(EXIT_INTERNAL)
+    })
 }
 
 fn analyze(a: AnalyzeArgs) -> ExitCode {

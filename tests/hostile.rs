@@ -402,3 +402,205 @@ fn out_of_order_data_across_connections_is_bounded_per_worker() {
     );
     assert_eq!(u(&doc["totals"]["packets"]), 400);
 }
+
+#[test]
+fn partial_messages_across_connections_are_bounded_per_worker() {
+    // 500 HTTP connections, interleaved, each sending a 40 KB request head in MSS-sized
+    // segments before any of them ends it: at the peak every connection holds a partial
+    // head (about 20 MB in all). Then each ends its head and sends `GET /after`.
+    let conns = 500u16;
+    let mut per_conn: Vec<Vec<Rec>> = Vec::new();
+    for i in 0..conns {
+        let mut c = TcpConv::new(
+            ([10, 9, 2, (i % 250) as u8], 30000 + i),
+            ([10, 9, 0, 8], 80),
+            (1, 1),
+        );
+        let mut head = b"GET /big HTTP/1.1\r\nX-Pad: ".to_vec();
+        head.extend(std::iter::repeat_n(b'p', 40_000));
+        c.send(true, &head);
+        c.send(true, b"\r\n\r\nGET /after HTTP/1.1\r\n\r\n");
+        c.close();
+        per_conn.push(c.recs);
+    }
+    // Round-robin: record k of every connection, then record k + 1 (same timestamps per k,
+    // so this is also time order).
+    let longest = per_conn.iter().map(Vec::len).max().unwrap();
+    let recs: Vec<Rec> = (0..longest)
+        .flat_map(|k| per_conn.iter().filter_map(move |c| c.get(k).cloned()))
+        .collect();
+    let total_packets = recs.len() as u64;
+    let dir = tmpdir("carry");
+    let f = dir.join("carry.pcap");
+    write_pcap(&f, 1, &recs);
+    let f = f.to_str().unwrap();
+    let after = |doc: &serde_json::Value| -> u64 {
+        let e = edge(doc, "10.9.2.0", "10.9.0.8:80", Some("http"));
+        e["top_resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "GET /after")
+            .map(|r| u(&r["requests"]))
+            .unwrap_or(0)
+    };
+    // Within the default bound (64 MiB per worker): nothing given up.
+    let (code, out, err, rss_default) = run_measured(&["analyze", "-q", "--threads", "1", f]);
+    assert_eq!(code, Some(0), "{err}");
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(u(&doc["limits"]["message_buffers_dropped"]), 0);
+    assert_eq!(u(&doc["limits"]["parser_limits"]), 0);
+    // 10.9.2.0 is the client of connections 0, 250 (two of the 500).
+    assert_eq!(after(&doc), 2);
+    // A 2 MB bound across connections: hit, counted, and every connection resynchronises
+    // on the request after its long head.
+    let (code, out, err, rss_bounded) = run_measured(&[
+        "analyze",
+        "-q",
+        "--threads",
+        "1",
+        "--message-total-bytes",
+        "2000000",
+        f,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(
+        u(&doc["limits"]["message_buffers_dropped"]) > 0,
+        "{:#}",
+        doc["limits"]
+    );
+    assert_eq!(u(&doc["totals"]["packets"]), total_packets);
+    assert_eq!(after(&doc), 2, "resynchronised on the next request");
+    let all_after: u64 = doc["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["server"] == "10.9.0.8:80")
+        .flat_map(|e| e["top_resources"].as_array().unwrap().iter())
+        .filter(|r| r["resource"] == "GET /after")
+        .map(|r| u(&r["requests"]))
+        .sum();
+    assert_eq!(all_after, u64::from(conns));
+    println!(
+        "500 partial 40 KB heads: {rss_default} KiB peak RSS by default, {rss_bounded} KiB under a 2 MB bound"
+    );
+    assert!(
+        rss_bounded < rss_default,
+        "{rss_bounded} vs {rss_default} KiB"
+    );
+}
+
+/// A DNS query for `name` (type A) over UDP from port 5353 + `id` to port 53: the UDP
+/// header and message, as one datagram's upper-layer bytes.
+fn dns_query_udp(id: u16, name: &[&str]) -> Vec<u8> {
+    let mut dns = id.to_be_bytes().to_vec();
+    dns.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name {
+        dns.push(label.len() as u8);
+        dns.extend_from_slice(label.as_bytes());
+    }
+    dns.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let mut udp = (5353 + id).to_be_bytes().to_vec();
+    udp.extend_from_slice(&53u16.to_be_bytes());
+    udp.extend_from_slice(&((8 + dns.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(&dns);
+    udp
+}
+
+fn v4_fragment(id: u16, offset: usize, more: bool, part: &[u8]) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&((20 + part.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&id.to_be_bytes());
+    let field = (offset / 8) as u16 | if more { 0x2000 } else { 0 };
+    f.extend_from_slice(&field.to_be_bytes());
+    f.extend_from_slice(&[64, 17, 0, 0, 10, 9, 3, 1, 10, 9, 3, 2]);
+    f.extend_from_slice(part);
+    f
+}
+
+fn v6_fragment(id: u32, offset: usize, more: bool, part: &[u8]) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd];
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&((8 + part.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[44, 64]);
+    let mut src = [0u8; 16];
+    src[..4].copy_from_slice(&[0xfd, 0x00, 0x02, 0x09]);
+    let mut dst = src;
+    src[15] = 1;
+    dst[15] = 2;
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    // Fragment header: next header UDP, offset in 8-byte units << 3, M flag.
+    f.extend_from_slice(&[17, 0]);
+    f.extend_from_slice(&(((offset / 8) as u16) << 3 | u16::from(more)).to_be_bytes());
+    f.extend_from_slice(&id.to_be_bytes());
+    f.extend_from_slice(part);
+    f
+}
+
+/// Overlapping fragments, IPv4 and IPv6. wiremap's policy: for each 8-byte unit the first
+/// copy to arrive wins; two last fragments that disagree on the datagram's end, or data past
+/// the end, drop the datagram. Each datagram here is a DNS query whose name differs between
+/// the first and the later copy of the overlapping unit, so the resource shows which won.
+#[test]
+fn overlapping_fragments_first_copy_wins() {
+    // UDP 0..8, DNS header 8..20, the name from 20: "\x04aaaa\x07example\x00".
+    let first = dns_query_udp(1, &["aaaa", "example"]);
+    let second = dns_query_udp(1, &["bbbb", "example"]);
+    assert_eq!(first.len(), second.len());
+    let mut recs = Vec::new();
+    let mut t = 1u64;
+    let mut push = |frame: Vec<u8>| {
+        recs.push(rec(t, frame));
+        t += 1;
+    };
+    // IPv4 datagram 7: [0, 24) from `first`, then [16, 32) from `second` (the unit
+    // [16, 24) overlaps: it holds "\x04aaa" / "\x04bbb"; [24, 32) is new and starts with
+    // the fourth letter), then the rest, last. First copy wins: "aaab". (Last copy wins
+    // would give "bbbb"; dropping overlaps, no request at all.)
+    push(v4_fragment(7, 0, true, &first[..24]));
+    push(v4_fragment(7, 16, true, &second[16..32]));
+    push(v4_fragment(7, 32, false, &first[32..]));
+    // IPv4 datagram 8: two last fragments that disagree on the end: both dropped; its
+    // first fragment then starts a datagram that never completes (dropped at the end).
+    let third = dns_query_udp(2, &["cccc", "example"]);
+    push(v4_fragment(8, 16, false, &third[16..24]));
+    push(v4_fragment(8, 16, false, &third[16..]));
+    push(v4_fragment(8, 0, true, &third[..16]));
+    // IPv6 datagram 9: the same overlap.
+    push(v6_fragment(9, 0, true, &first[..24]));
+    push(v6_fragment(9, 16, true, &second[16..32]));
+    push(v6_fragment(9, 32, false, &first[32..]));
+    let doc = survive("overlap", &recs);
+    assert_eq!(u(&doc["totals"]["packets"]), 9);
+    assert_eq!(
+        u(&doc["limits"]["fragments_dropped"]),
+        3,
+        "datagram 8's fragments"
+    );
+    let v4 = edge(&doc, "10.9.3.1", "10.9.3.2:53", Some("dns"));
+    let resources: Vec<&str> = v4["top_resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["resource"].as_str().unwrap())
+        .collect();
+    assert!(resources.contains(&"aaab.example A"), "{resources:?}");
+    assert_eq!(
+        resources.len(),
+        1,
+        "datagram 8 never completed: {resources:?}"
+    );
+    assert_eq!(u(&v4["requests"]), 1);
+    assert_eq!(
+        u(&v4["packets"]["to_server"]),
+        3,
+        "every fragment is a packet"
+    );
+    let v6 = edge(&doc, "fd00:209::1", "[fd00:209::2]:53", Some("dns"));
+    assert_eq!(v6["top_resources"][0]["resource"], "aaab.example A");
+    assert_eq!(u(&v6["packets"]["to_server"]), 3);
+}

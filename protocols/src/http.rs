@@ -159,6 +159,22 @@ fn probe_request_line(data: &[u8]) -> Probe {
     }
 }
 
+/// The length of `p` if it is `method SP` followed by target bytes only (a request line
+/// waiting for the end of its target), else 0.
+fn request_target_prefix(p: &[u8]) -> usize {
+    let method = p.iter().take_while(|b| is_tchar(**b)).count();
+    let in_target = method > 0
+        && method <= MAX_METHOD
+        && p.get(method) == Some(&b' ')
+        && p.get(method.saturating_add(1)..)
+            .is_some_and(|t| t.iter().all(|b| is_target_byte(*b)));
+    if in_target {
+        p.len()
+    } else {
+        0
+    }
+}
+
 /// RFC 7230 `tchar`.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -711,6 +727,15 @@ struct Half {
     partial_known: bool,
     /// A message cut by `gap()` is still to be reported (at the next feed or close).
     flush: bool,
+    /// How far the partial head waiting in the caller's buffer has been scanned (valid
+    /// while `head_partial`).
+    scan: HeadScan,
+    /// In `Resync`, to the server: the caller's buffer starts with this many bytes of a
+    /// kept candidate `method SP target-bytes` (a request line still waiting for the end
+    /// of its target). While only target bytes follow, the answer cannot change, so the
+    /// candidate is not probed again from its start (which would be quadratic for a
+    /// request line arriving a byte per segment).
+    kept: usize,
 }
 
 impl Half {
@@ -722,7 +747,73 @@ impl Half {
             head_partial: false,
             partial_known: false,
             flush: false,
+            scan: HeadScan::new(),
+            kept: 0,
         }
+    }
+}
+
+/// An incremental scan of a partial head for what could change the parse: the end of its
+/// first line, an empty line (the end of the head), more lines than `max_headers` allows,
+/// or reaching `max_line`. A head that
+/// arrives a byte per segment is re-fed from its start each time; without this it would be
+/// parsed again from its start each time (work growing with the square of its size).
+#[derive(Clone, Copy, Debug)]
+struct HeadScan {
+    /// Bytes of the head scanned.
+    at: usize,
+    /// A byte other than CR/LF was seen (leading empty lines are skipped by the parser).
+    content: bool,
+    /// The first line ended.
+    newline: bool,
+    /// Lines ended so far.
+    lines: usize,
+    /// 0: inside a line; 1: just after LF; 2: just after LF CR.
+    state: u8,
+}
+
+impl HeadScan {
+    const fn new() -> Self {
+        HeadScan {
+            at: 0,
+            content: false,
+            newline: false,
+            lines: 0,
+            state: 0,
+        }
+    }
+
+    /// Scan the bytes of `head` not scanned yet; true if the parse must be run again.
+    /// Returns the number of bytes scanned in `work`.
+    fn advance(&mut self, head: &[u8], limits: (usize, usize), work: &mut u64) -> bool {
+        let (max_line, max_headers) = limits;
+        let new = head.get(self.at..).unwrap_or(&[]);
+        let mut again = self.at < max_line && head.len() >= max_line;
+        *work = work.saturating_add(new.len() as u64);
+        for &b in new {
+            if !self.content {
+                self.content = b != b'\r' && b != b'\n';
+                continue;
+            }
+            self.state = match (self.state, b) {
+                (1 | 2, b'\n') => {
+                    again = true;
+                    1
+                }
+                (0, b'\n') => {
+                    again |= !self.newline;
+                    self.newline = true;
+                    self.lines = self.lines.saturating_add(1);
+                    // The start line, max_headers header lines and one more: too many.
+                    again |= self.lines == max_headers.saturating_add(2);
+                    1
+                }
+                (1, b'\r') => 2,
+                _ => 0,
+            };
+        }
+        self.at = head.len();
+        again
     }
 }
 
@@ -748,6 +839,9 @@ pub struct HttpSession {
     header_store: Vec<httparse::Header<'static>>,
     /// The last request was CONNECT: bytes that are not a request are tunnel data.
     connect_sent: bool,
+    /// Bytes looked at by head parses, head scans and resync probes (tests show it grows
+    /// linearly).
+    head_work: u64,
 }
 
 impl HttpSession {
@@ -784,6 +878,7 @@ impl HttpSession {
             pending: VecDeque::new(),
             header_store,
             connect_sent: false,
+            head_work: 0,
         }
     }
 
@@ -890,6 +985,7 @@ impl HttpSession {
             &mut [MaybeUninit<httparse::Header<'b>>],
         ) -> Head<T>,
     ) -> Head<T> {
+        self.head_work = self.head_work.saturating_add(data.len() as u64);
         let mut store = reuse_headers(core::mem::take(&mut self.header_store));
         let result = if self.max_headers <= STACK_HEADERS {
             let mut stack =
@@ -911,12 +1007,43 @@ impl HttpSession {
         result
     }
 
+    /// A partial head is waiting and nothing that could change its parse has arrived since
+    /// the last one: keep waiting without parsing it again.
+    fn still_partial(&mut self, dir: Direction, data: &[u8]) -> bool {
+        let limits = (self.max_line, self.max_headers);
+        let mut work = self.head_work;
+        let h = self.h(dir);
+        if !h.head_partial || h.scan.at > data.len() {
+            return false;
+        }
+        let again = h.scan.advance(data, limits, &mut work);
+        if !again && h.partial_known {
+            h.bytes = data.len() as u64;
+        }
+        self.head_work = work;
+        !again
+    }
+
+    /// The head in `data` is partial: remember how far it was scanned.
+    fn mark_partial(&mut self, dir: Direction, data: &[u8]) {
+        let limits = (self.max_line, self.max_headers);
+        let mut work = self.head_work;
+        let h = self.h(dir);
+        h.head_partial = true;
+        h.scan = HeadScan::new();
+        h.scan.advance(data, limits, &mut work);
+        self.head_work = work;
+    }
+
     fn request_head(&mut self, data: &[u8], out: &mut Events) -> Step {
         let dir = Direction::ToServer;
+        if self.still_partial(dir, data) {
+            return (0, false);
+        }
         let head = match self.parse_head(data, parse_request_head) {
             Head::Partial(seen) => {
+                self.mark_partial(dir, data);
                 let h = self.h(dir);
-                h.head_partial = true;
                 h.partial_known = seen.is_some();
                 if let Some(head) = seen {
                     h.bytes = head.len as u64;
@@ -941,8 +1068,8 @@ impl HttpSession {
                     head
                 }
                 Head::Partial(_) => {
+                    self.mark_partial(dir, data);
                     let h = self.h(dir);
-                    h.head_partial = true;
                     h.partial_known = false;
                     return (0, false);
                 }
@@ -977,10 +1104,13 @@ impl HttpSession {
 
     fn response_head(&mut self, data: &[u8], out: &mut Events) -> Step {
         let dir = Direction::ToClient;
+        if self.still_partial(dir, data) {
+            return (0, false);
+        }
         let head = match self.parse_head(data, parse_response_head) {
             Head::Partial(seen) => {
+                self.mark_partial(dir, data);
                 let h = self.h(dir);
-                h.head_partial = true;
                 h.partial_known = false;
                 if let Some(head) = seen.filter(|r| !(100..200).contains(&r.status)) {
                     h.partial_known = true;
@@ -1116,8 +1246,18 @@ impl HttpSession {
             }
             State::Tunnel => (data.len(), false),
             State::Resync => {
+                let kept = self.hr(dir).kept;
+                if let Some(new) = data.get(kept..).filter(|_| kept > 0) {
+                    self.head_work = self.head_work.saturating_add(new.len() as u64);
+                    if new.iter().all(|b| is_target_byte(*b)) {
+                        self.h(dir).kept = data.len();
+                        return (0, false);
+                    }
+                }
+                self.head_work = self.head_work.saturating_add(data.len() as u64);
                 let (n, found) = resync_point(dir, data, self.hr(dir).line_start);
                 let h = self.h(dir);
+                h.kept = 0;
                 if found {
                     h.state = State::Head;
                     h.bytes = 0;
@@ -1126,6 +1266,9 @@ impl HttpSession {
                     // then the next bytes fed start a new segment, and segment boundaries
                     // are where messages usually start, so they are a candidate too.
                     h.line_start = true;
+                    if dir == Direction::ToServer {
+                        h.kept = data.get(n..).map_or(0, request_target_prefix);
+                    }
                 }
                 (n, found)
             }
@@ -1161,6 +1304,8 @@ impl Session for HttpSession {
 
     fn gap(&mut self, dir: Direction) {
         let h = self.h(dir);
+        // The caller drops its buffer: a kept candidate is gone.
+        h.kept = 0;
         // A head cut by the gap whose start line was complete is still a message: report it
         // (with the bytes seen) at the next feed, as a body cut by a gap is.
         let cut_head = h.state == State::Head && h.partial_known;
@@ -2363,5 +2508,100 @@ Authorization: Basic dXNlcjpwYXNzd29yZA==\r\nCookie: session=s3cr3t\r\nProxy-Aut
         assert_eq!(split_target("HTTP://h/x?"), ("/x", Some("")));
         assert_eq!(split_target("h:443"), ("h:443", None));
         assert_eq!(split_target("/x://y"), ("/x://y", None));
+    }
+
+    /// A 60 KB head (request and response) fed one byte per segment, as the pipeline
+    /// re-feeds it (the caller keeps the unconsumed bytes): the work done on it is
+    /// linear in its size. Parsing it again from its start on each feed would look at
+    /// about n²/2 = 1.8 × 10⁹ bytes.
+    #[test]
+    fn a_head_arriving_a_byte_at_a_time_costs_linear_work() {
+        let mut head = b"GET /slow?q=1 HTTP/1.1\r\n".to_vec();
+        let mut answer = b"HTTP/1.1 404 Not Found\r\n".to_vec();
+        for i in 0..200 {
+            for h in [&mut head, &mut answer] {
+                h.extend_from_slice(format!("X-Pad-{i}: ").as_bytes());
+                h.extend(std::iter::repeat_n(b'p', 290));
+                h.extend_from_slice(b"\r\n");
+            }
+        }
+        head.extend_from_slice(b"\r\n");
+        answer.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        assert!(head.len() > 60_000 && head.len() < Limits::default().max_buffered);
+        let mut c = Caller::new(&Limits::default());
+        for b in &head {
+            c.data(S, core::slice::from_ref(b));
+        }
+        for b in &answer {
+            c.data(C, core::slice::from_ref(b));
+        }
+        assert_eq!(
+            c.ev,
+            [
+                req("GET /slow", "GET /slow?q=", head.len()),
+                resp("404", answer.len())
+            ]
+        );
+        assert_eq!(c.gaps, 0);
+        let n = (head.len() + answer.len()) as u64;
+        // Each byte scanned once, each head parsed a handful of times (first byte, end of
+        // the start line, max_line, the end).
+        assert!(
+            c.s.head_work <= 6 * n,
+            "{} bytes of work for {n} bytes of heads",
+            c.s.head_work
+        );
+        println!("head work: {} bytes for {n} bytes of heads", c.s.head_work);
+    }
+
+    /// A head with more header lines than allowed, arriving a byte at a time, is still
+    /// refused as soon as the extra line ends (not only once it is complete).
+    #[test]
+    fn too_many_headers_found_while_the_head_is_partial() {
+        let limits = Limits {
+            max_http_headers: 4,
+            ..Limits::default()
+        };
+        let mut c = Caller::new(&limits);
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..6 {
+            head.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
+        }
+        for b in &head {
+            c.data(S, core::slice::from_ref(b));
+        }
+        // Never completed, but the limit is seen: the anomaly, then nothing at the close.
+        c.op(Op::Close(S));
+        assert_eq!(c.ev, [anomaly(Anomaly::LimitExceeded)]);
+    }
+
+    /// After unparsable bytes, a 60 KB request line arriving a byte per segment is probed
+    /// as a resync candidate with linear work, then counted.
+    #[test]
+    fn a_resync_candidate_arriving_a_byte_at_a_time_costs_linear_work() {
+        let mut line = b"GET /".to_vec();
+        line.extend(std::iter::repeat_n(b'A', 60_000));
+        line.extend_from_slice(b" HTTP/1.1\r\n\r\n");
+        let mut c = Caller::new(&Limits::default());
+        c.data(S, b"\x01\x02 not http\r\n");
+        for b in &line {
+            c.data(S, core::slice::from_ref(b));
+        }
+        assert_eq!(c.gaps, 0);
+        assert_eq!(c.ev.first(), Some(&anomaly(Anomaly::Malformed)));
+        match c.ev.get(1) {
+            Some(Event::Request(r)) => assert_eq!(r.bytes, line.len() as u64),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.ev.len(), 2);
+        let n = line.len() as u64;
+        // A constant number of whole passes: the line is probed again from its start for
+        // each byte of " HTTP/1.1" (the target has ended), then parsed as a head. Probing it
+        // again for every byte of the target would be about n²/2 = 1.8 × 10⁹.
+        assert!(
+            c.s.head_work <= 20 * n,
+            "{} bytes of work for {n}",
+            c.s.head_work
+        );
     }
 }

@@ -554,6 +554,13 @@ struct Reader {
     max_depth: usize,
     max_elems: u64,
     max_line: usize,
+    /// The caller's buffer starts with at least this many bytes of a line holding no
+    /// newline (seen by the last call, which found the line incomplete): the caller feeds a
+    /// partial line again from its start, and scanning it again each time would make a
+    /// line arriving a byte per segment cost the square of its length.
+    no_newline: usize,
+    /// Bytes looked at while searching for line ends (tests show it grows linearly).
+    scanned: u64,
 }
 
 impl Reader {
@@ -571,6 +578,8 @@ impl Reader {
             max_depth: limits.max_resp_depth,
             max_elems: limits.max_resp_elements,
             max_line: limits.max_buffered.max(16),
+            no_newline: 0,
+            scanned: 0,
         }
     }
 
@@ -580,6 +589,7 @@ impl Reader {
     }
 
     fn clear(&mut self) {
+        self.no_newline = 0;
         self.stack.clear();
         self.attrs = 0;
         self.started = false;
@@ -600,6 +610,7 @@ impl Reader {
     /// Bytes were lost: resynchronise, the next byte may start a line.
     fn gap(&mut self) {
         self.clear();
+        self.no_newline = 0;
         self.quiet = false;
         self.st = St::Resync(true);
     }
@@ -645,8 +656,32 @@ impl Reader {
         }
     }
 
+    /// [`find_line`] over `rest` (within `max_line`), skipping what an earlier call on the
+    /// same partial line already scanned.
+    fn find_line_again(&mut self, rest: &[u8]) -> LineEnd {
+        let max = self.max_line;
+        let end = max.min(rest.len());
+        let from = self.no_newline.min(end);
+        let window = rest.get(from..end).unwrap_or(&[]);
+        self.scanned = self.scanned.saturating_add(window.len() as u64);
+        match window.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                self.no_newline = 0;
+                LineEnd::At(from.saturating_add(i))
+            }
+            None if rest.len() >= max => {
+                self.no_newline = 0;
+                LineEnd::TooLong
+            }
+            None => {
+                self.no_newline = rest.len();
+                LineEnd::Incomplete
+            }
+        }
+    }
+
     fn line<V: Visit>(&mut self, rest: &[u8], v: &mut V, out: &mut Events) -> (usize, bool) {
-        let nl = match find_line(rest, self.max_line) {
+        let nl = match self.find_line_again(rest) {
             LineEnd::At(nl) => nl,
             LineEnd::Incomplete => return (0, false),
             LineEnd::TooLong => {
@@ -1593,7 +1628,7 @@ impl RedisSession {
 
     /// An inline command at the start of `rest`: consumed whole once its line is complete.
     fn inline(&mut self, rest: &[u8], out: &mut Events) -> (usize, bool) {
-        let nl = match find_line(rest, self.client.max_line) {
+        let nl = match self.client.find_line_again(rest) {
             LineEnd::At(nl) => nl,
             LineEnd::Incomplete => return (0, false),
             LineEnd::TooLong => {
@@ -2485,5 +2520,41 @@ mod tests {
                 val: Val::Line(b"-inf")
             })
         );
+    }
+
+    /// A 60 KB inline command and a 60 KB RESP header line (a bulk length that never ends)
+    /// arriving a byte per segment: each byte is scanned once. Scanning the partial line
+    /// again from its start on each feed would look at about n²/2 = 1.8 × 10⁹ bytes.
+    #[test]
+    fn a_line_arriving_a_byte_at_a_time_is_scanned_once() {
+        let mut inline = b"SET k ".to_vec();
+        inline.extend(std::iter::repeat_n(b'v', 60_000));
+        inline.extend_from_slice(b"\r\n");
+        let mut h = Harness::new();
+        for b in &inline {
+            h.push(C, std::slice::from_ref(b));
+        }
+        assert_eq!(h.out.len(), 1, "{:?}", h.out);
+        assert!(matches!(&h.out[0], Event::Request(r) if r.bytes == inline.len() as u64));
+        let n = inline.len() as u64;
+        assert!(
+            h.s.client.scanned <= 2 * n,
+            "{} for {n}",
+            h.s.client.scanned
+        );
+
+        let mut h = Harness::new();
+        let mut header = b"$".to_vec();
+        header.extend(std::iter::repeat_n(b'9', 60_000));
+        for b in &header {
+            h.push(S, std::slice::from_ref(b));
+        }
+        let n = header.len() as u64;
+        assert!(
+            h.s.server.scanned <= 2 * n,
+            "{} for {n}",
+            h.s.server.scanned
+        );
+        assert_eq!(h.held[1].len(), header.len(), "the line is still waiting");
     }
 }

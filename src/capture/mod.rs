@@ -486,6 +486,8 @@ pub fn run(
             opts.vlan_key,
             opts.l7,
             sink,
+            // The fault-injection hook is for offline runs only.
+            None,
         );
         w.set_interval(len_ns);
         w

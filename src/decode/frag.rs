@@ -4,12 +4,16 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! IPv4 and IPv6 fragment reassembly within limits.
 //!
-//! Overlaps: the first bytes to arrive win (as Linux does for IPv4 since 2.6.x drops
-//! overlapping IPv6 fragments outright; either way the datagram is bounded). A datagram is
-//! at most 64 KiB; the table holds at most `max` datagrams and evicts the oldest when full.
+//! Overlaps: for each 8-byte unit the first copy to arrive wins. (Hosts differ: Linux drops
+//! a datagram with overlapping fragments, for IPv6 per RFC 5722 and for IPv4 since 2018; a
+//! capture cannot tell what the receiver did, so wiremap keeps the first copy, and the
+//! datagram stays bounded either way.) Two last fragments that disagree on the end, or data
+//! past the end, drop the datagram (counted). A datagram is
+//! at most 64 KiB; the table holds at most `max` datagrams and evicts the oldest when full
+//! (the earliest started, found in O(1) amortised from a queue of slots by arrival).
 //! Buffers of finished datagrams are kept for reuse: no allocation in steady state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use super::IpHeader;
@@ -27,6 +31,8 @@ struct Key {
 
 struct Pending {
     key: Key,
+    /// Bumped each time the slot starts a datagram: tells stale queue entries apart.
+    generation: u32,
     first_ts: i64,
     buf: Vec<u8>,
     /// One bit per 8-byte unit received.
@@ -55,6 +61,9 @@ pub struct FragTable {
     /// The slot whose buffer the last `Done` borrowed; freed on the next call.
     finished: Option<usize>,
     free: Vec<usize>,
+    /// (slot, generation) in the order datagrams started; entries whose slot has since
+    /// completed, been dropped or been reused are stale and skipped.
+    arrivals: VecDeque<(usize, u32)>,
     dropped: u64,
 }
 
@@ -67,6 +76,7 @@ impl FragTable {
             slots: Vec::new(),
             finished: None,
             free: Vec::new(),
+            arrivals: VecDeque::new(),
             dropped: 0,
         }
     }
@@ -175,6 +185,7 @@ impl FragTable {
         }
         if self.slots.len() < self.max {
             self.slots.push(Pending {
+                generation: 0,
                 key: Key {
                     src: IpAddr::from([0u8; 4]),
                     dst: IpAddr::from([0u8; 4]),
@@ -192,19 +203,32 @@ impl FragTable {
             });
             return self.slots.len() - 1;
         }
-        // Full: evict the oldest pending datagram (bounded scan of at most `max` slots).
-        let oldest = (0..self.slots.len())
-            .filter(|s| self.index.get(&self.slots[*s].key) == Some(s))
-            .min_by_key(|s| self.slots[*s].first_ts)
-            .unwrap_or(0);
+        // Full: evict the datagram that started first. Every slot is pending here (none
+        // free, the finished one was freed above), so a live entry is in the queue.
+        let oldest = loop {
+            match self.arrivals.pop_front() {
+                Some((s, g)) if self.live(s, g) => break s,
+                Some(_) => {}
+                None => break 0,
+            }
+        };
         self.dropped += u64::from(self.slots[oldest].fragments);
         let k = self.slots[oldest].key;
         self.index.remove(&k);
         oldest
     }
 
+    /// The queue entry (slot, generation) is the slot's pending datagram.
+    fn live(&self, s: usize, generation: u32) -> bool {
+        self.slots
+            .get(s)
+            .is_some_and(|p| p.generation == generation && self.index.get(&p.key) == Some(&s))
+    }
+
     fn reset(&mut self, s: usize, key: Key, ts_ns: i64) {
         let p = &mut self.slots[s];
+        p.generation = p.generation.wrapping_add(1);
+        let generation = p.generation;
         p.key = key;
         p.first_ts = ts_ns;
         p.buf.clear();
@@ -214,11 +238,96 @@ impl FragTable {
         p.ip_bytes = 0;
         p.units = 0;
         p.max_end = 0;
+        if self.arrivals.len() >= self.max.saturating_mul(2) {
+            // Drop stale entries: at most `max` stay live, so this runs at most once per
+            // `max` datagrams started (O(1) amortised) and the queue never grows past 2 × max.
+            let mut q = std::mem::take(&mut self.arrivals);
+            q.retain(|&(s, g)| self.live(s, g));
+            self.arrivals = q;
+        }
+        self.arrivals.push_back((s, generation));
     }
 
     fn release(&mut self, s: usize) {
         let k = self.slots[s].key;
         self.index.remove(&k);
         self.free.push(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn hdr(id: u32, offset: u32, more: bool) -> IpHeader {
+        IpHeader {
+            src: IpAddr::from([10, 0, 0, 1]),
+            dst: IpAddr::from([10, 0, 0, 2]),
+            proto: 17,
+            payload_start: 0,
+            payload_end: 0,
+            ip_bytes: 28,
+            truncated: false,
+            l4_wire_len: 8,
+            fragmented: true,
+            frag_offset: offset,
+            more_fragments: more,
+            frag_id: id,
+        }
+    }
+
+    /// First fragment of datagram `id` (8 bytes, more to come).
+    fn start(t: &mut FragTable, id: u32, ts: i64) {
+        assert!(t.insert(&hdr(id, 0, true), &[id as u8; 8], ts).is_none());
+    }
+
+    /// Last fragment of datagram `id`: true if it completed the datagram.
+    fn end(t: &mut FragTable, id: u32, ts: i64) -> bool {
+        t.insert(&hdr(id, 8, false), &[0xee; 4], ts).is_some()
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_datagram_that_started_first_skipping_finished_ones() {
+        let mut t = FragTable::new(4, 1_000_000_000);
+        for id in 0..4 {
+            start(&mut t, id, i64::from(id));
+        }
+        assert!(
+            end(&mut t, 1, 4),
+            "datagram 1 completes (its queue entry goes stale)"
+        );
+        start(&mut t, 4, 5); // reuses datagram 1's slot: nothing evicted
+        assert_eq!(t.dropped(), 4, "0, 2, 3, 4 waiting");
+        start(&mut t, 5, 6); // full: evicts 0
+        start(&mut t, 6, 7); // full: evicts 2 (the stale entry of 1 is skipped)
+        assert!(
+            !end(&mut t, 0, 8),
+            "0 was evicted: its end starts a new datagram"
+        );
+        // That evicted 3; 4, 5 and 6 are still whole.
+        assert!(end(&mut t, 4, 9));
+        assert!(end(&mut t, 5, 10));
+        assert!(end(&mut t, 6, 11));
+        assert!(!end(&mut t, 3, 12), "3 was evicted");
+        // Evicted: 0, 2, 3 (one fragment each); waiting: the lone ends of 0 and 3.
+        assert_eq!(t.dropped(), 5);
+    }
+
+    #[test]
+    fn the_arrival_queue_stays_bounded() {
+        let max = 64;
+        let mut t = FragTable::new(max, i64::MAX);
+        // 100,000 datagrams, most completing, every third one left waiting (so the table
+        // keeps filling and evicting).
+        for id in 0..100_000u32 {
+            start(&mut t, id, i64::from(id));
+            if id % 3 != 0 {
+                assert!(end(&mut t, id, i64::from(id)));
+            }
+            assert!(t.arrivals.len() <= 2 * max + 1, "{}", t.arrivals.len());
+            assert!(t.index.len() <= max);
+        }
+        assert!(t.arrivals.capacity() <= 4 * max + 8);
     }
 }

@@ -1,3 +1,9 @@
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 //! A classic BPF interpreter with libpcap's `bpf_filter` semantics: loads past the end of
 //! the captured bytes reject the packet, division by zero rejects, jumps only go forward
 //! (checked once at construction), so every run ends within the program's length.
@@ -133,13 +139,13 @@ impl Program {
                         None => return 0,
                     },
                     IMM => a = k,
-                    MEM => a = mem[k as usize % MEMWORDS],
+                    MEM => a = word(&mem, k),
                     LEN => a = wire_len,
                     _ => return 0,
                 },
                 LDX => match i.code & 0xe0 {
                     IMM => x = k,
-                    MEM => x = mem[k as usize % MEMWORDS],
+                    MEM => x = word(&mem, k),
                     LEN => x = wire_len,
                     MSH => match p.get(k as usize) {
                         Some(b) => x = u32::from(b & 0x0f) << 2,
@@ -147,8 +153,8 @@ impl Program {
                     },
                     _ => return 0,
                 },
-                ST => mem[k as usize % MEMWORDS] = a,
-                STX => mem[k as usize % MEMWORDS] = x,
+                ST => set_word(&mut mem, k, a),
+                STX => set_word(&mut mem, k, x),
                 ALU => {
                     let v = if i.code & 0x08 != 0 { x } else { k };
                     a = match i.code & 0xf0 {
@@ -202,15 +208,29 @@ impl Program {
     }
 }
 
+/// Scratch memory word `k` (libpcap's validator refuses k >= MEMWORDS; taken modulo here,
+/// so any program stays in bounds).
+fn word(mem: &[u32; MEMWORDS], k: u32) -> u32 {
+    mem.get(k as usize % MEMWORDS).copied().unwrap_or(0)
+}
+
+fn set_word(mem: &mut [u32; MEMWORDS], k: u32, v: u32) {
+    if let Some(m) = mem.get_mut(k as usize % MEMWORDS) {
+        *m = v;
+    }
+}
+
 fn load(p: &[u8], size: u16, at: u64) -> Option<u32> {
     let at = usize::try_from(at).ok()?;
     match size {
         W => p
-            .get(at..at.checked_add(4)?)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+            .get(at..)?
+            .first_chunk::<4>()
+            .map(|b| u32::from_be_bytes(*b)),
         H => p
-            .get(at..at.checked_add(2)?)
-            .map(|b| u32::from(u16::from_be_bytes([b[0], b[1]]))),
+            .get(at..)?
+            .first_chunk::<2>()
+            .map(|b| u32::from(u16::from_be_bytes(*b))),
         B => p.get(at).map(|b| u32::from(*b)),
         _ => None,
     }
@@ -218,6 +238,12 @@ fn load(p: &[u8], size: u16, at: u64) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )]
     use super::*;
 
     fn prog(expr: &str) -> Program {

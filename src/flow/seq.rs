@@ -1,3 +1,9 @@
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 //! Per-direction TCP sequence tracking: what is new, what is a retransmission, what was
 //! never seen. Works in wrap-around sequence space (RFC 1982 style comparisons).
 //! Out-of-order ranges are remembered (a bounded few) so a late segment filling a hole is
@@ -95,14 +101,16 @@ impl SeqTracker {
         let ranges = self
             .ranges
             .get_or_insert_with(|| Box::new([(0, 0); MAX_RANGES]));
-        let covered = ranges[..n]
+        let covered = ranges
+            .get(..n)
+            .unwrap_or_default()
             .iter()
             .any(|&(s, e)| !seq_lt(seq, s) && !seq_lt(e, end));
         if covered {
             return SegmentKind::Retransmission;
         }
-        if n < MAX_RANGES {
-            ranges[n] = (seq, end);
+        if let Some(free) = ranges.get_mut(n) {
+            *free = (seq, end);
             self.nranges += 1;
         } else {
             // Too many holes: give up on the earliest one, count it as missed.
@@ -119,15 +127,21 @@ impl SeqTracker {
             return;
         };
         loop {
-            let n = self.nranges as usize;
+            let live = ranges.get_mut(..self.nranges as usize).unwrap_or_default();
             // A range starting at or before `next` is now contiguous (or already covered).
-            let hit = (0..n).find(|&i| !seq_lt(next, ranges[i].0));
-            let Some(i) = hit else { break };
-            let (_, e) = ranges[i];
+            let Some(i) = live.iter().position(|r| !seq_lt(next, r.0)) else {
+                break;
+            };
+            let (Some(&last), Some(&(_, e))) = (live.last(), live.get(i)) else {
+                break;
+            };
             if seq_lt(next, e) {
                 next = e;
             }
-            ranges[i] = ranges[n - 1];
+            // Remove range i: the last one takes its place.
+            if let Some(r) = live.get_mut(i) {
+                *r = last;
+            }
             self.nranges -= 1;
         }
         self.next = Some(next);
@@ -136,20 +150,19 @@ impl SeqTracker {
     /// Jump over the hole before the earliest buffered range.
     fn skip_to_first_range(&mut self) {
         let Some(next) = self.next else { return };
-        let n = self.nranges as usize;
         let Some(ranges) = self.ranges.as_ref() else {
             return;
         };
-        if n == 0 {
+        let Some(start) = ranges
+            .get(..self.nranges as usize)
+            .unwrap_or_default()
+            .iter()
+            .map(|r| r.0)
+            .reduce(|first, s| if seq_lt(s, first) { s } else { first })
+        else {
+            self.nranges = 0; // nothing buffered after all: `finish` must end
             return;
-        }
-        let mut first = 0;
-        for i in 1..n {
-            if seq_lt(ranges[i].0, ranges[first].0) {
-                first = i;
-            }
-        }
-        let start = ranges[first].0;
+        };
         self.missed += u64::from(start.wrapping_sub(next));
         self.next = Some(start);
         self.absorb();
@@ -174,6 +187,12 @@ impl SeqTracker {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )]
     use super::*;
 
     #[test]

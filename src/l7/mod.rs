@@ -147,6 +147,31 @@ impl L7Conn {
         }
     }
 
+    /// Bytes of partial messages this connection holds (both directions), including bytes
+    /// held while the protocol is being recognised.
+    pub fn carry_bytes(&self) -> usize {
+        self.carry[0].len().saturating_add(self.carry[1].len())
+    }
+
+    /// Give up the partial messages held (the worker's total for them is reached): each
+    /// direction holding one takes a gap and resynchronises, as after lost bytes. Their
+    /// memory is released.
+    pub fn release_carry(&mut self, ts: i64, cx: &mut Ctx<'_>) {
+        for side in [Side::A, Side::B] {
+            let s = side.index();
+            if self.carry[s].is_empty() {
+                continue;
+            }
+            match self.state {
+                // Detection never sees these bytes: a gap replayed once a session exists.
+                State::Detecting { .. } => self.held_gap[s] = true,
+                State::Active(_) => self.deliver(side, Chunk::Gap, ts, cx),
+                State::Opaque | State::Unknown => {}
+            }
+            self.carry[s] = Vec::new();
+        }
+    }
+
     fn done(&self) -> bool {
         matches!(self.state, State::Opaque | State::Unknown)
     }

@@ -1,3 +1,9 @@
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 //! TCP reassembly for one direction: bytes come out in sequence order, once.
 //!
 //! Retransmitted and overlapping bytes are trimmed (first copy wins); segments after a hole
@@ -120,9 +126,9 @@ impl Reassembly {
         if skip >= wire_len {
             return; // all seen before
         }
-        let skip = skip as usize;
-        if skip < payload.len() {
-            out(Chunk::Data(&payload[skip..], ts));
+        match payload.get(skip as usize..) {
+            Some(rest) if !rest.is_empty() => out(Chunk::Data(rest, ts)),
+            _ => {}
         }
         if payload.len() < wire_len as usize {
             // The capture holds less than the segment carried.
@@ -191,7 +197,11 @@ impl Reassembly {
             };
             let h = self.held.swap_remove(i);
             let arena = std::mem::take(&mut self.arena);
-            self.take(h.seq, &arena[h.at..h.at + h.len], h.wire_len, h.ts, out);
+            let bytes =
+                h.at.checked_add(h.len)
+                    .and_then(|end| arena.get(h.at..end))
+                    .unwrap_or_default();
+            self.take(h.seq, bytes, h.wire_len, h.ts, out);
             self.arena = arena;
         }
         if self.held.is_empty() {
@@ -269,6 +279,12 @@ impl Reassembly {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )]
     use super::*;
 
     fn run(segs: &[(u32, &[u8])]) -> String {

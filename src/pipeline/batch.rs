@@ -39,6 +39,11 @@ impl Batch {
         self.packets.clear();
         self.bytes.clear();
         self.mark = None;
+        // One huge payload (an IPv6 jumbogram, up to the 16 MiB record bound) must not keep
+        // every batch in circulation that large: a run of them would pin hundreds of MiB.
+        if self.bytes.capacity() > 2 * BATCH_BYTES {
+            self.bytes = Vec::with_capacity(BATCH_BYTES);
+        }
     }
 
     pub fn is_full(&self) -> bool {
@@ -61,5 +66,33 @@ impl Batch {
     pub fn payload(&self, m: &PacketMeta) -> &[u8] {
         let s = m.payload_start as usize;
         self.bytes.get(s..s + m.payload_len as usize).unwrap_or(&[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_payload_does_not_keep_its_batch_huge() {
+        let mut b = Batch::with_capacity();
+        let t = Transport {
+            src: [10, 0, 0, 1].into(),
+            dst: [10, 0, 0, 2].into(),
+            sport: 1,
+            dport: 2,
+            proto: 17,
+            vlan: 0,
+            ip_bytes: 0,
+            fragments: 1,
+            truncated: false,
+            tcp: Default::default(),
+            payload_wire_len: 4 << 20,
+        };
+        b.push(t, 0, 0, 0, &vec![0u8; 4 << 20]);
+        assert!(b.is_full());
+        b.clear();
+        assert!(b.bytes.capacity() <= 2 * BATCH_BYTES);
+        assert_eq!(b.packets.len(), 0);
     }
 }

@@ -2,10 +2,11 @@
 //! symmetric hash to N workers in recycled batches; join; build the document.
 
 mod batch;
+pub mod fault;
 mod worker;
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 
@@ -79,12 +80,16 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
             .map_err(|e| RunError::Filter(e.0))?;
     }
 
+    let fault = fault::from_env().map_err(RunError::Internal)?;
     let threads = opts.threads.max(1);
     // Records: workers hand full buffers to one writer thread; empty ones come back.
     let (rec_tx, rec_rx) = bounded::<Vec<u8>>(threads * 4);
     let (spare_tx, spare_rx) = bounded::<Vec<u8>>(threads * 4);
+    // Set when the records writer fails: the run has failed, so reading stops early.
+    let records_failed = Arc::new(AtomicBool::new(false));
     let writer = match &opts.records {
         Some(path) => {
+            let failed = Arc::clone(&records_failed);
             let file = std::fs::File::create(path).map_err(|e| {
                 RunError::Input(InputError::Read(
                     path.clone(),
@@ -94,12 +99,18 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
             Some(thread::spawn(move || -> std::io::Result<()> {
                 use std::io::Write;
                 let mut out = std::io::BufWriter::new(file);
-                for mut buf in rec_rx.iter() {
-                    out.write_all(&buf)?;
-                    buf.clear();
-                    let _ = spare_tx.try_send(buf);
+                let written = (|| {
+                    for mut buf in rec_rx.iter() {
+                        out.write_all(&buf)?;
+                        buf.clear();
+                        let _ = spare_tx.try_send(buf);
+                    }
+                    out.flush()
+                })();
+                if written.is_err() {
+                    failed.store(true, Ordering::Relaxed);
                 }
-                out.flush()
+                written
             }))
         }
         None => {
@@ -108,7 +119,7 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
             None
         }
     };
-    let (result_tx, result_rx) = bounded::<(usize, WorkerResult)>(threads);
+    let (result_tx, result_rx) = bounded::<(usize, Result<WorkerResult, String>)>(threads);
     let mut senders: Vec<Sender<Batch>> = Vec::with_capacity(threads);
     let (recycle_tx, recycle_rx) = bounded::<Batch>(threads * 8);
     let mut handles = Vec::with_capacity(threads);
@@ -131,9 +142,22 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
             thread::Builder::new()
                 .name(format!("wiremap-worker-{i}"))
                 .spawn(move || {
-                    let mut w = Worker::new(limits, max_flows, vlan_key, l7, sink);
-                    work(&mut w, &rx, &recycle, &position);
-                    let _ = results.send((i, w.into_result()));
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let mut w = Worker::new(limits, max_flows, vlan_key, l7, sink, fault);
+                        work(&mut w, &rx, &recycle, &position);
+                        w.into_result()
+                    }));
+                    // Close this worker's channel first: a reader blocked sending to it
+                    // must see it gone, not wait forever.
+                    drop(rx);
+                    let result = run.map_err(|panic| {
+                        format!(
+                            "worker {i} failed at packet {} of the input: {}",
+                            position.load(Ordering::Relaxed).saturating_add(1),
+                            fault::message(panic.as_ref())
+                        )
+                    });
+                    let _ = results.send((i, result));
                 }),
         );
     }
@@ -143,6 +167,7 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
     drop(spare_rx);
 
     let mut reader = Reader::new(&opts.limits, senders, recycle_rx, None);
+    reader.records_failed = records_failed;
     let mut warnings = Vec::new();
     let mut fault = None;
     let progress = opts.progress && std::io::stderr().is_terminal();
@@ -176,12 +201,10 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
             .map(|(_, idx)| idx);
         let Some(idx) = next else { break };
         let Some(slot) = inputs[idx].pop() else { break };
-        if let Err(e) = reader.packet(
-            inputs[idx].packet(slot).view(),
-            &mut vantages,
-            filter.as_mut(),
-        ) {
-            return Err(RunError::Filter(e));
+        if let Some(pkt) = inputs[idx].packet(slot) {
+            if let Err(e) = reader.packet(pkt.view(), &mut vantages, filter.as_mut()) {
+                return Err(RunError::Filter(e));
+            }
         }
         inputs[idx].release(slot);
         if reader.workers_gone {
@@ -203,8 +226,14 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
     let stats = reader.finish();
 
     let mut results: Vec<Option<WorkerResult>> = (0..threads).map(|_| None).collect();
+    let mut failure = None;
     for (i, r) in result_rx.iter() {
-        results[i] = Some(r);
+        match r {
+            Ok(r) => results[i] = Some(r),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
     }
     for (i, h) in handles.into_iter().enumerate() {
         let joined = match h {
@@ -222,6 +251,9 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
                 positions[i].load(Ordering::Relaxed) + 1
             )));
         }
+    }
+    if let Some(e) = failure {
+        return Err(RunError::Internal(e));
     }
     let results: Vec<WorkerResult> = results.into_iter().flatten().collect();
     if let Some(w) = writer {
@@ -249,6 +281,14 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
 
 fn work(w: &mut Worker, rx: &Receiver<Batch>, recycle: &Sender<Batch>, position: &AtomicU64) {
     for mut batch in rx.iter() {
+        if w.fault_in(&batch).is_some() {
+            // Test hook: fail while the reader is blocked on this worker's full queue, the
+            // case that must not hang (bounded: a short input never fills it).
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while !rx.is_full() && std::time::Instant::now() < until {
+                thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
         w.process_batch(&batch, position);
         batch.clear();
         let _ = recycle.try_send(batch);
@@ -264,7 +304,10 @@ pub struct Reader {
     senders: Vec<Sender<Batch>>,
     recycle: Receiver<Batch>,
     order: u64,
+    /// A worker stopped (it failed), or the records writer did: stop reading.
     pub workers_gone: bool,
+    /// Set by the records writer when it fails.
+    pub(crate) records_failed: Arc<AtomicBool>,
     /// Live with fanout: this reader's own worker, whose batch is processed in place.
     local: Option<usize>,
     /// The local batch is full: the caller processes it before the next packet.
@@ -312,6 +355,7 @@ impl Reader {
             recycle,
             order: 0,
             workers_gone: false,
+            records_failed: Arc::new(AtomicBool::new(false)),
             local,
             local_full: false,
             stalled: Vec::new(),
@@ -429,7 +473,8 @@ impl Reader {
             .unwrap_or_else(|_| Batch::with_capacity());
         let full = std::mem::replace(&mut self.batches[w], fresh);
         if self.local.is_none() {
-            if self.senders[w].send(full).is_err() {
+            if self.senders[w].send(full).is_err() || self.records_failed.load(Ordering::Relaxed)
+            {
                 self.workers_gone = true;
             }
             return;

@@ -32,6 +32,10 @@ pub struct Worker {
     /// Live: closed intervals' results (None: progress only), collected by the caller.
     pub parts: Vec<(i64, Option<WorkerResult>)>,
     ids: Vec<u32>,
+    /// Bytes of partial L7 messages held by all connections of this worker.
+    carry_total: usize,
+    /// The test hook's fault, if any (see `fault`).
+    fault: Option<super::fault::Fault>,
 }
 
 impl Worker {
@@ -41,11 +45,14 @@ impl Worker {
         vlan_key: bool,
         l7: bool,
         records: Option<RecordSink>,
+        fault: Option<super::fault::Fault>,
     ) -> Worker {
         Worker {
+            fault,
             records,
             events: Vec::with_capacity(64),
             held_total: 0,
+            carry_total: 0,
             table: FlowTable::new(max_flows),
             limits,
             vlan_key,
@@ -135,7 +142,29 @@ impl Worker {
         }
     }
 
+    /// The packet of this batch the test hook fails on, if any. Checked once per batch
+    /// (orders rise within a batch).
+    pub fn fault_in(&self, batch: &Batch) -> Option<u64> {
+        match (self.fault, batch.packets.first(), batch.packets.last()) {
+            (Some(super::fault::Fault::PanicAt(at)), Some(a), Some(b)) => {
+                (a.order..=b.order).contains(&at).then_some(at)
+            }
+            _ => None,
+        }
+    }
+
     pub fn process_batch(&mut self, batch: &Batch, position: &std::sync::atomic::AtomicU64) {
+        if let Some(at) = self.fault_in(batch) {
+            for m in batch.packets.iter().take_while(|m| m.order < at) {
+                position.store(m.order, std::sync::atomic::Ordering::Relaxed);
+                self.process(m, batch.payload(m));
+            }
+            position.store(at, std::sync::atomic::Ordering::Relaxed);
+            #[allow(clippy::panic)]
+            {
+                panic!("injected fault ({})", super::fault::FAULT_ENV);
+            }
+        }
         for m in &batch.packets {
             position.store(m.order, std::sync::atomic::Ordering::Relaxed);
             self.process(m, batch.payload(m));
@@ -214,6 +243,7 @@ impl Worker {
                     events: &mut self.events,
                 };
                 let before = conn.held_bytes();
+                let carried = conn.carry_bytes();
                 conn.on_tcp(side, client, mid, t, kind, payload, ts, &mut cx);
                 self.held_total = self.held_total.saturating_sub(before) + conn.held_bytes();
                 if self.held_total > self.limits.max_reassembly_bytes_total {
@@ -226,6 +256,15 @@ impl Worker {
                         .saturating_sub(held.saturating_sub(conn.held_bytes()));
                     cx.hits.reassembly_dropped_segments += 1;
                 }
+                let now = conn.carry_bytes();
+                self.carry_total = self.carry_total.saturating_sub(carried) + now;
+                if now > carried && self.carry_total > self.limits.max_message_bytes_total {
+                    // The worker's memory for partial messages is full: the connection
+                    // that grew gives up its partial messages and resynchronises.
+                    conn.release_carry(ts, &mut cx);
+                    self.carry_total = self.carry_total.saturating_sub(now) + conn.carry_bytes();
+                    cx.hits.message_buffers_dropped += 1;
+                }
             }
             // FINs from both sides, not a RST: a RST ends nothing reliably (stacks and
             // evasion tricks keep sending after one), and late data must still be parsed.
@@ -235,6 +274,7 @@ impl Worker {
                     // a connection lingering for late packets costs no L7 memory.
                     if let Some(conn) = flow.l7.take() {
                         self.held_total = self.held_total.saturating_sub(conn.held_bytes());
+                        self.carry_total = self.carry_total.saturating_sub(conn.carry_bytes());
                         let mut cx = Ctx {
                             limits: &self.limits,
                             hits: &mut self.out.limits,
@@ -309,6 +349,7 @@ impl Worker {
         let (protocol, l7_server, tally) = match (flow.l7.take(), flow.l7_done) {
             (Some(conn), _) => {
                 self.held_total = self.held_total.saturating_sub(conn.held_bytes());
+                self.carry_total = self.carry_total.saturating_sub(conn.carry_bytes());
                 let mut cx = Ctx {
                     limits: &self.limits,
                     hits: &mut self.out.limits,

@@ -102,7 +102,7 @@ impl CaptureFile {
         let mut magic = [0u8; 4];
         let mut got = 0;
         while got < 4 {
-            match file.read(&mut magic[got..]) {
+            match file.read(magic.get_mut(got..).unwrap_or_default()) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) => return Err(InputError::Read(path.to_string(), e.to_string())),
@@ -350,7 +350,8 @@ fn handle_block(
             let caplen = (epb.caplen as usize).min(epb.data.len());
             out.wire_len = epb.origlen.max(caplen as u32);
             out.data.clear();
-            out.data.extend_from_slice(&epb.data[..caplen]);
+            out.data
+                .extend_from_slice(epb.data.get(..caplen).unwrap_or_default());
             *last_ts_ns = out.ts_ns;
             Ok(true)
         }
@@ -368,7 +369,8 @@ fn handle_block(
             let caplen = (spb.origlen as usize).min(spb.data.len());
             out.wire_len = spb.origlen.max(caplen as u32);
             out.data.clear();
-            out.data.extend_from_slice(&spb.data[..caplen]);
+            out.data
+                .extend_from_slice(spb.data.get(..caplen).unwrap_or_default());
             Ok(true)
         }
         _ => Ok(false),
@@ -383,6 +385,12 @@ fn units_to_ns(units: u64, units_per_sec: u64, offset_sec: i64) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )]
     use super::*;
 
     #[test]

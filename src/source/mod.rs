@@ -1,3 +1,9 @@
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 //! Where packets come from: capture files (pcap, pcapng), merged by packet time.
 //! The live AF_PACKET source joins here later; both yield [`Packet`]s.
 
@@ -59,11 +65,10 @@ impl Vantages {
         if self.one_vantage {
             // Files continue one another: interface i of every file is one position.
             let idx = interface.as_ref().map(|(i, _)| *i).unwrap_or(0);
-            let found = self.list.iter().position(|v| {
+            let found = self.list.iter_mut().enumerate().find(|(_, v)| {
                 v.interface.as_ref().map(|(i, _)| *i).unwrap_or(0) == idx && v.linktype == linktype
             });
-            if let Some(pos) = found {
-                let v = &mut self.list[pos];
+            if let Some((pos, v)) = found {
                 if !v.files.iter().any(|f| f == path) {
                     v.files.push(path.to_string());
                 }

@@ -78,15 +78,18 @@ impl OrderedFile {
         let mut cut = None;
         while !self.ready() {
             let slot = match self.free.pop() {
-                Some(s) => s,
-                None => {
+                Some(s) if s < self.slots.len() => s,
+                _ => {
                     self.slots.push(OwnedPacket::default());
-                    self.slots.len() - 1
+                    self.slots.len().saturating_sub(1)
                 }
             };
-            match self.file.next_packet(vantages, &mut self.slots[slot]) {
+            let Some(buf) = self.slots.get_mut(slot) else {
+                break; // cannot happen: the slot was just checked or pushed
+            };
+            match self.file.next_packet(vantages, buf) {
                 Ok(ReadOutcome::Packet) => {
-                    let p = &self.slots[slot];
+                    let p = &*buf;
                     let entry = (p.ts_ns, self.seq, slot);
                     if p.ts_ns >= self.newest {
                         self.in_order.push_back(entry);
@@ -133,18 +136,23 @@ impl OrderedFile {
         } else {
             self.in_order.pop_front()?.2
         };
-        self.held_bytes -= self.slots[slot].data.len();
+        let len = self.slots.get(slot).map_or(0, |p| p.data.len());
+        self.held_bytes = self.held_bytes.saturating_sub(len);
         Some(slot)
     }
 
-    pub fn packet(&self, slot: usize) -> &OwnedPacket {
-        &self.slots[slot]
+    /// The packet in `slot` (a slot from [`OrderedFile::pop`]).
+    pub fn packet(&self, slot: usize) -> Option<&OwnedPacket> {
+        self.slots.get(slot)
     }
 
     pub fn release(&mut self, slot: usize) {
+        let Some(p) = self.slots.get_mut(slot) else {
+            return;
+        };
         // Keep buffers of ordinary size; let an occasional huge record's memory go.
-        if self.slots[slot].data.capacity() > 1 << 20 {
-            self.slots[slot].data = Vec::new();
+        if p.data.capacity() > 1 << 20 {
+            p.data = Vec::new();
         }
         self.free.push(slot);
     }

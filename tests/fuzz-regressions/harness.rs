@@ -401,6 +401,8 @@ pub fn pipeline(data: &[u8]) {
     if cfg & 32 != 0 {
         limits.max_flows = 4;
         limits.max_reassembly_bytes_per_direction = 256;
+        limits.max_reassembly_bytes_total = 1024;
+        limits.max_message_bytes_total = 256;
         limits.max_pending_requests = 2;
         limits.max_edges = 2;
         limits.max_fragment_datagrams = 2;
