@@ -46,7 +46,7 @@ Exit codes: 0 ok (a cut-off capture gives a warning), 2 usage/filter, 3 unusable
 Examples:
   wiremap capture -i eth0 --duration 60 -o topo.json
   wiremap capture -i eth0 --interval 10 -o topo.jsonl          # one JSON line per 10 s
-  wiremap capture -i eth0 -f 'tcp port 6379' --tpacket 2 --no-fanout
+  wiremap capture -i eth0 -f 'tcp port 6379' --tpacket 2 --fanout
 
 Needs CAP_NET_RAW (root, or: setcap cap_net_raw+ep wiremap). Stops at --duration, SIGINT or
 SIGTERM; everything captured is reported.
@@ -186,7 +186,13 @@ struct CaptureArgs {
     /// Ring version: auto (3, else 2 when the kernel refuses it), 2 or 3.
     #[arg(long, value_name = "auto|2|3", default_value = "auto")]
     tpacket: String,
-    /// One socket and software dispatch, even where PACKET_FANOUT is available.
+    /// One socket per worker in a PACKET_FANOUT group (hash) instead of one socket and
+    /// software dispatch. Faster, but only correct where the kernel's fanout hash keeps
+    /// every connection on one socket (see the README: not for frames the kernel cannot
+    /// dissect alike in both directions, e.g. ones injected with an inline VLAN tag).
+    #[arg(long, conflicts_with = "no_fanout")]
+    fanout: bool,
+    /// One socket and software dispatch (the default; kept for scripts that say so).
     #[arg(long)]
     no_fanout: bool,
     /// Put the interface in promiscuous mode while capturing.
@@ -383,7 +389,7 @@ fn capture(c: CaptureArgs) -> ExitCode {
         snaplen: c.snaplen,
         ring_mb: c.ring_mb.clamp(1, 1 << 16),
         tpacket,
-        fanout: !c.no_fanout,
+        fanout: c.fanout && !c.no_fanout,
         promisc: c.promisc,
         vlan_key: c.vlan_key,
         l7: !c.no_l7,

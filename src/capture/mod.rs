@@ -2,7 +2,9 @@
 //! workers and join as the offline path.
 //!
 //! Two shapes, chosen by what the kernel accepts:
-//! * fanout (PACKET_FANOUT hash accepted, `--threads` > 1): one socket and ring per worker.
+//! * fanout (`--fanout`, PACKET_FANOUT hash accepted, `--threads` > 1): one socket and ring
+//!   per worker. Opt-in: forwarding is exact only while the kernel keeps each connection on
+//!   one socket; a connection spread over two rings reaches its owner out of order.
 //!   Each worker reads its ring, decodes, keeps the packets its symmetric hash owns and
 //!   forwards the others in batches to their owner (counted as `forwarded`): the kernel's
 //!   hash may be asymmetric before Linux 4.x, and never matches ours anyway.
