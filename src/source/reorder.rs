@@ -13,9 +13,9 @@ use std::collections::{BinaryHeap, VecDeque};
 use super::{CaptureFile, InputError, OwnedPacket, ReadOutcome, Vantages};
 
 /// Most packets held to reorder one file.
-pub const WINDOW_PACKETS: usize = 16_384;
+pub const WINDOW_PACKETS: usize = 4_096;
 /// Most bytes held to reorder one file.
-pub const WINDOW_BYTES: usize = 32 << 20;
+pub const WINDOW_BYTES: usize = 8 << 20;
 /// How far (packet time) reading runs ahead of the oldest held packet.
 pub const WINDOW_NS: i64 = 1_000_000_000;
 
