@@ -101,6 +101,21 @@ struct AnalyzeArgs {
     /// No progress line on standard error.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Virtual services and their real servers: the output of `ipvsadm -Ln`. Names VIPs and
+    /// backends even when only one side of the load balancer was captured.
+    #[arg(long, value_name = "FILE")]
+    lvs_config: Option<String>,
+    /// A load balancer's local address block (FULLNAT source addresses; repeatable). Such an
+    /// address is shown as a load balancer, never as a client.
+    #[arg(long, value_name = "CIDR")]
+    lb_local: Vec<wiremap::lvs::Cidr>,
+    /// Seconds of packet time within which the two legs of one load-balanced connection are
+    /// matched: the director's delay plus the clock skew between captures.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    lb_window: f64,
+    /// Load-balancer leg evidence held at once, per kind (SYNs, first request bytes, TOA).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().lb_max_entries)]
+    lb_max_entries: usize,
 }
 
 #[derive(Args)]
@@ -142,6 +157,31 @@ fn analyze(a: AnalyzeArgs) -> ExitCode {
         ..Limits::default()
     };
     limits.parser.max_buffered = a.max_message_bytes.max(1024);
+    if !(a.lb_window.is_finite() && (0.0..=3600.0).contains(&a.lb_window)) {
+        eprintln!("wiremap: --lb-window must be between 0 and 3600 seconds");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    limits.lb_window_ns = (a.lb_window * 1e9) as i64;
+    limits.lb_max_entries = a.lb_max_entries;
+    let config = match &a.lvs_config {
+        None => None,
+        Some(path) => {
+            let text = match std::fs::read(path) {
+                Ok(t) => String::from_utf8_lossy(&t).into_owned(),
+                Err(e) => {
+                    eprintln!("wiremap: --lvs-config {path}: {e}");
+                    return ExitCode::from(EXIT_INPUT);
+                }
+            };
+            match wiremap::lvs::LvsConfig::parse(&text) {
+                Ok(c) => Some(std::sync::Arc::new(c)),
+                Err(e) => {
+                    eprintln!("wiremap: --lvs-config {path}: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
+        }
+    };
     limits.parser.max_pending = limits.max_pending_requests;
     let threads = a
         .threads
@@ -161,6 +201,11 @@ fn analyze(a: AnalyzeArgs) -> ExitCode {
         records: a.records,
         limits,
         progress: !a.quiet,
+        lb: wiremap::lvs::LbOptions {
+            config,
+            lb_local: a.lb_local,
+            window_ns: 0,
+        },
     };
     let analysis = match pipeline::analyze(&opts) {
         Ok(x) => x,

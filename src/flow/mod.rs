@@ -48,6 +48,8 @@ pub struct Flow {
     /// Set when the L7 state was finished early (the connection closed): its protocol and
     /// L7-decided server side; its tallies are already in the edge sums.
     pub l7_done: Option<(&'static str, Option<Side>)>,
+    /// Load-balancer stitching of this (real-server) leg, when there is any.
+    pub lb: Option<Box<crate::lvs::Stitch>>,
     pub(crate) lru_prev: u32,
     pub(crate) lru_next: u32,
 }
@@ -77,6 +79,7 @@ impl Flow {
             retransmissions: 0,
             l7: None,
             l7_done: None,
+            lb: None,
             lru_prev: table::NIL,
             lru_next: table::NIL,
         }

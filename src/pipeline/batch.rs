@@ -19,6 +19,9 @@ pub struct PacketMeta {
 pub struct Batch {
     pub packets: Vec<PacketMeta>,
     pub bytes: Vec<u8>,
+    /// Load-balancer stitches, each applied before the packet at its index (so after every
+    /// packet the reader dispatched before it).
+    pub tags: Vec<(u32, crate::lvs::Tag)>,
 }
 
 pub const BATCH_PACKETS: usize = 512;
@@ -29,12 +32,14 @@ impl Batch {
         Batch {
             packets: Vec::with_capacity(BATCH_PACKETS),
             bytes: Vec::with_capacity(BATCH_BYTES),
+            tags: Vec::new(),
         }
     }
 
     pub fn clear(&mut self) {
         self.packets.clear();
         self.bytes.clear();
+        self.tags.clear();
     }
 
     pub fn is_full(&self) -> bool {
@@ -52,6 +57,10 @@ impl Batch {
             payload_start: start,
             payload_len: payload.len() as u32,
         });
+    }
+
+    pub fn push_tag(&mut self, tag: crate::lvs::Tag) {
+        self.tags.push((self.packets.len() as u32, tag));
     }
 
     pub fn payload(&self, m: &PacketMeta) -> &[u8] {

@@ -18,6 +18,7 @@ use crate::decode::{self, Decoder, Outcome};
 use crate::filter::FilterSet;
 use crate::flow::{Endpoint, FlowKey};
 use crate::limits::Limits;
+use crate::lvs::{LegIndex, Tag};
 use crate::report::{self, doc::Document, ReaderStats, WorkerResult};
 use crate::source::{CaptureFile, InputError, OrderedFile, OwnedPacket, Vantages};
 
@@ -34,6 +35,8 @@ pub struct Options {
     pub records: Option<String>,
     pub limits: Limits,
     pub progress: bool,
+    /// Load balancers named by the user (`--lvs-config`, `--lb-local`).
+    pub lb: crate::lvs::LbOptions,
 }
 
 /// Why an analysis failed.
@@ -122,6 +125,7 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
         let limits = opts.limits.clone();
         let max_flows = (opts.limits.max_flows / threads).max(1);
         let (vlan_key, l7) = (opts.vlan_key, opts.l7);
+        let lb = lb_options(opts);
         let position = Arc::clone(position);
         let sink = opts
             .records
@@ -131,7 +135,7 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
             thread::Builder::new()
                 .name(format!("wiremap-worker-{i}"))
                 .spawn(move || {
-                    let mut w = Worker::new(limits, max_flows, vlan_key, l7, sink);
+                    let mut w = Worker::new(limits, max_flows, vlan_key, l7, sink, lb);
                     work(&mut w, &rx, &recycle, &position);
                     let _ = results.send((i, w.into_result()));
                 }),
@@ -153,6 +157,8 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
         recycle: recycle_rx,
         order: 0,
         workers_gone: false,
+        lvs: LegIndex::new(lb_options(opts), opts.limits.lb_max_entries, opts.vlan_key),
+        tags: Vec::new(),
     };
     let mut warnings = Vec::new();
     let mut fault = None;
@@ -246,12 +252,20 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
         filter: opts.filter.as_deref(),
         max_edges: opts.limits.max_edges,
         kind,
+        lb_config: opts.lb.config.as_deref(),
     });
     Ok(Analysis {
         document,
         warnings,
         fault,
     })
+}
+
+fn lb_options(opts: &Options) -> crate::lvs::LbOptions {
+    crate::lvs::LbOptions {
+        window_ns: opts.limits.lb_window_ns,
+        ..opts.lb.clone()
+    }
 }
 
 fn work(w: &mut Worker, rx: &Receiver<Batch>, recycle: &Sender<Batch>, position: &AtomicU64) {
@@ -271,6 +285,10 @@ pub struct Reader {
     recycle: Receiver<Batch>,
     order: u64,
     workers_gone: bool,
+    /// Load-balancer legs: the reader sees every packet in order, so stitching decided
+    /// here is the same whatever the number of workers.
+    lvs: LegIndex,
+    tags: Vec<Tag>,
 }
 
 impl Reader {
@@ -315,10 +333,20 @@ impl Reader {
                     t.proto,
                     0,
                 );
-                let w = (key.dispatch_hash() % self.senders.len() as u64) as usize;
+                let n = self.senders.len() as u64;
+                let w = (key.dispatch_hash() % n) as usize;
                 self.batches[w].push(t, pkt.ts_ns, pkt.vantage, order, payload);
+                self.lvs
+                    .observe(&t, payload, pkt.ts_ns, pkt.vantage, &mut self.tags);
                 if self.batches[w].is_full() {
                     self.send(w);
+                }
+                for tag in self.tags.drain(..) {
+                    // The worker that owns the tagged leg (dispatch ignores VLANs).
+                    let to = (FlowKey { vlan: 0, ..tag.key }.dispatch_hash() % n) as usize;
+                    if let Some(b) = self.batches.get_mut(to) {
+                        b.push_tag(tag);
+                    }
                 }
             }
             Outcome::Other { truncated, .. } => {
@@ -366,6 +394,7 @@ impl Reader {
 
     fn finish(mut self) -> ReaderStats {
         self.stats.fragments_dropped = self.decoder.fragments_dropped();
+        self.stats.lb_index_full = self.lvs.full_hits;
         self.senders.clear();
         self.stats
     }

@@ -1,0 +1,449 @@
+//! The leg index: fed by the reader thread with every decoded packet, in packet-time order,
+//! it recognises the two legs of one load-balanced connection and emits a [`Tag`] for the
+//! real-server leg. Evidence (strongest first): a TOA option naming a client whose SYN to
+//! another destination was seen; equal client address, port and ISN on two SYNs to different
+//! destinations (NAT keeps them); equal first request bytes at equal relative sequence offsets
+//! (FULLNAT shifts sequence numbers, so ISNs are never compared there), or equal DNS
+//! transaction id and question for UDP. Every entry lives at most `window` of packet time and
+//! every map is bounded; hits are counted, never silent.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::IpAddr;
+
+use super::{evidence, LbOptions, Mode, Stitch, Tag};
+use crate::decode::tcp_flags::{ACK, SYN};
+use crate::decode::Transport;
+use crate::flow::{Endpoint, FlowKey};
+
+/// Bytes of the first request that identify it.
+const FIRST_BYTES: usize = 64;
+/// Legs remembered per first-bytes key (identical requests from concurrent connections).
+const SLOT_LEGS: usize = 4;
+
+type Tuple = (Endpoint, Endpoint);
+
+#[derive(Clone, Copy, Debug)]
+struct SynEntry {
+    isn: u32,
+    dst: Endpoint,
+    vlan: u32,
+    ts: i64,
+    vantage: u16,
+    /// The destination of the other leg, once paired.
+    paired: Option<Endpoint>,
+    direct: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    isn: u32,
+    ts: i64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Leg {
+    src: Endpoint,
+    dst: Endpoint,
+    vlan: u32,
+    ts: i64,
+    /// The other leg, once paired (later sightings of either are recognised).
+    partner: Option<Tuple>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    legs: [Option<Leg>; SLOT_LEGS],
+}
+
+pub struct LegIndex {
+    opts: LbOptions,
+    max_entries: usize,
+    vlan_key: bool,
+    /// SYNs by client address and port.
+    syns: HashMap<(IpAddr, u16), SynEntry, ahash::RandomState>,
+    /// Connections whose first client payload has not been seen yet.
+    pending: HashMap<(Tuple, u8), Pending, ahash::RandomState>,
+    /// First request bytes -> legs that sent them.
+    payloads: HashMap<u64, Slot, ahash::RandomState>,
+    /// Real-server legs whose TOA option was already looked up.
+    toa_seen: HashMap<Tuple, i64, ahash::RandomState>,
+    hasher: ahash::RandomState,
+    last_sweep: i64,
+    /// Entries not stored (or displaced) because a map was full.
+    pub full_hits: u64,
+}
+
+impl LegIndex {
+    pub fn new(opts: LbOptions, max_entries: usize, vlan_key: bool) -> LegIndex {
+        LegIndex {
+            opts,
+            max_entries: max_entries.max(16),
+            vlan_key,
+            syns: HashMap::default(),
+            pending: HashMap::default(),
+            payloads: HashMap::default(),
+            toa_seen: HashMap::default(),
+            hasher: ahash::RandomState::new(),
+            last_sweep: i64::MIN,
+            full_hits: 0,
+        }
+    }
+
+    fn window(&self) -> i64 {
+        self.opts.window_ns.max(1)
+    }
+
+    /// Look at one packet; push tags for real-server legs recognised by it.
+    pub fn observe(
+        &mut self,
+        t: &Transport,
+        payload: &[u8],
+        ts: i64,
+        vantage: u16,
+        out: &mut Vec<Tag>,
+    ) {
+        if self.last_sweep == i64::MIN {
+            self.last_sweep = ts;
+        } else if ts.saturating_sub(self.last_sweep) > self.window() {
+            self.sweep(ts);
+        }
+        let src = Endpoint {
+            ip: t.src,
+            port: t.sport,
+        };
+        let dst = Endpoint {
+            ip: t.dst,
+            port: t.dport,
+        };
+        let vlan = if self.vlan_key { t.vlan } else { 0 };
+        if t.proto == 6 {
+            let flags = t.tcp.flags;
+            if flags & (SYN | ACK) == SYN {
+                self.syn(src, dst, vlan, t.tcp.seq, ts, vantage, out);
+                let isn = t.tcp.seq;
+                self.insert_pending(((src, dst), 6), Pending { isn, ts }, ts);
+            }
+            if let Some((ip, port)) = t.tcp.toa {
+                if ip != src.ip {
+                    self.toa(src, dst, vlan, ip, port, ts, out);
+                }
+            }
+            if t.payload_wire_len > 0 && flags & SYN == 0 && !payload.is_empty() {
+                if let Some(p) = self.pending.remove(&((src, dst), 6)) {
+                    if ts.saturating_sub(p.ts) <= self.window() {
+                        // Relative offset of this segment in the client's byte stream.
+                        let offset = t.tcp.seq.wrapping_sub(p.isn).wrapping_sub(1);
+                        let h = self.first_bytes_key(6, offset, payload);
+                        self.payload_leg(6, h, src, dst, vlan, ts, out);
+                    }
+                }
+            }
+        } else if t.proto == 17 && is_dns_query(payload) {
+            let h = self.first_bytes_key(17, 0, payload);
+            self.payload_leg(17, h, src, dst, vlan, ts, out);
+        }
+    }
+
+    fn first_bytes_key(&self, proto: u8, offset: u32, payload: &[u8]) -> u64 {
+        let bytes = payload.get(..FIRST_BYTES).unwrap_or(payload);
+        let mut h = self.hasher.build_hasher();
+        proto.hash(&mut h);
+        offset.hash(&mut h);
+        bytes.hash(&mut h);
+        h.finish()
+    }
+
+    /// Which of two legs (`x` seen first) is the client's: the one to a configured VIP, or
+    /// the one not to a configured real server, or not from a director's local address;
+    /// else the one seen first (the director forwards after it receives).
+    fn roles(&self, proto: u8, x: &Leg, y: &Leg) -> bool {
+        if let Some(c) = &self.opts.config {
+            if c.is_vip(proto, &y.dst) || c.is_real(proto, &x.dst) {
+                return false;
+            }
+            if c.is_vip(proto, &x.dst) || c.is_real(proto, &y.dst) {
+                return true;
+            }
+        }
+        if self.opts.is_local(&x.src.ip) && !self.opts.is_local(&y.src.ip) {
+            return false;
+        }
+        true
+    }
+
+    fn tag(&self, client: &Leg, rs: &Leg, proto: u8, ev: u8) -> Tag {
+        let nat = rs.src == client.src;
+        let (key, _) = FlowKey::new(rs.src, rs.dst, proto, rs.vlan);
+        Tag {
+            key,
+            stitch: Stitch {
+                vip: Some(client.dst),
+                client: Some(client.src.ip),
+                local: (!nat).then_some(rs.src.ip),
+                mode: if nat { Mode::Nat } else { Mode::FullNat },
+                evidence: ev | if nat { evidence::TUPLE } else { 0 },
+                paired: true,
+                direct: false,
+            },
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn syn(
+        &mut self,
+        src: Endpoint,
+        dst: Endpoint,
+        vlan: u32,
+        isn: u32,
+        ts: i64,
+        vantage: u16,
+        out: &mut Vec<Tag>,
+    ) {
+        let window = self.window();
+        let want_direct = self.opts.config.is_some();
+        let key = (src.ip, src.port);
+        if let Some(e) = self.syns.get_mut(&key) {
+            if ts.saturating_sub(e.ts) <= window && e.isn == isn {
+                if e.dst == dst {
+                    // The same leg again: a retransmission, or another capture position.
+                    if e.vantage != vantage && e.paired.is_none() && !e.direct {
+                        e.direct = true;
+                        if want_direct {
+                            let (k, _) = FlowKey::new(src, dst, 6, vlan);
+                            out.push(Tag {
+                                key: k,
+                                stitch: Stitch::direct(),
+                            });
+                        }
+                    }
+                    return;
+                }
+                if e.paired.is_some() {
+                    return; // the other leg seen again (or a third destination: ignored)
+                }
+                e.paired = Some(dst);
+                let x = Leg {
+                    src,
+                    dst: e.dst,
+                    vlan: e.vlan,
+                    ts: e.ts,
+                    partner: None,
+                };
+                let y = Leg {
+                    src,
+                    dst,
+                    vlan,
+                    ts,
+                    partner: None,
+                };
+                let tag = if self.roles(6, &x, &y) {
+                    self.tag(&x, &y, 6, evidence::ISN)
+                } else {
+                    self.tag(&y, &x, 6, evidence::ISN)
+                };
+                out.push(tag);
+                return;
+            }
+        }
+        let entry = SynEntry {
+            isn,
+            dst,
+            vlan,
+            ts,
+            vantage,
+            paired: None,
+            direct: false,
+        };
+        if self.syns.len() >= self.max_entries && !self.syns.contains_key(&key) {
+            self.make_room(ts);
+            if self.syns.len() >= self.max_entries {
+                self.full_hits += 1;
+                return;
+            }
+        }
+        self.syns.insert(key, entry);
+    }
+
+    fn insert_pending(&mut self, k: (Tuple, u8), p: Pending, ts: i64) {
+        if self.pending.len() >= self.max_entries && !self.pending.contains_key(&k) {
+            self.make_room(ts);
+            if self.pending.len() >= self.max_entries {
+                self.full_hits += 1;
+                return;
+            }
+        }
+        self.pending.insert(k, p);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn toa(
+        &mut self,
+        src: Endpoint,
+        dst: Endpoint,
+        vlan: u32,
+        ip: IpAddr,
+        port: u16,
+        ts: i64,
+        out: &mut Vec<Tag>,
+    ) {
+        // Once per real-server leg: TOA may ride on several early segments (and a flood of
+        // them must not cost a lookup each).
+        if let Some(seen) = self.toa_seen.get(&(src, dst)) {
+            if ts.saturating_sub(*seen) <= self.window() {
+                return;
+            }
+        }
+        if self.toa_seen.len() >= self.max_entries && !self.toa_seen.contains_key(&(src, dst)) {
+            self.make_room(ts);
+            if self.toa_seen.len() >= self.max_entries {
+                self.full_hits += 1;
+                return;
+            }
+        }
+        self.toa_seen.insert((src, dst), ts);
+        let window = self.window();
+        let Some(e) = self.syns.get_mut(&(ip, port)) else {
+            return;
+        };
+        if ts.saturating_sub(e.ts) > window || e.dst == dst {
+            return;
+        }
+        if e.paired.is_none() {
+            e.paired = Some(dst);
+        }
+        let (key, _) = FlowKey::new(src, dst, 6, vlan);
+        out.push(Tag {
+            key,
+            stitch: Stitch {
+                vip: Some(e.dst),
+                client: Some(ip),
+                local: Some(src.ip),
+                mode: Mode::FullNat,
+                evidence: evidence::TOA,
+                paired: true,
+                direct: false,
+            },
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn payload_leg(
+        &mut self,
+        proto: u8,
+        h: u64,
+        src: Endpoint,
+        dst: Endpoint,
+        vlan: u32,
+        ts: i64,
+        out: &mut Vec<Tag>,
+    ) {
+        let window = self.window();
+        if !self.payloads.contains_key(&h) && self.payloads.len() >= self.max_entries / 4 {
+            self.make_room(ts);
+            if self.payloads.len() >= self.max_entries / 4 {
+                self.full_hits += 1;
+                return;
+            }
+        }
+        let mut slot = self.payloads.get(&h).copied().unwrap_or_default();
+        for l in slot.legs.iter_mut() {
+            if l.is_some_and(|l| ts.saturating_sub(l.ts) > window) {
+                *l = None;
+            }
+        }
+        let me = Leg {
+            src,
+            dst,
+            vlan,
+            ts,
+            partner: None,
+        };
+        // Another sighting of a leg already known (a second capture position).
+        if slot.legs.iter().flatten().any(|l| {
+            (l.src == src && l.dst == dst) || l.partner == Some((src, dst))
+        }) {
+            return;
+        }
+        // The oldest unpaired leg to another service (never the reverse direction).
+        let cand = slot
+            .legs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.map(|l| (i, l)))
+            .filter(|(_, l)| {
+                l.partner.is_none() && l.dst != dst && !(l.src == dst && l.dst == src)
+            })
+            .min_by_key(|(i, l)| (l.ts, *i));
+        let mut me = me;
+        if let Some((i, x)) = cand {
+            let tag = if self.roles(proto, &x, &me) {
+                self.tag(&x, &me, proto, evidence::PAYLOAD)
+            } else {
+                self.tag(&me, &x, proto, evidence::PAYLOAD)
+            };
+            out.push(tag);
+            if let Some(Some(l)) = slot.legs.get_mut(i) {
+                l.partner = Some((src, dst));
+            }
+            me.partner = Some((x.src, x.dst));
+        }
+        // Store this leg: a free place, else the oldest paired leg (only remembered to
+        // recognise later sightings), else the oldest waiting one (counted: it can no
+        // longer be paired).
+        let place = slot.legs.iter().position(Option::is_none).unwrap_or_else(|| {
+            let oldest = |paired: bool| {
+                slot.legs
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, l)| l.map(|l| (i, l)))
+                    .filter(|(_, l)| l.partner.is_some() == paired)
+                    .min_by_key(|(i, l)| (l.ts, *i))
+                    .map(|(i, _)| i)
+            };
+            oldest(true).unwrap_or_else(|| {
+                self.full_hits += 1;
+                oldest(false).unwrap_or(0)
+            })
+        });
+        if let Some(p) = slot.legs.get_mut(place) {
+            *p = Some(me);
+        }
+        self.payloads.insert(h, slot);
+    }
+
+    /// Drop what is older than the window, at most a few times per window (a flood that
+    /// keeps a map full must not make every packet scan it).
+    fn make_room(&mut self, ts: i64) {
+        if ts.saturating_sub(self.last_sweep) >= self.window() / 8 {
+            self.sweep(ts);
+        }
+    }
+
+    fn sweep(&mut self, ts: i64) {
+        let w = self.window();
+        self.last_sweep = ts;
+        self.syns.retain(|_, e| ts.saturating_sub(e.ts) <= w);
+        self.pending.retain(|_, p| ts.saturating_sub(p.ts) <= w);
+        self.toa_seen.retain(|_, t| ts.saturating_sub(*t) <= w);
+        self.payloads.retain(|_, s| {
+            s.legs
+                .iter()
+                .flatten()
+                .any(|l| ts.saturating_sub(l.ts) <= w)
+        });
+    }
+
+    /// Entries held now (for tests of the bounds).
+    pub fn entries(&self) -> usize {
+        self.syns.len() + self.pending.len() + self.payloads.len() + self.toa_seen.len()
+    }
+}
+
+/// A DNS query: QR clear, opcode QUERY, one question.
+fn is_dns_query(p: &[u8]) -> bool {
+    match (p.get(2), p.get(4), p.get(5)) {
+        (Some(flags), Some(0), Some(1)) => p.len() >= 17 && flags & 0xF8 == 0,
+        _ => false,
+    }
+}
