@@ -150,7 +150,9 @@ impl LvsConfig {
 
     /// Is this endpoint a virtual service?
     pub fn is_vip(&self, proto: u8, ep: &Endpoint) -> bool {
-        self.services.iter().any(|s| s.proto == proto && s.vip == *ep)
+        self.services
+            .iter()
+            .any(|s| s.proto == proto && s.vip == *ep)
     }
 
     /// Is this endpoint a real server of some service?
@@ -207,7 +209,9 @@ impl Cidr {
                 u32::from(a) & mask == u32::from(*b) & mask
             }
             (IpAddr::V6(a), IpAddr::V6(b)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
                 u128::from(a) & mask == u128::from(*b) & mask
             }
             _ => false,
@@ -312,7 +316,9 @@ FWM  7 rr
     fn rejects_what_is_not_ipvsadm_output() {
         assert!(LvsConfig::parse("hello world\n").is_err());
         assert!(LvsConfig::parse("TCP  10.0.0.1 rr\n").is_err());
-        assert!(LvsConfig::parse("TCP  10.0.0.1:80 rr\n  -> 10.0.1.1:80 Teleport 1 0 0\n").is_err());
+        assert!(
+            LvsConfig::parse("TCP  10.0.0.1:80 rr\n  -> 10.0.1.1:80 Teleport 1 0 0\n").is_err()
+        );
         assert!(LvsConfig::parse("TCP  10.0.0.1:80 rr\n  -> 10.0.1.1:80 Masq x 0 0\n").is_err());
         assert_eq!(LvsConfig::parse("").unwrap().services.len(), 0);
     }

@@ -47,6 +47,7 @@ struct Leg {
     dst: Endpoint,
     vlan: u32,
     ts: i64,
+    vantage: u16,
     /// The other leg, once paired (later sightings of either are recognised).
     partner: Option<Tuple>,
 }
@@ -135,13 +136,13 @@ impl LegIndex {
                         // Relative offset of this segment in the client's byte stream.
                         let offset = t.tcp.seq.wrapping_sub(p.isn).wrapping_sub(1);
                         let h = self.first_bytes_key(6, offset, payload);
-                        self.payload_leg(6, h, src, dst, vlan, ts, out);
+                        self.payload_leg(6, h, (src, dst), vlan, ts, vantage, out);
                     }
                 }
             }
         } else if t.proto == 17 && is_dns_query(payload) {
             let h = self.first_bytes_key(17, 0, payload);
-            self.payload_leg(17, h, src, dst, vlan, ts, out);
+            self.payload_leg(17, h, (src, dst), vlan, ts, vantage, out);
         }
     }
 
@@ -167,6 +168,11 @@ impl LegIndex {
             }
         }
         if self.opts.is_local(&x.src.ip) && !self.opts.is_local(&y.src.ip) {
+            return false;
+        }
+        // A leg that carried a TOA option is the real server's.
+        let toa = |l: &Leg| self.toa_seen.contains_key(&(l.src, l.dst));
+        if toa(x) && !toa(y) {
             return false;
         }
         true
@@ -228,6 +234,7 @@ impl LegIndex {
                     dst: e.dst,
                     vlan: e.vlan,
                     ts: e.ts,
+                    vantage: e.vantage,
                     partner: None,
                 };
                 let y = Leg {
@@ -235,6 +242,7 @@ impl LegIndex {
                     dst,
                     vlan,
                     ts,
+                    vantage,
                     partner: None,
                 };
                 let tag = if self.roles(6, &x, &y) {
@@ -332,10 +340,10 @@ impl LegIndex {
         &mut self,
         proto: u8,
         h: u64,
-        src: Endpoint,
-        dst: Endpoint,
+        (src, dst): Tuple,
         vlan: u32,
         ts: i64,
+        vantage: u16,
         out: &mut Vec<Tag>,
     ) {
         let window = self.window();
@@ -357,14 +365,41 @@ impl LegIndex {
             dst,
             vlan,
             ts,
+            vantage,
             partner: None,
         };
         // Another sighting of a leg already known (a second capture position).
-        if slot.legs.iter().flatten().any(|l| {
-            (l.src == src && l.dst == dst) || l.partner == Some((src, dst))
-        }) {
+        if let Some(l) = slot
+            .legs
+            .iter_mut()
+            .flatten()
+            .find(|l| (l.src == src && l.dst == dst) || l.partner == Some((src, dst)))
+        {
+            if l.partner.is_none() && l.vantage != vantage && self.opts.config.is_some() {
+                // Seen untranslated at two capture positions and never paired: direct
+                // traffic, whatever the configuration says about its server.
+                l.vantage = vantage;
+                let (key, _) = FlowKey::new(src, dst, proto, vlan);
+                out.push(Tag {
+                    key,
+                    stitch: Stitch::direct(),
+                });
+                self.payloads.insert(h, slot);
+            }
             return;
         }
+        let syn = self.syns.get(&(src.ip, src.port)).copied();
+        let isn_pair = |other: Endpoint| {
+            syn.is_some_and(|e| {
+                (e.dst == other && e.paired == Some(dst))
+                    || (e.dst == dst && e.paired == Some(other))
+            })
+        };
+        let cfg = self.opts.config.clone();
+        let both_real = |other: &Endpoint| {
+            cfg.as_ref()
+                .is_some_and(|c| c.is_real(proto, other) && c.is_real(proto, &dst))
+        };
         // The oldest unpaired leg to another service (never the reverse direction).
         let cand = slot
             .legs
@@ -372,7 +407,21 @@ impl LegIndex {
             .enumerate()
             .filter_map(|(i, l)| l.map(|l| (i, l)))
             .filter(|(_, l)| {
-                l.partner.is_none() && l.dst != dst && !(l.src == dst && l.dst == src)
+                l.partner.is_none()
+                    && l.dst != dst
+                    && !(l.src == dst && l.dst == src)
+                    // TCP through NAT keeps the source and the ISN (matched on the SYNs);
+                    // through FULLNAT the source changes: two TCP legs from one source that
+                    // the SYNs did not pair are two connections (a director reuses a local
+                    // port towards different servers).
+                    && (proto == 17 || l.src != src || isn_pair(l.dst))
+                    // FULLNAT replaces the client's address: legs from one address on two
+                    // ports are two connections of that client (seen at two servers).
+                    && (l.src == src || l.src.ip != src.ip)
+                    && !both_real(&l.dst)
+                    // Two legs carrying TOA are both real-server legs.
+                    && !(self.toa_seen.contains_key(&(l.src, l.dst))
+                        && self.toa_seen.contains_key(&(src, dst)))
             })
             .min_by_key(|(i, l)| (l.ts, *i));
         let mut me = me;
@@ -391,21 +440,25 @@ impl LegIndex {
         // Store this leg: a free place, else the oldest paired leg (only remembered to
         // recognise later sightings), else the oldest waiting one (counted: it can no
         // longer be paired).
-        let place = slot.legs.iter().position(Option::is_none).unwrap_or_else(|| {
-            let oldest = |paired: bool| {
-                slot.legs
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, l)| l.map(|l| (i, l)))
-                    .filter(|(_, l)| l.partner.is_some() == paired)
-                    .min_by_key(|(i, l)| (l.ts, *i))
-                    .map(|(i, _)| i)
-            };
-            oldest(true).unwrap_or_else(|| {
-                self.full_hits += 1;
-                oldest(false).unwrap_or(0)
-            })
-        });
+        let place = slot
+            .legs
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or_else(|| {
+                let oldest = |paired: bool| {
+                    slot.legs
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, l)| l.map(|l| (i, l)))
+                        .filter(|(_, l)| l.partner.is_some() == paired)
+                        .min_by_key(|(i, l)| (l.ts, *i))
+                        .map(|(i, _)| i)
+                };
+                oldest(true).unwrap_or_else(|| {
+                    self.full_hits += 1;
+                    oldest(false).unwrap_or(0)
+                })
+            });
         if let Some(p) = slot.legs.get_mut(place) {
             *p = Some(me);
         }

@@ -172,6 +172,10 @@ pub fn lb_edge(
     // client leg.
     if let Some((vip, mode)) = opts.config.as_ref().and_then(|c| c.vip_of(proto, &server)) {
         let fullnat = mode == Mode::FullNat || local || toa.is_some();
+        if fullnat && !local && toa.is_none() && !opts.lb_local.is_empty() {
+            // FULLNAT legs come from a director's local address; this one does not.
+            return None;
+        }
         let mut ev = evidence::VIP_MAP;
         if toa.is_some() {
             ev |= evidence::TOA;
@@ -273,6 +277,15 @@ mod tests {
         };
         let e = lb_edge(None, 6, ep("10.0.8.1:5000"), ep("10.0.1.11:80"), &opts).unwrap();
         assert_eq!(e.evidence, evidence::LB_LOCAL);
-        assert_eq!(lb_edge(Some(&Stitch::direct()), 6, ep("10.0.8.1:1"), ep("10.0.1.11:80"), &opts), None);
+        assert_eq!(
+            lb_edge(
+                Some(&Stitch::direct()),
+                6,
+                ep("10.0.8.1:1"),
+                ep("10.0.1.11:80"),
+                &opts
+            ),
+            None
+        );
     }
 }

@@ -117,7 +117,12 @@ impl Worker {
         let flow = self.table.get_mut(id);
         if let Some((ip, _)) = t.tcp.toa {
             // A TOA option: this is a FULLNAT real-server leg, and `ip` its real client.
-            if ip != t.src && flow.lb.as_ref().is_none_or(|s| s.evidence & evidence::TOA == 0) {
+            if ip != t.src
+                && flow
+                    .lb
+                    .as_ref()
+                    .is_none_or(|s| s.evidence & evidence::TOA == 0)
+            {
                 let s = Stitch {
                     vip: None,
                     client: Some(ip),
@@ -296,13 +301,9 @@ impl Worker {
         let (mut k, mut agg) = summary.into_edge(client);
         if self.lb_static || flow.lb.is_some() {
             let src = flow.key.endpoint(client);
-            if let Some(r) = lvs::lb_edge(
-                flow.lb.as_deref(),
-                flow.key.proto,
-                src,
-                k.server,
-                &self.lb,
-            ) {
+            if let Some(r) =
+                lvs::lb_edge(flow.lb.as_deref(), flow.key.proto, src, k.server, &self.lb)
+            {
                 if r.paired {
                     self.out.lb_duplicate_requests += agg.l7.requests;
                 }

@@ -278,7 +278,9 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
             if let Some(ep) = server_of.get(server) {
                 let backends = cfg.backends(ep);
                 if !backends.is_empty() {
-                    let e = vips.entry(server.clone()).or_insert_with(|| (*ep, BTreeSet::new()));
+                    let e = vips
+                        .entry(server.clone())
+                        .or_insert_with(|| (*ep, BTreeSet::new()));
                     e.1.extend(backends.iter().map(Endpoint::id));
                 }
             }
@@ -312,7 +314,9 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
     let mut nodes: Vec<NodeDoc> = Vec::new();
     for c in clients {
         // A director's local address (`--lb-local`) is a load balancer, not a client.
-        let backends = locals.get(&c).map(|b| b.iter().cloned().collect::<Vec<_>>());
+        let backends = locals
+            .get(&c)
+            .map(|b| b.iter().cloned().collect::<Vec<_>>());
         nodes.push(NodeDoc {
             ip: c.clone(),
             id: c,
