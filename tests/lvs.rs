@@ -751,3 +751,212 @@ fn the_fixtures_are_what_the_script_says() {
         assert_eq!(id("10.0.0.1", 80), "10.0.0.1:80");
     }
 }
+
+/// Run wiremap under GNU time; returns (stdout as JSON, peak RSS in KiB).
+fn run_measured(args: &[&str]) -> (Value, u64) {
+    let out = std::process::Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("WIREMAP_MAXRSS_KB=%M")
+        .arg(bin())
+        .args(args)
+        .output()
+        .expect("GNU time is installed (package `time`)");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{args:?}: {err}");
+    let rss = err
+        .lines()
+        .find_map(|l| l.strip_prefix("WIREMAP_MAXRSS_KB="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    (serde_json::from_slice(&out.stdout).unwrap(), rss)
+}
+
+/// An Ethernet/IPv4 SYN from `src` to `dst` carrying a TOA option (kind 254).
+fn toa_syn(src: ([u8; 4], u16), dst: ([u8; 4], u16), toa: ([u8; 4], u16), ts_usec: u64) -> Rec {
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+    f.extend_from_slice(&[0x45, 0, 0, 48, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&src.1.to_be_bytes());
+    f.extend_from_slice(&dst.1.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x70, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    f.extend_from_slice(&[254, 8]);
+    f.extend_from_slice(&toa.1.to_be_bytes());
+    f.extend_from_slice(&toa.0);
+    Rec {
+        ts_sec: (ts_usec / 1_000_000) as u32,
+        ts_usec: (ts_usec % 1_000_000) as u32,
+        orig_len: f.len() as u32,
+        data: f,
+    }
+}
+
+#[test]
+fn a_flood_of_toa_options_stays_bounded() {
+    // 200,000 SYNs from a "director" within one second, each with a TOA option naming another
+    // client: the leg index and the edges stay bounded, and the hits are counted.
+    let n = 200_000u32;
+    let recs: Vec<Rec> = (0..n)
+        .map(|i| {
+            toa_syn(
+                (
+                    [10, 213, 8, 1 + (i / 60000) as u8],
+                    (1024 + i % 60000) as u16,
+                ),
+                ([10, 213, 1, 11], 80),
+                ([10, 213, 100 + (i >> 16) as u8, (i >> 8) as u8], i as u16),
+                1_000_000 + u64::from(i) * 4,
+            )
+        })
+        .collect();
+    let dir = tmpdir("lvs-toa-flood");
+    let path = dir.join("toa-flood.pcap");
+    write_pcap(&path, 1, &recs);
+    let (doc, rss_kb) = run_measured(&[
+        "analyze",
+        "-q",
+        "--lb-max-entries",
+        "4096",
+        "--max-edges",
+        "100",
+        path.to_str().unwrap(),
+    ]);
+    println!(
+        "toa flood: {} edges, {rss_kb} KiB peak RSS, {}",
+        doc["edges"].as_array().unwrap().len(),
+        doc["limits"]
+    );
+    assert!(u(&doc["limits"]["lb_index_full"]) > 0, "{}", doc["limits"]);
+    assert!(doc["edges"].as_array().unwrap().len() <= 100);
+    assert!(u(&doc["limits"]["edges_folded"]) > 0);
+    assert_eq!(u(&doc["totals"]["failed_connections"]), u64::from(n));
+    assert!(rss_kb < 400 * 1024, "peak RSS {rss_kb} KiB");
+}
+
+#[test]
+fn identical_first_requests_stay_bounded_and_unstitched() {
+    // 20,000 connections from distinct clients with the same first request to one service,
+    // all within the window: one first-bytes key, its slot overflows (counted), and legs to
+    // the same service are never taken for the two legs of one connection.
+    let mut recs = Vec::new();
+    let n = 20_000u32;
+    for i in 0..n {
+        let client = (
+            [
+                10,
+                213,
+                100 + (i / 250 / 250) as u8,
+                (i / 250 % 250) as u8 + 1,
+            ],
+            40000 + (i % 250) as u16,
+        );
+        let mut c = TcpConv::new(
+            client,
+            ([10, 213, 1, 11], 80),
+            (i.wrapping_mul(7919), 1000 + i),
+        );
+        c.send(true, b"GET / HTTP/1.1\r\nHost: lvs\r\n\r\n");
+        c.send(false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        c.close();
+        for mut r in c.recs {
+            // one connection every 50 µs
+            let t = u64::from(r.ts_sec) * 1_000_000 + u64::from(r.ts_usec) + u64::from(i) * 50;
+            r.ts_sec = (t / 1_000_000) as u32;
+            r.ts_usec = (t % 1_000_000) as u32;
+            recs.push(r);
+        }
+    }
+    recs.sort_by_key(|r| (r.ts_sec, r.ts_usec));
+    let dir = tmpdir("lvs-same-bytes");
+    let path = dir.join("same-bytes.pcap");
+    write_pcap(&path, 1, &recs);
+    let (doc, rss_kb) = run_measured(&[
+        "analyze",
+        "-q",
+        "--lb-max-entries",
+        "1024",
+        path.to_str().unwrap(),
+    ]);
+    println!("same first bytes: {rss_kb} KiB peak RSS, {}", doc["limits"]);
+    assert!(u(&doc["limits"]["lb_index_full"]) > 0, "{}", doc["limits"]);
+    let edges = doc["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 80, "one edge per client address");
+    assert!(edges
+        .iter()
+        .all(|e| e["server"] == "10.213.1.11:80" && e.get("nat").is_none()));
+    assert_eq!(
+        edges.iter().map(|e| u(&e["requests"])).sum::<u64>(),
+        u64::from(n)
+    );
+    assert_eq!(
+        edges.iter().map(|e| u(&e["connections"])).sum::<u64>(),
+        u64::from(n)
+    );
+    assert!(rss_kb < 400 * 1024, "peak RSS {rss_kb} KiB");
+}
+
+#[test]
+fn freshly_recorded_lab_matches_the_directors_conntrack() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipped: needs root to create network namespaces (CI runs as root)");
+        return;
+    }
+    for tool in [
+        "nginx",
+        "redis-server",
+        "dnsmasq",
+        "dumpcap",
+        "tcpdump",
+        "dig",
+        "curl",
+        "redis-cli",
+        "nft",
+        "conntrack",
+    ] {
+        let found = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .map(|o| o.status.success());
+        assert!(
+            found.unwrap_or(false),
+            "{tool} is missing: .ci/run installs it"
+        );
+    }
+    let dir = tmpdir("lvs-live");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/lvs/record.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(&dir)
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "record.sh failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (mode, want) in [("nat", &NAT_EV), ("fullnat", &FULLNAT_EV)] {
+        let d = dir.join(mode);
+        let exp: Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("expected.json")).unwrap())
+                .unwrap();
+        let f = |n: &str| d.join(n).to_string_lossy().into_owned();
+        let director = f("director.pcapng");
+        check(
+            &analyze_threads(&[&director]),
+            &exp,
+            want,
+            &format!("live {mode} director"),
+        );
+        let (c, r1, r2) = (f("client.pcap"), f("rs1.pcap"), f("rs2.pcap"));
+        check(
+            &analyze_threads(&[&c, &r1, &r2]),
+            &exp,
+            want,
+            &format!("live {mode} client+servers"),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -500,3 +500,204 @@ fn is_dns_query(p: &[u8]) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::TcpFields;
+
+    const SEC: i64 = 1_000_000_000;
+
+    fn ep(s: &str) -> Endpoint {
+        let sa: std::net::SocketAddr = s.parse().unwrap();
+        Endpoint {
+            ip: sa.ip(),
+            port: sa.port(),
+        }
+    }
+
+    fn pkt(src: &str, dst: &str, flags: u8, seq: u32, len: u32) -> Transport {
+        let (s, d) = (ep(src), ep(dst));
+        Transport {
+            src: s.ip,
+            dst: d.ip,
+            sport: s.port,
+            dport: d.port,
+            proto: 6,
+            vlan: 0,
+            ip_bytes: 40 + len,
+            fragments: 1,
+            truncated: false,
+            tcp: TcpFields {
+                seq,
+                ack: 0,
+                flags,
+                window: 1000,
+                toa: None,
+            },
+            payload_wire_len: len,
+        }
+    }
+
+    fn index() -> LegIndex {
+        LegIndex::new(
+            LbOptions {
+                window_ns: 2 * SEC,
+                ..LbOptions::default()
+            },
+            1000,
+            false,
+        )
+    }
+
+    const C: &str = "10.213.0.2:40000";
+    const VIP: &str = "10.213.9.10:80";
+    const RS: &str = "10.213.1.11:80";
+    const LOCAL: &str = "10.213.8.1:20000";
+
+    #[test]
+    fn nat_legs_pair_on_address_port_and_isn() {
+        let mut ix = index();
+        let mut out = Vec::new();
+        ix.observe(&pkt(C, VIP, SYN, 7, 0), &[], 0, 0, &mut out);
+        // the same SYN at another capture position, and retransmitted: not a pair
+        ix.observe(&pkt(C, VIP, SYN, 7, 0), &[], 10, 1, &mut out);
+        ix.observe(&pkt(C, VIP, SYN, 7, 0), &[], 20, 0, &mut out);
+        assert!(out.is_empty());
+        // another ISN to the real server: another connection
+        ix.observe(&pkt(C, RS, SYN, 8, 0), &[], 30, 1, &mut out);
+        assert!(out.is_empty());
+        let c2 = "10.213.0.2:40001";
+        ix.observe(&pkt(c2, VIP, SYN, 9, 0), &[], 40, 0, &mut out);
+        ix.observe(&pkt(c2, RS, SYN, 9, 0), &[], 50, 1, &mut out);
+        assert_eq!(out.len(), 1);
+        let t = out[0];
+        assert_eq!(t.key, FlowKey::new(ep(c2), ep(RS), 6, 0).0);
+        assert_eq!(t.stitch.vip, Some(ep(VIP)));
+        assert_eq!(t.stitch.mode, Mode::Nat);
+        assert_eq!(t.stitch.evidence, evidence::ISN | evidence::TUPLE);
+        assert!(t.stitch.paired);
+        // later sightings of either leg add nothing
+        out.clear();
+        ix.observe(&pkt(c2, RS, SYN, 9, 0), &[], 60, 2, &mut out);
+        ix.observe(&pkt(c2, VIP, SYN, 9, 0), &[], 70, 2, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn fullnat_legs_pair_on_first_bytes_at_equal_offsets_within_the_window() {
+        let req = b"GET / HTTP/1.1\r\nHost: 10.213.9.10\r\n\r\n";
+        let mut ix = index();
+        let mut out = Vec::new();
+        ix.observe(&pkt(C, VIP, SYN, 100, 0), &[], 0, 0, &mut out);
+        ix.observe(&pkt(LOCAL, RS, SYN, 5000, 0), &[], 10, 1, &mut out);
+        ix.observe(
+            &pkt(C, VIP, ACK, 101, req.len() as u32),
+            req,
+            20,
+            0,
+            &mut out,
+        );
+        assert!(out.is_empty(), "ISNs differ: no SYN pair");
+        ix.observe(
+            &pkt(LOCAL, RS, ACK, 5001, req.len() as u32),
+            req,
+            30,
+            1,
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        let t = out[0];
+        assert_eq!(t.key, FlowKey::new(ep(LOCAL), ep(RS), 6, 0).0);
+        assert_eq!(t.stitch.vip, Some(ep(VIP)));
+        assert_eq!(t.stitch.client, Some(ep(C).ip));
+        assert_eq!(t.stitch.local, Some(ep(LOCAL).ip));
+        assert_eq!(t.stitch.mode, Mode::FullNat);
+        assert_eq!(t.stitch.evidence, evidence::PAYLOAD);
+
+        // the same bytes at another offset (the first segment was missed): no pair
+        let mut ix = index();
+        out.clear();
+        ix.observe(&pkt(C, VIP, SYN, 100, 0), &[], 0, 0, &mut out);
+        ix.observe(&pkt(LOCAL, RS, SYN, 5000, 0), &[], 10, 1, &mut out);
+        ix.observe(
+            &pkt(C, VIP, ACK, 101, req.len() as u32),
+            req,
+            20,
+            0,
+            &mut out,
+        );
+        ix.observe(
+            &pkt(LOCAL, RS, ACK, 5011, req.len() as u32),
+            req,
+            30,
+            1,
+            &mut out,
+        );
+        assert!(out.is_empty());
+
+        // further apart than the window: no pair
+        let mut ix = index();
+        ix.observe(&pkt(C, VIP, SYN, 100, 0), &[], 0, 0, &mut out);
+        ix.observe(
+            &pkt(C, VIP, ACK, 101, req.len() as u32),
+            req,
+            20,
+            0,
+            &mut out,
+        );
+        ix.observe(&pkt(LOCAL, RS, SYN, 5000, 0), &[], 3 * SEC, 1, &mut out);
+        ix.observe(
+            &pkt(LOCAL, RS, ACK, 5001, req.len() as u32),
+            req,
+            3 * SEC,
+            1,
+            &mut out,
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_toa_option_finds_the_client_leg() {
+        let mut ix = index();
+        let mut out = Vec::new();
+        ix.observe(&pkt(C, VIP, SYN, 100, 0), &[], 0, 0, &mut out);
+        let mut ack = pkt(LOCAL, RS, ACK, 5001, 0);
+        ack.tcp.toa = Some((ep(C).ip, ep(C).port));
+        ix.observe(&ack, &[], 10, 1, &mut out);
+        ix.observe(&ack, &[], 11, 1, &mut out); // once per leg
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].stitch.vip, Some(ep(VIP)));
+        assert_eq!(out[0].stitch.evidence, evidence::TOA);
+        assert_eq!(out[0].key, FlowKey::new(ep(LOCAL), ep(RS), 6, 0).0);
+    }
+
+    #[test]
+    fn floods_stay_within_the_bound() {
+        let mut ix = index();
+        let mut out = Vec::new();
+        let req = b"GET / HTTP/1.1\r\n\r\n";
+        for i in 0..200_000u32 {
+            let src = format!(
+                "10.213.{}.{}:{}",
+                100 + (i >> 16),
+                (i >> 8) & 0xff,
+                1024 + (i & 0xff)
+            );
+            let mut syn = pkt(&src, RS, SYN, i, 0);
+            syn.tcp.toa = Some((ep(C).ip, (i & 0xffff) as u16));
+            let ts = i64::from(i) * 1000; // 200 ms in all: nothing expires
+            ix.observe(&syn, &[], ts, 0, &mut out);
+            ix.observe(
+                &pkt(&src, RS, ACK, i + 1, req.len() as u32),
+                req,
+                ts,
+                0,
+                &mut out,
+            );
+            assert!(ix.entries() <= 4 * 1000);
+        }
+        assert!(ix.full_hits > 0);
+        assert!(out.len() < 200_000);
+    }
+}
