@@ -285,8 +285,7 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
                 }
             }
         }
-        for (vip, (ep, backends)) in vips.iter_mut() {
-            let _ = vip;
+        for (ep, backends) in vips.values_mut() {
             backends.extend(cfg.backends(ep).iter().map(Endpoint::id));
         }
     }

@@ -9,6 +9,7 @@
 //!   * a TOA option is inserted (kind 254 or 200; 8 bytes for IPv4 clients, 20 for IPv6) on
 //!     the SYN or on the ACK completing the handshake, as the plan says per connection;
 //!   * packet times move by a clock skew.
+//!
 //! UDP datagrams get the address rewrite only. Checksums are recomputed.
 //! Written independently of wiremap's decoder (the test must not share its bugs).
 #![allow(dead_code)]
