@@ -140,7 +140,7 @@ impl LegIndex {
                     }
                 }
             }
-        } else if t.proto == 17 && is_dns_query(payload) {
+        } else if t.proto == 17 && is_dns_query(payload) && unicast(&t.dst) {
             let h = self.first_bytes_key(17, 0, payload);
             self.payload_leg(17, h, (src, dst), vlan, ts, vantage, out);
         }
@@ -409,6 +409,9 @@ impl LegIndex {
             .filter(|(_, l)| {
                 l.partner.is_none()
                     && l.dst != dst
+                    // LVS keeps the address family (NAT64 directors are not modelled):
+                    // an IPv4 and an IPv6 query with one id are two queries.
+                    && l.dst.ip.is_ipv4() == dst.ip.is_ipv4()
                     && !(l.src == dst && l.dst == src)
                     // TCP through NAT keeps the source and the ISN (matched on the SYNs);
                     // through FULLNAT the source changes: two TCP legs from one source that
@@ -490,6 +493,14 @@ impl LegIndex {
     /// Entries held now (for tests of the bounds).
     pub fn entries(&self) -> usize {
         self.syns.len() + self.pending.len() + self.payloads.len() + self.toa_seen.len()
+    }
+}
+
+/// A VIP or a real server is a unicast address (LLMNR and mDNS queries go to groups).
+fn unicast(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => !a.is_multicast() && !a.is_broadcast(),
+        IpAddr::V6(a) => !a.is_multicast(),
     }
 }
 
@@ -670,6 +681,84 @@ mod tests {
         assert_eq!(out[0].stitch.vip, Some(ep(VIP)));
         assert_eq!(out[0].stitch.evidence, evidence::TOA);
         assert_eq!(out[0].key, FlowKey::new(ep(LOCAL), ep(RS), 6, 0).0);
+    }
+
+    fn udp(src: &str, dst: &str, len: u32) -> Transport {
+        Transport {
+            proto: 17,
+            tcp: TcpFields::default(),
+            ..pkt(src, dst, 0, 0, len)
+        }
+    }
+
+    #[test]
+    fn dns_queries_pair_on_id_and_question_but_not_across_families_or_to_groups() {
+        // id 0x1234, RD, one question: lvs.test A
+        let q =
+            b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03lvs\x04test\x00\x00\x01\x00\x01";
+        let mut ix = index();
+        let mut out = Vec::new();
+        ix.observe(
+            &udp("10.213.0.2:5000", "10.213.9.10:53", 27),
+            q,
+            0,
+            0,
+            &mut out,
+        );
+        ix.observe(
+            &udp("10.213.8.1:6000", "10.213.1.11:53", 27),
+            q,
+            10,
+            1,
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].stitch.vip, Some(ep("10.213.9.10:53")));
+        assert_eq!(out[0].key.proto, 17);
+        // an answer is not a query
+        let mut a = q.to_vec();
+        a[2] |= 0x80;
+        out.clear();
+        ix.observe(
+            &udp("10.213.1.11:53", "10.213.8.1:6000", 27),
+            &a,
+            20,
+            1,
+            &mut out,
+        );
+        assert!(out.is_empty());
+        // LLMNR: one query to the IPv4 and the IPv6 group
+        let mut ix = index();
+        ix.observe(
+            &udp("10.213.0.2:5355", "224.0.0.252:5355", 27),
+            q,
+            0,
+            0,
+            &mut out,
+        );
+        ix.observe(
+            &udp("[fd00:213::2]:5355", "[ff02::1:3]:5355", 27),
+            q,
+            10,
+            0,
+            &mut out,
+        );
+        // and unicast across families
+        ix.observe(
+            &udp("10.213.0.2:5000", "10.213.9.10:53", 27),
+            q,
+            20,
+            0,
+            &mut out,
+        );
+        ix.observe(
+            &udp("[fd00:213::2]:5000", "[fd00:213::53]:53", 27),
+            q,
+            30,
+            0,
+            &mut out,
+        );
+        assert!(out.is_empty());
     }
 
     #[test]
