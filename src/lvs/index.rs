@@ -121,9 +121,13 @@ impl LegIndex {
         if t.proto == 6 {
             let flags = t.tcp.flags;
             if flags & (SYN | ACK) == SYN {
-                self.syn(src, dst, vlan, t.tcp.seq, ts, vantage, out);
                 let isn = t.tcp.seq;
-                self.insert_pending(((src, dst), 6), Pending { isn, ts }, ts);
+                if let Some(other) = self.syn(src, dst, vlan, isn, ts, vantage, out) {
+                    // Paired on the SYNs (NAT): neither leg needs its first bytes indexed.
+                    self.pending.remove(&((src, other), 6));
+                } else {
+                    self.insert_pending(((src, dst), 6), Pending { isn, ts }, ts);
+                }
             }
             if let Some((ip, port)) = t.tcp.toa {
                 if ip != src.ip {
@@ -205,7 +209,7 @@ impl LegIndex {
         ts: i64,
         vantage: u16,
         out: &mut Vec<Tag>,
-    ) {
+    ) -> Option<Endpoint> {
         let window = self.window();
         let want_direct = self.opts.config.is_some();
         let key = (src.ip, src.port);
@@ -223,10 +227,13 @@ impl LegIndex {
                             });
                         }
                     }
-                    return;
+                    return e.paired;
+                }
+                if e.paired == Some(dst) {
+                    return Some(e.dst); // the other leg seen again
                 }
                 if e.paired.is_some() {
-                    return; // the other leg seen again (or a third destination: ignored)
+                    return None; // a third destination: ignored
                 }
                 e.paired = Some(dst);
                 let x = Leg {
@@ -251,7 +258,7 @@ impl LegIndex {
                     self.tag(&y, &x, 6, evidence::ISN)
                 };
                 out.push(tag);
-                return;
+                return Some(x.dst);
             }
         }
         let entry = SynEntry {
@@ -267,10 +274,11 @@ impl LegIndex {
             self.make_room(ts);
             if self.syns.len() >= self.max_entries {
                 self.full_hits += 1;
-                return;
+                return None;
             }
         }
         self.syns.insert(key, entry);
+        None
     }
 
     fn insert_pending(&mut self, k: (Tuple, u8), p: Pending, ts: i64) {
