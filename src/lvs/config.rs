@@ -205,12 +205,14 @@ impl Cidr {
     pub fn contains(&self, ip: &IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(a), IpAddr::V4(b)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32u32.saturating_sub(u32::from(self.len)))
+                    .unwrap_or(0);
                 u32::from(a) & mask == u32::from(*b) & mask
             }
             (IpAddr::V6(a), IpAddr::V6(b)) => {
                 let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.len))
+                    .checked_shl(128u32.saturating_sub(u32::from(self.len)))
                     .unwrap_or(0);
                 u128::from(a) & mask == u128::from(*b) & mask
             }
