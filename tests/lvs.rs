@@ -1020,3 +1020,56 @@ fn captures_without_a_load_balancer_are_never_stitched() {
     println!("{read} peer captures, none stitched");
     assert!(read > 10 || files.is_empty());
 }
+
+#[test]
+fn identical_requests_of_two_clients_with_one_server_captured() {
+    // The NAT lab's connections that went to rs2 are moved to a second client, 10.213.0.3,
+    // and rs2 is not captured: the client legs of 10.213.0.2 and 10.213.0.3 carry identical
+    // first requests ("GET /"), and only 10.213.0.2's have a real-server leg (rs1, FULLNAT-like,
+    // clock +300 ms). Every rs1 leg must be paired with 10.213.0.2's own client leg.
+    let exp = expected("nat");
+    let to_rs2: HashSet<u16> = exp["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["backend"].as_str().unwrap().starts_with("10.213.2.12"))
+        .map(|c| u(&c["client_port"]) as u16)
+        .collect();
+    assert!(to_rs2.len() >= 5);
+    let (lt, recs) = read_pcap(&lab("nat", "client.pcap"));
+    let two = lvs_rewrite::readdress(&recs, [10, 213, 0, 2], [10, 213, 0, 3], &to_rs2);
+    let dir = tmpdir("lvs-two-clients");
+    let client = dir.join("client.pcap");
+    write_pcap(&client, lt, &two);
+    let servers = rewritten("lvs-two-clients-rs", 300_000, no_toa);
+    let doc = analyze_threads(&[client.to_str().unwrap(), &servers[0]]);
+    let mut stitched = 0;
+    for e in doc["edges"].as_array().unwrap() {
+        if e["nat"].is_null() {
+            continue;
+        }
+        stitched += u(&e["requests"]);
+        assert!(
+            e["server"].as_str().unwrap().contains("1::11]")
+                || e["server"].as_str().unwrap().starts_with("10.213.1.11"),
+            "{e}"
+        );
+        if !e["server"].as_str().unwrap().starts_with('[') {
+            assert_eq!(e["nat"]["clients"], json!(["10.213.0.2"]), "{e}");
+        }
+    }
+    // every request rs1 served (from conntrack and the clients), on a stitched edge
+    let rs1_requests: u64 = exp["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["balanced"] == true
+                && !c["backend"].as_str().unwrap().starts_with("10.213.2.12")
+                && !c["backend"].as_str().unwrap().contains(":2::12]")
+        })
+        .map(|c| u(&c["requests"]))
+        .sum();
+    assert_eq!(stitched, rs1_requests, "{:#}", doc["edges"]);
+    assert_eq!(doc["totals"]["l7_requests"], exp["l7_requests"]);
+}

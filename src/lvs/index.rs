@@ -70,6 +70,10 @@ pub struct LegIndex {
     /// Real-server legs whose TOA option was already looked up.
     toa_seen: HashMap<Tuple, i64, ahash::RandomState>,
     hasher: ahash::RandomState,
+    /// How much later a real-server leg is seen than its client leg (forwarding delay plus
+    /// clock skew), learned from pairs that had only one possible partner; it picks among
+    /// identical first requests when a leg is missing from the captures.
+    delay: Option<i64>,
     last_sweep: i64,
     /// Entries not stored (or displaced) because a map was full.
     pub full_hits: u64,
@@ -86,6 +90,7 @@ impl LegIndex {
             payloads: HashMap::default(),
             toa_seen: HashMap::default(),
             hasher: ahash::RandomState::new(),
+            delay: None,
             last_sweep: i64::MIN,
             full_hits: 0,
         }
@@ -253,8 +258,10 @@ impl LegIndex {
                     partner: None,
                 };
                 let tag = if self.roles(6, &x, &y) {
+                    self.learn(y.ts.saturating_sub(x.ts));
                     self.tag(&x, &y, 6, evidence::ISN)
                 } else {
+                    self.learn(x.ts.saturating_sub(y.ts));
                     self.tag(&y, &x, 6, evidence::ISN)
                 };
                 out.push(tag);
@@ -328,11 +335,13 @@ impl LegIndex {
         if e.paired.is_none() {
             e.paired = Some(dst);
         }
+        let (vip, d) = (e.dst, ts.saturating_sub(e.ts));
+        self.learn(d);
         let (key, _) = FlowKey::new(src, dst, 6, vlan);
         out.push(Tag {
             key,
             stitch: Stitch {
-                vip: Some(e.dst),
+                vip: Some(vip),
                 client: Some(ip),
                 local: Some(src.ip),
                 mode: Mode::FullNat,
@@ -408,7 +417,10 @@ impl LegIndex {
             cfg.as_ref()
                 .is_some_and(|c| c.is_real(proto, other) && c.is_real(proto, &dst))
         };
-        // The oldest unpaired leg to another service (never the reverse direction).
+        // An unpaired leg to another service (never the reverse direction): the one whose
+        // distance in time is closest to the learned delay, else the oldest.
+        let delay = self.delay.map(i64::saturating_abs);
+        let mut n = 0usize;
         let cand = slot
             .legs
             .iter()
@@ -434,10 +446,25 @@ impl LegIndex {
                     && !(self.toa_seen.contains_key(&(l.src, l.dst))
                         && self.toa_seen.contains_key(&(src, dst)))
             })
-            .min_by_key(|(i, l)| (l.ts, *i));
+            .inspect(|_| n += 1)
+            .min_by_key(|(i, l)| {
+                let off = delay.map_or(0, |d| {
+                    ts.saturating_sub(l.ts)
+                        .saturating_abs()
+                        .saturating_sub(d)
+                        .saturating_abs()
+                });
+                (off, l.ts, *i)
+            });
         let mut me = me;
         if let Some((i, x)) = cand {
-            let tag = if self.roles(proto, &x, &me) {
+            let client_first = self.roles(proto, &x, &me);
+            if n == 1 {
+                // Only one possible partner: a trustworthy measure of the delay.
+                let d = me.ts.saturating_sub(x.ts);
+                self.learn(if client_first { d } else { d.saturating_neg() });
+            }
+            let tag = if client_first {
                 self.tag(&x, &me, proto, evidence::PAYLOAD)
             } else {
                 self.tag(&me, &x, proto, evidence::PAYLOAD)
@@ -474,6 +501,15 @@ impl LegIndex {
             *p = Some(me);
         }
         self.payloads.insert(h, slot);
+    }
+
+    /// Fold one measured delay (real-server leg minus client leg) into the estimate.
+    fn learn(&mut self, d: i64) {
+        self.delay = Some(match self.delay {
+            None => d,
+            // a moving average: follows a drifting skew, shrugs off one odd pair
+            Some(e) => e.saturating_add(d.saturating_sub(e) / 8),
+        });
     }
 
     /// Drop what is older than the window, at most a few times per window (a flood that

@@ -336,3 +336,40 @@ mod tests {
         assert_eq!(options(&[], &v6).len(), 20);
     }
 }
+
+/// Move some connections of one IPv4 client to another address (both directions): those
+/// whose client port is in `ports`. Used to make two clients out of the lab's one.
+pub fn readdress(
+    recs: &[Rec],
+    from: [u8; 4],
+    to: [u8; 4],
+    ports: &std::collections::HashSet<u16>,
+) -> Vec<Rec> {
+    recs.iter()
+        .map(|r| {
+            let Some(ip) = parse(&r.data) else {
+                return r.clone();
+            };
+            if ip.v6 || (ip.proto != 6 && ip.proto != 17) {
+                return r.clone();
+            }
+            let sport = u16::from_be_bytes([ip.l4[0], ip.l4[1]]);
+            let dport = u16::from_be_bytes([ip.l4[2], ip.l4[3]]);
+            let (mut src, mut dst) = (ip.src.to_vec(), ip.dst.to_vec());
+            if ip.src == from && ports.contains(&sport) {
+                src = to.to_vec();
+            } else if ip.dst == from && ports.contains(&dport) {
+                dst = to.to_vec();
+            } else {
+                return r.clone();
+            }
+            let data = build(&r.data, false, &src, &dst, ip.proto, ip.l4.to_vec());
+            Rec {
+                ts_sec: r.ts_sec,
+                ts_usec: r.ts_usec,
+                orig_len: data.len() as u32,
+                data,
+            }
+        })
+        .collect()
+}
