@@ -317,26 +317,6 @@ pub fn skew_all(recs: &[Rec], skew_us: i64) -> Vec<Rec> {
     recs.iter().map(|r| skewed(r, skew_us)).collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn options_lose_timestamps_and_keep_the_rest() {
-        // mss 1460, sackOK, TS, nop, wscale 10
-        let syn = [
-            2, 4, 5, 180, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 10,
-        ];
-        let o = options(&syn, &toa_option(254, &[10, 0, 0, 2], 40000));
-        assert_eq!(&o[..9], &[2, 4, 5, 180, 4, 2, 3, 3, 10]);
-        assert_eq!(&o[9..17], &[254, 8, 0x9c, 0x40, 10, 0, 0, 2]);
-        assert_eq!(o.len(), 20);
-        let v6 = toa_option(200, &[0xfd; 16], 1);
-        assert_eq!(v6.len(), 20);
-        assert_eq!(options(&[], &v6).len(), 20);
-    }
-}
-
 /// Move some connections of one IPv4 client to another address (both directions): those
 /// whose client port is in `ports`. Used to make two clients out of the lab's one.
 pub fn readdress(
@@ -372,4 +352,24 @@ pub fn readdress(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_lose_timestamps_and_keep_the_rest() {
+        // mss 1460, sackOK, TS, nop, wscale 10
+        let syn = [
+            2, 4, 5, 180, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 10,
+        ];
+        let o = options(&syn, &toa_option(254, &[10, 0, 0, 2], 40000));
+        assert_eq!(&o[..9], &[2, 4, 5, 180, 4, 2, 3, 3, 10]);
+        assert_eq!(&o[9..17], &[254, 8, 0x9c, 0x40, 10, 0, 0, 2]);
+        assert_eq!(o.len(), 20);
+        let v6 = toa_option(200, &[0xfd; 16], 1);
+        assert_eq!(v6.len(), 20);
+        assert_eq!(options(&[], &v6).len(), 20);
+    }
 }
