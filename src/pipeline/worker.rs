@@ -116,8 +116,10 @@ impl Worker {
         let l7_on = self.l7;
         let flow = self.table.get_mut(id);
         if let Some((ip, _)) = t.tcp.toa {
-            // A TOA option: this is a FULLNAT real-server leg, and `ip` its real client.
+            // A TOA option from the opening side: this is a FULLNAT real-server leg, and
+            // `ip` its real client (the SYN sender is the opener; `client` is set later).
             if ip != t.src
+                && flow.client.is_none_or(|c| c == side)
                 && flow
                     .lb
                     .as_ref()
