@@ -191,6 +191,7 @@ fn bench_whole_file(c: &mut Criterion) {
                     records: None,
                     limits: Limits::default(),
                     progress: false,
+                    lb: Default::default(),
                 };
                 b.iter(|| {
                     black_box(

@@ -11,6 +11,7 @@ pub mod filter;
 pub mod flow;
 pub mod l7;
 pub mod limits;
+pub mod lvs;
 pub mod pipeline;
 pub mod report;
 pub mod source;

@@ -34,6 +34,14 @@ pub struct Limits {
     pub tcp_closed_linger_ns: i64,
     pub tcp_attempt_timeout_ns: i64,
     pub fragment_timeout_ns: i64,
+    /// Load-balancer leg evidence (SYNs, first request bytes, TOA sightings) held by the
+    /// reader at once, per kind; entries also expire after `lb_window_ns`.
+    pub lb_max_entries: usize,
+    /// How far apart in packet time the two legs of one load-balanced connection may be
+    /// seen: the director's forwarding delay plus the clock skew between captures.
+    pub lb_window_ns: i64,
+    /// Distinct real clients listed per stitched edge (`nat.clients`).
+    pub lb_max_clients: usize,
 }
 
 const SEC: i64 = 1_000_000_000;
@@ -55,6 +63,9 @@ impl Default for Limits {
             tcp_closed_linger_ns: 10 * SEC,
             tcp_attempt_timeout_ns: 120 * SEC,
             fragment_timeout_ns: 30 * SEC,
+            lb_max_entries: 65_536,
+            lb_window_ns: 2 * SEC,
+            lb_max_clients: 256,
         }
     }
 }
@@ -77,6 +88,13 @@ pub struct LimitHits {
     /// Partial messages given up because the worker's total for them was reached; the
     /// connection resynchronised.
     pub message_buffers_dropped: u64,
+    /// Load-balancer leg evidence not kept because the index was full.
+    pub lb_index_full: u64,
+    /// Load-balancer stitches that came too late: the real-server leg had already finished
+    /// (or settled its requests), so it stayed on its natural edge.
+    pub lb_stitch_late: u64,
+    /// Real clients not listed on a stitched edge (past `lb_max_clients`).
+    pub lb_clients_dropped: u64,
 }
 
 impl LimitHits {
@@ -88,5 +106,8 @@ impl LimitHits {
         self.fragments_dropped += o.fragments_dropped;
         self.parser_limits += o.parser_limits;
         self.message_buffers_dropped += o.message_buffers_dropped;
+        self.lb_index_full += o.lb_index_full;
+        self.lb_stitch_late += o.lb_stitch_late;
+        self.lb_clients_dropped += o.lb_clients_dropped;
     }
 }

@@ -94,6 +94,8 @@ struct AnalyzeArgs {
     records: Option<String>,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    lb: LbArgs,
     /// No progress line on standard error.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -211,6 +213,26 @@ struct CaptureArgs {
     quiet: bool,
 }
 
+/// Load-balancer stitching (analyze).
+#[derive(Args)]
+struct LbArgs {
+    /// Virtual services and their real servers: the output of `ipvsadm -Ln`. Names VIPs and
+    /// backends even when only one side of the load balancer was captured.
+    #[arg(long, value_name = "FILE")]
+    lvs_config: Option<String>,
+    /// A load balancer's local address block (FULLNAT source addresses; repeatable). Such an
+    /// address is shown as a load balancer, never as a client.
+    #[arg(long, value_name = "CIDR")]
+    lb_local: Vec<wiremap::lvs::Cidr>,
+    /// Seconds of packet time within which the two legs of one load-balanced connection are
+    /// matched: the director's delay plus the clock skew between captures.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    lb_window: f64,
+    /// Load-balancer leg evidence held at once, per kind (SYNs, first request bytes, TOA).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().lb_max_entries)]
+    lb_max_entries: usize,
+}
+
 #[derive(Args)]
 struct FilterArgs {
     /// A tcpdump filter expression.
@@ -256,7 +278,32 @@ fn main() -> ExitCode {
 }
 
 fn analyze(a: AnalyzeArgs) -> ExitCode {
-    let limits = a.limits.limits();
+    let mut limits = a.limits.limits();
+    if !(a.lb.lb_window.is_finite() && (0.0..=3600.0).contains(&a.lb.lb_window)) {
+        eprintln!("wiremap: --lb-window must be between 0 and 3600 seconds");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    limits.lb_window_ns = (a.lb.lb_window * 1e9) as i64;
+    limits.lb_max_entries = a.lb.lb_max_entries;
+    let config = match &a.lb.lvs_config {
+        None => None,
+        Some(path) => {
+            let text = match std::fs::read(path) {
+                Ok(t) => String::from_utf8_lossy(&t).into_owned(),
+                Err(e) => {
+                    eprintln!("wiremap: --lvs-config {path}: {e}");
+                    return ExitCode::from(EXIT_INPUT);
+                }
+            };
+            match wiremap::lvs::LvsConfig::parse(&text) {
+                Ok(c) => Some(std::sync::Arc::new(c)),
+                Err(e) => {
+                    eprintln!("wiremap: --lvs-config {path}: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
+        }
+    };
     let threads = default_threads(a.threads);
     let opts = Options {
         files: a.files,
@@ -268,6 +315,11 @@ fn analyze(a: AnalyzeArgs) -> ExitCode {
         records: a.records,
         limits,
         progress: !a.quiet,
+        lb: wiremap::lvs::LbOptions {
+            config,
+            lb_local: a.lb.lb_local,
+            window_ns: 0,
+        },
     };
     let analysis = match pipeline::analyze(&opts) {
         Ok(x) => x,

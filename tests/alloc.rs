@@ -87,6 +87,7 @@ fn allocations_for(path: &std::path::Path) -> (u64, serde_json::Value) {
         records: None,
         limits: wiremap::limits::Limits::default(),
         progress: false,
+        lb: Default::default(),
     };
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     let analysis = wiremap::pipeline::analyze(&opts).expect("analyses");

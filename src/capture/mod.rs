@@ -490,6 +490,8 @@ pub fn run(
             sink,
             // The fault-injection hook is for offline runs only.
             None,
+            // Load-balancer stitching is offline only (see the README).
+            crate::lvs::LbOptions::default(),
         );
         w.set_interval(len_ns);
         w
@@ -755,6 +757,7 @@ fn build(
         filter: opts.filter.as_deref(),
         max_edges: opts.limits.max_edges,
         kind: "live",
+        lb_config: None,
     });
     if let Some(len) = len_ns {
         // An interval document covers its interval, whatever packets it held.

@@ -50,6 +50,8 @@ pub struct Flow {
     pub l7_done: Option<(&'static str, Option<Side>)>,
     /// Live intervals: what earlier snapshots already reported (None offline).
     pub reported: Option<Box<crate::report::Reported>>,
+    /// Load-balancer stitching of this (real-server) leg, when there is any.
+    pub lb: Option<Box<crate::lvs::Stitch>>,
     pub(crate) lru_prev: u32,
     pub(crate) lru_next: u32,
 }
@@ -80,6 +82,7 @@ impl Flow {
             l7: None,
             l7_done: None,
             reported: None,
+            lb: None,
             lru_prev: table::NIL,
             lru_next: table::NIL,
         }

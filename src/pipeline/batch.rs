@@ -21,6 +21,9 @@ pub struct Batch {
     pub bytes: Vec<u8>,
     /// Live: packet time has reached this (interval ends up to it can be closed).
     pub mark: Option<i64>,
+    /// Load-balancer stitches, each applied before the packet at its index (so after every
+    /// packet the reader dispatched before it).
+    pub tags: Vec<(u32, crate::lvs::Tag)>,
 }
 
 pub const BATCH_PACKETS: usize = 512;
@@ -32,6 +35,7 @@ impl Batch {
             packets: Vec::with_capacity(BATCH_PACKETS),
             bytes: Vec::with_capacity(BATCH_BYTES),
             mark: None,
+            tags: Vec::new(),
         }
     }
 
@@ -44,6 +48,7 @@ impl Batch {
         if self.bytes.capacity() > 2 * BATCH_BYTES {
             self.bytes = Vec::with_capacity(BATCH_BYTES);
         }
+        self.tags.clear();
     }
 
     pub fn is_full(&self) -> bool {
@@ -61,6 +66,10 @@ impl Batch {
             payload_start: start,
             payload_len: payload.len() as u32,
         });
+    }
+
+    pub fn push_tag(&mut self, tag: crate::lvs::Tag) {
+        self.tags.push((self.packets.len() as u32, tag));
     }
 
     pub fn payload(&self, m: &PacketMeta) -> &[u8] {

@@ -19,6 +19,7 @@ use crate::decode::{self, Decoder, Outcome};
 use crate::filter::FilterSet;
 use crate::flow::{Endpoint, FlowKey};
 use crate::limits::Limits;
+use crate::lvs::{LegIndex, Tag};
 use crate::report::{self, doc::Document, ReaderStats, WorkerResult};
 use crate::source::{CaptureFile, InputError, OrderedFile, OwnedPacket, Vantages};
 
@@ -35,6 +36,8 @@ pub struct Options {
     pub records: Option<String>,
     pub limits: Limits,
     pub progress: bool,
+    /// Load balancers named by the user (`--lvs-config`, `--lb-local`).
+    pub lb: crate::lvs::LbOptions,
 }
 
 /// Why an analysis failed.
@@ -133,6 +136,7 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
         let limits = opts.limits.clone();
         let max_flows = (opts.limits.max_flows / threads).max(1);
         let (vlan_key, l7) = (opts.vlan_key, opts.l7);
+        let lb = lb_options(opts);
         let position = Arc::clone(position);
         let sink = opts
             .records
@@ -143,7 +147,7 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
                 .name(format!("wiremap-worker-{i}"))
                 .spawn(move || {
                     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        let mut w = Worker::new(limits, max_flows, vlan_key, l7, sink, fault);
+                        let mut w = Worker::new(limits, max_flows, vlan_key, l7, sink, fault, lb);
                         work(&mut w, &rx, &recycle, &position);
                         w.into_result()
                     }));
@@ -168,6 +172,11 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
 
     let mut reader = Reader::new(&opts.limits, senders, recycle_rx, None);
     reader.records_failed = records_failed;
+    reader.lvs = Some(LegIndex::new(
+        lb_options(opts),
+        opts.limits.lb_max_entries,
+        opts.vlan_key,
+    ));
     let mut warnings = Vec::new();
     let mut fault = None;
     let progress = opts.progress && std::io::stderr().is_terminal();
@@ -271,12 +280,20 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
         filter: opts.filter.as_deref(),
         max_edges: opts.limits.max_edges,
         kind,
+        lb_config: opts.lb.config.as_deref(),
     });
     Ok(Analysis {
         document,
         warnings,
         fault,
     })
+}
+
+fn lb_options(opts: &Options) -> crate::lvs::LbOptions {
+    crate::lvs::LbOptions {
+        window_ns: opts.limits.lb_window_ns,
+        ..opts.lb.clone()
+    }
 }
 
 fn work(w: &mut Worker, rx: &Receiver<Batch>, recycle: &Sender<Batch>, position: &AtomicU64) {
@@ -316,6 +333,10 @@ pub struct Reader {
     stalled: Vec<(usize, Batch)>,
     /// Packets handed to a worker other than the local one (live with fanout).
     pub forwarded: u64,
+    /// Load-balancer legs (offline): the reader sees every packet in order, so stitching
+    /// decided here is the same whatever the number of workers.
+    lvs: Option<LegIndex>,
+    tags: Vec<Tag>,
 }
 
 /// A packet as read, borrowed from its source (a file reader's buffer or the live ring).
@@ -360,6 +381,8 @@ impl Reader {
             local_full: false,
             stalled: Vec::new(),
             forwarded: 0,
+            lvs: None,
+            tags: Vec::new(),
         }
     }
 
@@ -404,8 +427,12 @@ impl Reader {
                     t.proto,
                     0,
                 );
-                let w = (key.dispatch_hash() % self.senders.len() as u64) as usize;
+                let n = self.senders.len() as u64;
+                let w = (key.dispatch_hash() % n) as usize;
                 self.batches[w].push(t, pkt.ts_ns, pkt.vantage, order, payload);
+                if let Some(lvs) = self.lvs.as_mut() {
+                    lvs.observe(&t, payload, pkt.ts_ns, pkt.vantage, &mut self.tags);
+                }
                 match self.local {
                     Some(l) if l == w => {
                         if self.batches[w].is_full() {
@@ -422,6 +449,13 @@ impl Reader {
                         if self.batches[w].is_full() {
                             self.send(w);
                         }
+                    }
+                }
+                for tag in self.tags.drain(..) {
+                    // The worker that owns the tagged leg (dispatch ignores VLANs).
+                    let to = (FlowKey { vlan: 0, ..tag.key }.dispatch_hash() % n) as usize;
+                    if let Some(b) = self.batches.get_mut(to) {
+                        b.push_tag(tag);
                     }
                 }
             }
@@ -473,8 +507,7 @@ impl Reader {
             .unwrap_or_else(|_| Batch::with_capacity());
         let full = std::mem::replace(&mut self.batches[w], fresh);
         if self.local.is_none() {
-            if self.senders[w].send(full).is_err() || self.records_failed.load(Ordering::Relaxed)
-            {
+            if self.senders[w].send(full).is_err() || self.records_failed.load(Ordering::Relaxed) {
                 self.workers_gone = true;
             }
             return;
@@ -547,6 +580,7 @@ impl Reader {
 
     fn finish(mut self) -> ReaderStats {
         self.stats.fragments_dropped = self.decoder.fragments_dropped();
+        self.stats.lb_index_full = self.lvs.as_ref().map_or(0, |i| i.full_hits);
         self.senders.clear();
         self.stats
     }

@@ -9,7 +9,8 @@ use crate::decode::tcp_flags::{ACK, SYN};
 use crate::flow::{Endpoint, Flow, FlowKey, FlowTable};
 use crate::l7::{Ctx, L7Conn, RecordSink};
 use crate::limits::Limits;
-use crate::report::{ConnSummary, EdgeKey, WorkerResult};
+use crate::lvs::{self, evidence, LbEdge, LbOptions, Mode, Stitch, Tag};
+use crate::report::{ConnSummary, EdgeAgg, EdgeKey, NatAgg, WorkerResult};
 
 /// How stale a flow's LRU position may get before a packet moves it to the front.
 const LRU_TOUCH_NS: i64 = 50_000_000;
@@ -36,6 +37,9 @@ pub struct Worker {
     carry_total: usize,
     /// The test hook's fault, if any (see `fault`).
     fault: Option<super::fault::Fault>,
+    lb: LbOptions,
+    /// Anything to re-attribute without a tag (`--lvs-config`, `--lb-local`)?
+    lb_static: bool,
 }
 
 impl Worker {
@@ -46,9 +50,12 @@ impl Worker {
         l7: bool,
         records: Option<RecordSink>,
         fault: Option<super::fault::Fault>,
+        lb: LbOptions,
     ) -> Worker {
         Worker {
             fault,
+            lb_static: lb.config.is_some() || !lb.lb_local.is_empty(),
+            lb,
             records,
             events: Vec::with_capacity(64),
             held_total: 0,
@@ -165,9 +172,16 @@ impl Worker {
                 panic!("injected fault ({})", super::fault::FAULT_ENV);
             }
         }
-        for m in &batch.packets {
+        let mut tags = batch.tags.iter().peekable();
+        for (i, m) in batch.packets.iter().enumerate() {
+            while let Some((_, tag)) = tags.next_if(|(at, _)| *at as usize <= i) {
+                self.apply_tag(tag);
+            }
             position.store(m.order, std::sync::atomic::Ordering::Relaxed);
             self.process(m, batch.payload(m));
+        }
+        for (_, tag) in tags {
+            self.apply_tag(tag);
         }
         if let Some(mark) = batch.mark {
             self.reach(mark);
@@ -221,6 +235,31 @@ impl Worker {
         }
         let l7_on = self.l7;
         let flow = self.table.get_mut(id);
+        if let Some((ip, _)) = t.tcp.toa {
+            // A TOA option from the opening side: this is a FULLNAT real-server leg, and
+            // `ip` its real client (the SYN sender is the opener; `client` is set later).
+            if ip != t.src
+                && flow.client.is_none_or(|c| c == side)
+                && flow
+                    .lb
+                    .as_ref()
+                    .is_none_or(|s| s.evidence & evidence::TOA == 0)
+            {
+                let s = Stitch {
+                    vip: None,
+                    client: Some(ip),
+                    local: Some(t.src),
+                    mode: Mode::FullNat,
+                    evidence: evidence::TOA,
+                    paired: false,
+                    direct: false,
+                };
+                match &mut flow.lb {
+                    Some(b) => b.merge(&s),
+                    None => flow.lb = Some(Box::new(s)),
+                }
+            }
+        }
         if tcp {
             // Where each direction stood before this segment: seeds L7 reassembly when the
             // first payload creates it (SYN-only attempts never pay for L7 state).
@@ -284,12 +323,31 @@ impl Worker {
                         };
                         let (protocol, l7_server, tally) = conn.finish(&mut cx);
                         flow.l7_done = Some((protocol, l7_server));
-                        let edge = EdgeKey {
+                        let mut edge = EdgeKey {
                             client: key.endpoint(client).ip,
+                            vip_port: None,
                             server: key.endpoint(client.other()),
                             udp: false,
                             protocol,
                         };
+                        let route = (self.lb_static || flow.lb.is_some())
+                            .then(|| {
+                                lvs::lb_edge(
+                                    flow.lb.as_deref(),
+                                    key.proto,
+                                    key.endpoint(client),
+                                    edge.server,
+                                    &self.lb,
+                                )
+                            })
+                            .flatten();
+                        if let Some(r) = &route {
+                            edge.client = r.client;
+                            edge.vip_port = r.vip_port;
+                            if r.paired {
+                                self.out.lb_duplicate_requests += tally.requests;
+                            }
+                        }
                         self.out.edges.entry(edge).or_default().l7.merge(&tally);
                     }
                 }
@@ -378,7 +436,18 @@ impl Worker {
             self.out.undetermined.push(summary);
             return;
         };
-        let (k, agg) = summary.into_edge(client);
+        let (mut k, mut agg) = summary.into_edge(client);
+        if self.lb_static || flow.lb.is_some() {
+            let src = flow.key.endpoint(client);
+            if let Some(r) =
+                lvs::lb_edge(flow.lb.as_deref(), flow.key.proto, src, k.server, &self.lb)
+            {
+                if r.paired {
+                    self.out.lb_duplicate_requests += agg.l7.requests;
+                }
+                route_edge(&mut k, &mut agg, &r, self.limits.lb_max_clients);
+            }
+        }
         self.add_edge(k, agg);
     }
 
@@ -398,6 +467,25 @@ impl Worker {
         }
     }
 
+    /// A stitch from the reader for one of this worker's flows.
+    fn apply_tag(&mut self, tag: &Tag) {
+        let Some(id) = self.table.find(&tag.key) else {
+            // The leg already finished (legs further apart than its linger time).
+            self.out.limits.lb_stitch_late += 1;
+            return;
+        };
+        let flow = self.table.get_mut(id);
+        let had_vip = flow.lb.as_ref().is_some_and(|s| s.vip.is_some());
+        if flow.l7_done.is_some() && !had_vip && tag.stitch.vip.is_some() {
+            // Its requests were already summed on the natural edge.
+            self.out.limits.lb_stitch_late += 1;
+        }
+        match &mut flow.lb {
+            Some(s) => s.merge(&tag.stitch),
+            None => flow.lb = Some(Box::new(tag.stitch)),
+        }
+    }
+
     pub fn into_result(mut self) -> WorkerResult {
         // One at a time: collecting them first would hold every flow twice.
         while let Some(id) = self.table.oldest() {
@@ -409,4 +497,26 @@ impl Worker {
         }
         self.out
     }
+}
+
+/// Move a finished leg's sums to its load-balancer edge.
+fn route_edge(k: &mut EdgeKey, agg: &mut EdgeAgg, r: &LbEdge, cap: usize) {
+    k.client = r.client;
+    k.vip_port = r.vip_port;
+    let mut n = NatAgg {
+        modes: match r.mode {
+            Mode::Nat => 1,
+            Mode::FullNat => 2,
+        },
+        evidence: r.evidence,
+        cap,
+        ..NatAgg::default()
+    };
+    if let Some(c) = r.real_client {
+        n.add_client(c);
+    }
+    if let Some(l) = r.local {
+        n.add_local(l);
+    }
+    agg.nat = Some(Box::new(n));
 }

@@ -150,4 +150,18 @@ pub struct EdgeDoc {
     pub top_resources: Option<Vec<ResourceDoc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpDoc>,
+    /// Load-balancer stitching (contract: edges created or re-attributed by it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nat: Option<NatDoc>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct NatDoc {
+    pub mode: &'static str,
+    pub evidence: Vec<&'static str>,
+    /// Real client ids (may be empty when only the director's address is known).
+    pub clients: Vec<String>,
+    /// The director's local addresses (FULLNAT).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lb_local: Option<Vec<String>>,
 }

@@ -1,6 +1,6 @@
 //! Per-edge aggregation: what the workers add up and the join stage merges.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use protocols::event::{Code, Resource};
@@ -12,6 +12,8 @@ use crate::flow::Endpoint;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct EdgeKey {
     pub client: IpAddr,
+    /// Set when the client is a load balancer's VIP (`VIP:vport → RS:rport`).
+    pub vip_port: Option<u16>,
     pub server: Endpoint,
     pub udp: bool,
     pub protocol: &'static str,
@@ -75,6 +77,53 @@ pub struct EdgeAgg {
     /// Handshake RTT per connection, microseconds.
     pub rtt_us: Digest,
     pub l7: L7Tally,
+    /// Load-balancer stitching (edges created or re-attributed by it).
+    pub nat: Option<Box<NatAgg>>,
+}
+
+/// What stitching says about an edge: modes, evidence, real clients, director addresses.
+#[derive(Clone, Debug, Default)]
+pub struct NatAgg {
+    /// Bit 0: NAT, bit 1: FULLNAT.
+    pub modes: u8,
+    pub evidence: u8,
+    pub clients: BTreeSet<IpAddr>,
+    pub lb_local: BTreeSet<IpAddr>,
+    /// Most addresses listed in each set.
+    pub cap: usize,
+    /// Addresses not listed because a set was full.
+    pub dropped: u64,
+}
+
+impl NatAgg {
+    pub fn add_client(&mut self, ip: IpAddr) {
+        if self.clients.len() < self.cap || self.clients.contains(&ip) {
+            self.clients.insert(ip);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    pub fn add_local(&mut self, ip: IpAddr) {
+        if self.lb_local.len() < self.cap || self.lb_local.contains(&ip) {
+            self.lb_local.insert(ip);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    pub fn merge(&mut self, o: &NatAgg) {
+        self.modes |= o.modes;
+        self.evidence |= o.evidence;
+        self.cap = self.cap.max(o.cap);
+        self.dropped += o.dropped;
+        for c in &o.clients {
+            self.add_client(*c);
+        }
+        for l in &o.lb_local {
+            self.add_local(*l);
+        }
+    }
 }
 
 impl EdgeAgg {
@@ -90,6 +139,12 @@ impl EdgeAgg {
         self.missed_bytes += o.missed_bytes;
         self.rtt_us.merge(&o.rtt_us);
         self.l7.merge(&o.l7);
+        if let Some(n) = &o.nat {
+            match &mut self.nat {
+                Some(m) => m.merge(n),
+                None => self.nat = Some(n.clone()),
+            }
+        }
     }
 
     /// True if the edge carries nothing but failed connection attempts.

@@ -10,7 +10,7 @@ pub mod time;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 pub use digest::{Digest, Summary};
-pub use edge::{EdgeAgg, EdgeKey, L7Tally, MAX_RESOURCES};
+pub use edge::{EdgeAgg, EdgeKey, L7Tally, NatAgg, MAX_RESOURCES};
 
 use crate::flow::{Endpoint, Flow, FlowKey, Side};
 use crate::limits::LimitHits;
@@ -69,6 +69,7 @@ impl ConnSummary {
         let s = client.other().index();
         let key = EdgeKey {
             client: self.key.endpoint(client).ip,
+            vip_port: None,
             server: self.key.endpoint(client.other()),
             udp: self.udp,
             protocol: self.protocol,
@@ -83,6 +84,7 @@ impl ConnSummary {
             missed_bytes: self.missed_bytes,
             rtt_us: Digest::default(),
             l7: self.l7,
+            nat: None,
         };
         if let Some(rtt) = self.rtt_us {
             agg.rtt_us.record(rtt);
@@ -163,6 +165,8 @@ pub struct WorkerResult {
     pub failed_connections: u64,
     pub other_vantage_packets: u64,
     pub limits: LimitHits,
+    /// Requests of real-server legs whose client leg was seen too (counted there).
+    pub lb_duplicate_requests: u64,
 }
 
 /// Counts made by the reader (before dispatch).
@@ -177,6 +181,7 @@ pub struct ReaderStats {
     pub first_ts: Option<i64>,
     pub last_ts: Option<i64>,
     pub fragments_dropped: u64,
+    pub lb_index_full: u64,
 }
 
 /// Pick the server of a connection whose opener was not seen (the contract's rules):
@@ -208,10 +213,15 @@ pub struct DocumentInput<'a> {
     pub filter: Option<&'a str>,
     pub max_edges: usize,
     pub kind: &'static str,
+    /// `--lvs-config`: names the backends of VIPs seen in edges.
+    pub lb_config: Option<&'a crate::lvs::LvsConfig>,
 }
 
-fn client_id(ip: &std::net::IpAddr) -> String {
-    ip.to_string()
+fn client_id(k: &EdgeKey) -> String {
+    match k.vip_port {
+        Some(port) => Endpoint { ip: k.client, port }.id(),
+        None => k.client.to_string(),
+    }
 }
 
 /// Merge worker results into the document.
@@ -223,6 +233,7 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
         filter,
         max_edges,
         kind,
+        lb_config,
     } = input;
     let mut syn_servers = HashSet::new();
     for r in &results {
@@ -239,6 +250,11 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
         ..Totals::default()
     };
     limits.fragments_dropped += reader.fragments_dropped;
+    limits.lb_index_full += reader.lb_index_full;
+    let mut lb_duplicates = 0u64;
+    // Load balancers: VIP node id -> (VIP, backends); director local addresses likewise.
+    let mut vips: BTreeMap<String, (Endpoint, BTreeSet<String>)> = BTreeMap::new();
+    let mut locals: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
 
     // Sorted by the contract's edge key (string ids).
     let mut edges: BTreeMap<(String, String, &'static str, &'static str), EdgeAgg> =
@@ -246,7 +262,7 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
     let mut folded: BTreeMap<Endpoint, u64> = BTreeMap::new();
     let add = |edges: &mut BTreeMap<_, EdgeAgg>, k: EdgeKey, a: &EdgeAgg| {
         let key = (
-            client_id(&k.client),
+            client_id(&k),
             k.server.id(),
             if k.udp { "udp" } else { "tcp" },
             k.protocol,
@@ -258,12 +274,29 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
         totals.flows += r.flows;
         totals.failed_connections += r.failed_connections;
         totals.other_vantage_packets += r.other_vantage_packets;
+        lb_duplicates += r.lb_duplicate_requests;
         limits.add(&r.limits);
         for (ep, n) in r.folded_failed {
             *folded.entry(ep).or_default() += n;
         }
         for (k, a) in &r.edges {
             server_of.insert(k.server.id(), k.server);
+            if let Some(port) = k.vip_port {
+                let vip = Endpoint { ip: k.client, port };
+                vips.entry(vip.id())
+                    .or_insert_with(|| (vip, BTreeSet::new()))
+                    .1
+                    .insert(k.server.id());
+            } else if a
+                .nat
+                .as_ref()
+                .is_some_and(|n| n.evidence & crate::lvs::evidence::LB_LOCAL != 0)
+            {
+                locals
+                    .entry(k.client.to_string())
+                    .or_default()
+                    .insert(k.server.id());
+            }
             add(&mut edges, *k, a);
         }
         for c in r.undetermined {
@@ -297,8 +330,33 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
     // Nodes: every endpoint in an edge, once, sorted by id.
     let mut clients: BTreeSet<String> = BTreeSet::new();
     let mut services: BTreeMap<String, (Endpoint, BTreeSet<&'static str>, u64)> = BTreeMap::new();
+    // Configured backends of every VIP that is a node (a client leg seen without the other).
+    if let Some(cfg) = lb_config {
+        for (_, server, _, _) in edges.keys() {
+            if let Some(ep) = server_of.get(server) {
+                let backends = cfg.backends(ep);
+                if !backends.is_empty() {
+                    let e = vips
+                        .entry(server.clone())
+                        .or_insert_with(|| (*ep, BTreeSet::new()));
+                    e.1.extend(backends.iter().map(Endpoint::id));
+                }
+            }
+        }
+        for (ep, backends) in vips.values_mut() {
+            backends.extend(cfg.backends(ep).iter().map(Endpoint::id));
+        }
+    }
     for ((client, server, _, proto), a) in &edges {
-        clients.insert(client.clone());
+        if let Some((ep, _)) = vips.get(client) {
+            // A VIP as the client of its real servers: the node is the load balancer.
+            let e = services
+                .entry(client.clone())
+                .or_insert((*ep, BTreeSet::new(), 0));
+            e.1.insert(proto);
+        } else {
+            clients.insert(client.clone());
+        }
         let ep = server_of[server];
         let e = services
             .entry(server.clone())
@@ -312,13 +370,21 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
     }
     let mut nodes: Vec<NodeDoc> = Vec::new();
     for c in clients {
+        // A director's local address (`--lb-local`) is a load balancer, not a client.
+        let backends = locals
+            .get(&c)
+            .map(|b| b.iter().cloned().collect::<Vec<_>>());
         nodes.push(NodeDoc {
             ip: c.clone(),
             id: c,
             port: None,
-            role: "client",
+            role: if backends.is_some() {
+                "load_balancer"
+            } else {
+                "client"
+            },
             protocols: None,
-            backends: None,
+            backends,
             failed_connections: None,
         });
     }
@@ -328,13 +394,20 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
         if p.is_empty() && protos.contains("unknown") {
             p.push("unknown");
         }
+        let backends = vips
+            .get(&id)
+            .map(|(_, b)| b.iter().cloned().collect::<Vec<_>>());
         nodes.push(NodeDoc {
             id,
             ip: ep.ip.to_string(),
             port: Some(ep.port),
-            role: "service",
+            role: if backends.is_some() {
+                "load_balancer"
+            } else {
+                "service"
+            },
             protocols: Some(p),
-            backends: None,
+            backends,
             failed_connections: Some(failed),
         });
     }
@@ -343,8 +416,13 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
     let mut edge_docs = Vec::with_capacity(edges.len());
     for ((client, server, transport, protocol), a) in edges {
         totals.l7_requests += a.l7.requests;
+        if let Some(n) = &a.nat {
+            limits.lb_clients_dropped += n.dropped;
+        }
         edge_docs.push(edge_doc(client, server, transport, protocol, a));
     }
+    // An exchange seen on both legs of a load balancer counts once.
+    totals.l7_requests = totals.l7_requests.saturating_sub(lb_duplicates);
 
     let sources = vantages
         .list
@@ -448,6 +526,17 @@ fn edge_doc(
                     errors,
                 })
                 .collect()
+        }),
+        nat: a.nat.as_ref().map(|n| NatDoc {
+            mode: if n.modes & 2 != 0 { "fullnat" } else { "nat" },
+            evidence: crate::lvs::evidence::NAMES
+                .iter()
+                .filter(|(bit, _)| n.evidence & bit != 0)
+                .map(|(_, name)| *name)
+                .collect(),
+            clients: n.clients.iter().map(|c| c.to_string()).collect(),
+            lb_local: (!n.lb_local.is_empty())
+                .then(|| n.lb_local.iter().map(|c| c.to_string()).collect()),
         }),
         tcp: tcp.then(|| TcpDoc {
             rtt_us: if a.rtt_us.is_empty() {

@@ -418,6 +418,7 @@ pub fn pipeline(data: &[u8]) {
         records: records.as_ref().map(|p| p.to_string_lossy().into_owned()),
         limits,
         progress: false,
+        lb: Default::default(),
     };
     let result = analyze(&opts);
     let _ = std::fs::remove_file(&path);

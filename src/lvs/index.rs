@@ -1,0 +1,836 @@
+//! The leg index: fed by the reader thread with every decoded packet, in packet-time order,
+//! it recognises the two legs of one load-balanced connection and emits a [`Tag`] for the
+//! real-server leg. Evidence (strongest first): a TOA option naming a client whose SYN to
+//! another destination was seen; equal client address, port and ISN on two SYNs to different
+//! destinations (NAT keeps them); equal first request bytes at equal relative sequence offsets
+//! (FULLNAT shifts sequence numbers, so ISNs are never compared there), or equal DNS
+//! transaction id and question for UDP. Every entry lives at most `window` of packet time and
+//! every map is bounded; hits are counted, never silent.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::IpAddr;
+
+use super::{evidence, LbOptions, Mode, Stitch, Tag};
+use crate::decode::tcp_flags::{ACK, SYN};
+use crate::decode::Transport;
+use crate::flow::{Endpoint, FlowKey};
+
+/// Bytes of the first request that identify it.
+const FIRST_BYTES: usize = 64;
+/// Legs remembered per first-bytes key (identical requests from concurrent connections).
+const SLOT_LEGS: usize = 4;
+
+type Tuple = (Endpoint, Endpoint);
+
+#[derive(Clone, Copy, Debug)]
+struct SynEntry {
+    isn: u32,
+    dst: Endpoint,
+    vlan: u32,
+    ts: i64,
+    vantage: u16,
+    /// The destination of the other leg, once paired.
+    paired: Option<Endpoint>,
+    direct: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    isn: u32,
+    ts: i64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Leg {
+    src: Endpoint,
+    dst: Endpoint,
+    vlan: u32,
+    ts: i64,
+    vantage: u16,
+    /// The other leg, once paired (later sightings of either are recognised).
+    partner: Option<Tuple>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    legs: [Option<Leg>; SLOT_LEGS],
+}
+
+pub struct LegIndex {
+    opts: LbOptions,
+    max_entries: usize,
+    vlan_key: bool,
+    /// SYNs by client address and port.
+    syns: HashMap<(IpAddr, u16), SynEntry, ahash::RandomState>,
+    /// Connections whose first client payload has not been seen yet.
+    pending: HashMap<(Tuple, u8), Pending, ahash::RandomState>,
+    /// First request bytes -> legs that sent them.
+    payloads: HashMap<u64, Slot, ahash::RandomState>,
+    /// Real-server legs whose TOA option was already looked up.
+    toa_seen: HashMap<Tuple, i64, ahash::RandomState>,
+    hasher: ahash::RandomState,
+    /// How much later a real-server leg is seen than its client leg (forwarding delay plus
+    /// clock skew), learned from pairs that had only one possible partner; it picks among
+    /// identical first requests when a leg is missing from the captures.
+    delay: Option<i64>,
+    last_sweep: i64,
+    /// Entries not stored (or displaced) because a map was full.
+    pub full_hits: u64,
+}
+
+impl LegIndex {
+    pub fn new(opts: LbOptions, max_entries: usize, vlan_key: bool) -> LegIndex {
+        LegIndex {
+            opts,
+            max_entries: max_entries.max(16),
+            vlan_key,
+            syns: HashMap::default(),
+            pending: HashMap::default(),
+            payloads: HashMap::default(),
+            toa_seen: HashMap::default(),
+            hasher: ahash::RandomState::new(),
+            delay: None,
+            last_sweep: i64::MIN,
+            full_hits: 0,
+        }
+    }
+
+    fn window(&self) -> i64 {
+        self.opts.window_ns.max(1)
+    }
+
+    /// Look at one packet; push tags for real-server legs recognised by it.
+    pub fn observe(
+        &mut self,
+        t: &Transport,
+        payload: &[u8],
+        ts: i64,
+        vantage: u16,
+        out: &mut Vec<Tag>,
+    ) {
+        if self.last_sweep == i64::MIN {
+            self.last_sweep = ts;
+        } else if ts.saturating_sub(self.last_sweep) > self.window() {
+            self.sweep(ts);
+        }
+        let src = Endpoint {
+            ip: t.src,
+            port: t.sport,
+        };
+        let dst = Endpoint {
+            ip: t.dst,
+            port: t.dport,
+        };
+        let vlan = if self.vlan_key { t.vlan } else { 0 };
+        if t.proto == 6 {
+            let flags = t.tcp.flags;
+            if flags & (SYN | ACK) == SYN {
+                let isn = t.tcp.seq;
+                if let Some(other) = self.syn(src, dst, vlan, isn, ts, vantage, out) {
+                    // Paired on the SYNs (NAT): neither leg needs its first bytes indexed.
+                    self.pending.remove(&((src, other), 6));
+                } else {
+                    self.insert_pending(((src, dst), 6), Pending { isn, ts }, ts);
+                }
+            }
+            if let Some((ip, port)) = t.tcp.toa {
+                if ip != src.ip {
+                    self.toa(src, dst, vlan, ip, port, ts, out);
+                }
+            }
+            if t.payload_wire_len > 0 && flags & SYN == 0 && !payload.is_empty() {
+                if let Some(p) = self.pending.remove(&((src, dst), 6)) {
+                    if ts.saturating_sub(p.ts) <= self.window() {
+                        // Relative offset of this segment in the client's byte stream.
+                        let offset = t.tcp.seq.wrapping_sub(p.isn).wrapping_sub(1);
+                        let h = self.first_bytes_key(6, offset, payload);
+                        self.payload_leg(6, h, (src, dst), vlan, ts, vantage, out);
+                    }
+                }
+            }
+        } else if t.proto == 17 && is_dns_query(payload) && unicast(&t.dst) {
+            let h = self.first_bytes_key(17, 0, payload);
+            self.payload_leg(17, h, (src, dst), vlan, ts, vantage, out);
+        }
+    }
+
+    fn first_bytes_key(&self, proto: u8, offset: u32, payload: &[u8]) -> u64 {
+        let bytes = payload.get(..FIRST_BYTES).unwrap_or(payload);
+        let mut h = self.hasher.build_hasher();
+        proto.hash(&mut h);
+        offset.hash(&mut h);
+        bytes.hash(&mut h);
+        h.finish()
+    }
+
+    /// Which of two legs (`x` seen first) is the client's: the one to a configured VIP, or
+    /// the one not to a configured real server, or not from a director's local address;
+    /// else the one seen first (the director forwards after it receives).
+    fn roles(&self, proto: u8, x: &Leg, y: &Leg) -> bool {
+        if let Some(c) = &self.opts.config {
+            if c.is_vip(proto, &y.dst) || c.is_real(proto, &x.dst) {
+                return false;
+            }
+            if c.is_vip(proto, &x.dst) || c.is_real(proto, &y.dst) {
+                return true;
+            }
+        }
+        if self.opts.is_local(&x.src.ip) && !self.opts.is_local(&y.src.ip) {
+            return false;
+        }
+        // A leg that carried a TOA option is the real server's.
+        let toa = |l: &Leg| self.toa_seen.contains_key(&(l.src, l.dst));
+        if toa(x) && !toa(y) {
+            return false;
+        }
+        true
+    }
+
+    fn tag(&self, client: &Leg, rs: &Leg, proto: u8, ev: u8) -> Tag {
+        let nat = rs.src == client.src;
+        let (key, _) = FlowKey::new(rs.src, rs.dst, proto, rs.vlan);
+        Tag {
+            key,
+            stitch: Stitch {
+                vip: Some(client.dst),
+                client: Some(client.src.ip),
+                local: (!nat).then_some(rs.src.ip),
+                mode: if nat { Mode::Nat } else { Mode::FullNat },
+                evidence: ev | if nat { evidence::TUPLE } else { 0 },
+                paired: true,
+                direct: false,
+            },
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn syn(
+        &mut self,
+        src: Endpoint,
+        dst: Endpoint,
+        vlan: u32,
+        isn: u32,
+        ts: i64,
+        vantage: u16,
+        out: &mut Vec<Tag>,
+    ) -> Option<Endpoint> {
+        let window = self.window();
+        let want_direct = self.opts.config.is_some();
+        let key = (src.ip, src.port);
+        if let Some(e) = self.syns.get_mut(&key) {
+            if ts.saturating_sub(e.ts) <= window && e.isn == isn {
+                if e.dst == dst {
+                    // The same leg again: a retransmission, or another capture position.
+                    if e.vantage != vantage && e.paired.is_none() && !e.direct {
+                        e.direct = true;
+                        if want_direct {
+                            let (k, _) = FlowKey::new(src, dst, 6, vlan);
+                            out.push(Tag {
+                                key: k,
+                                stitch: Stitch::direct(),
+                            });
+                        }
+                    }
+                    return e.paired;
+                }
+                if e.paired == Some(dst) {
+                    return Some(e.dst); // the other leg seen again
+                }
+                if e.paired.is_some() {
+                    return None; // a third destination: ignored
+                }
+                e.paired = Some(dst);
+                let x = Leg {
+                    src,
+                    dst: e.dst,
+                    vlan: e.vlan,
+                    ts: e.ts,
+                    vantage: e.vantage,
+                    partner: None,
+                };
+                let y = Leg {
+                    src,
+                    dst,
+                    vlan,
+                    ts,
+                    vantage,
+                    partner: None,
+                };
+                let tag = if self.roles(6, &x, &y) {
+                    self.learn(y.ts.saturating_sub(x.ts));
+                    self.tag(&x, &y, 6, evidence::ISN)
+                } else {
+                    self.learn(x.ts.saturating_sub(y.ts));
+                    self.tag(&y, &x, 6, evidence::ISN)
+                };
+                out.push(tag);
+                return Some(x.dst);
+            }
+        }
+        let entry = SynEntry {
+            isn,
+            dst,
+            vlan,
+            ts,
+            vantage,
+            paired: None,
+            direct: false,
+        };
+        if self.syns.len() >= self.max_entries && !self.syns.contains_key(&key) {
+            self.make_room(ts);
+            if self.syns.len() >= self.max_entries {
+                self.full_hits += 1;
+                return None;
+            }
+        }
+        self.syns.insert(key, entry);
+        None
+    }
+
+    fn insert_pending(&mut self, k: (Tuple, u8), p: Pending, ts: i64) {
+        if self.pending.len() >= self.max_entries && !self.pending.contains_key(&k) {
+            self.make_room(ts);
+            if self.pending.len() >= self.max_entries {
+                self.full_hits += 1;
+                return;
+            }
+        }
+        self.pending.insert(k, p);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn toa(
+        &mut self,
+        src: Endpoint,
+        dst: Endpoint,
+        vlan: u32,
+        ip: IpAddr,
+        port: u16,
+        ts: i64,
+        out: &mut Vec<Tag>,
+    ) {
+        // Once per real-server leg: TOA may ride on several early segments (and a flood of
+        // them must not cost a lookup each).
+        if let Some(seen) = self.toa_seen.get(&(src, dst)) {
+            if ts.saturating_sub(*seen) <= self.window() {
+                return;
+            }
+        }
+        if self.toa_seen.len() >= self.max_entries && !self.toa_seen.contains_key(&(src, dst)) {
+            self.make_room(ts);
+            if self.toa_seen.len() >= self.max_entries {
+                self.full_hits += 1;
+                return;
+            }
+        }
+        self.toa_seen.insert((src, dst), ts);
+        let window = self.window();
+        let Some(e) = self.syns.get_mut(&(ip, port)) else {
+            return;
+        };
+        if ts.saturating_sub(e.ts) > window || e.dst == dst {
+            return;
+        }
+        if e.paired.is_none() {
+            e.paired = Some(dst);
+        }
+        let (vip, d) = (e.dst, ts.saturating_sub(e.ts));
+        self.learn(d);
+        let (key, _) = FlowKey::new(src, dst, 6, vlan);
+        out.push(Tag {
+            key,
+            stitch: Stitch {
+                vip: Some(vip),
+                client: Some(ip),
+                local: Some(src.ip),
+                mode: Mode::FullNat,
+                evidence: evidence::TOA,
+                paired: true,
+                direct: false,
+            },
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn payload_leg(
+        &mut self,
+        proto: u8,
+        h: u64,
+        (src, dst): Tuple,
+        vlan: u32,
+        ts: i64,
+        vantage: u16,
+        out: &mut Vec<Tag>,
+    ) {
+        let window = self.window();
+        if !self.payloads.contains_key(&h) && self.payloads.len() >= self.max_entries / 4 {
+            self.make_room(ts);
+            if self.payloads.len() >= self.max_entries / 4 {
+                self.full_hits += 1;
+                return;
+            }
+        }
+        let mut slot = self.payloads.get(&h).copied().unwrap_or_default();
+        for l in slot.legs.iter_mut() {
+            if l.is_some_and(|l| ts.saturating_sub(l.ts) > window) {
+                *l = None;
+            }
+        }
+        let me = Leg {
+            src,
+            dst,
+            vlan,
+            ts,
+            vantage,
+            partner: None,
+        };
+        // Another sighting of a leg already known (a second capture position).
+        if let Some(l) = slot
+            .legs
+            .iter_mut()
+            .flatten()
+            .find(|l| (l.src == src && l.dst == dst) || l.partner == Some((src, dst)))
+        {
+            if l.partner.is_none() && l.vantage != vantage && self.opts.config.is_some() {
+                // Seen untranslated at two capture positions and never paired: direct
+                // traffic, whatever the configuration says about its server.
+                l.vantage = vantage;
+                let (key, _) = FlowKey::new(src, dst, proto, vlan);
+                out.push(Tag {
+                    key,
+                    stitch: Stitch::direct(),
+                });
+                self.payloads.insert(h, slot);
+            }
+            return;
+        }
+        let syn = self.syns.get(&(src.ip, src.port)).copied();
+        let isn_pair = |other: Endpoint| {
+            syn.is_some_and(|e| {
+                (e.dst == other && e.paired == Some(dst))
+                    || (e.dst == dst && e.paired == Some(other))
+            })
+        };
+        let cfg = self.opts.config.clone();
+        let both_real = |other: &Endpoint| {
+            cfg.as_ref()
+                .is_some_and(|c| c.is_real(proto, other) && c.is_real(proto, &dst))
+        };
+        // An unpaired leg to another service (never the reverse direction): the one whose
+        // distance in time is closest to the learned delay, else the oldest.
+        let delay = self.delay.map(i64::saturating_abs);
+        let mut n = 0usize;
+        let cand = slot
+            .legs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.map(|l| (i, l)))
+            .filter(|(_, l)| {
+                l.partner.is_none()
+                    && l.dst != dst
+                    // LVS keeps the address family (NAT64 directors are not modelled):
+                    // an IPv4 and an IPv6 query with one id are two queries.
+                    && l.dst.ip.is_ipv4() == dst.ip.is_ipv4()
+                    && !(l.src == dst && l.dst == src)
+                    // TCP through NAT keeps the source and the ISN (matched on the SYNs);
+                    // through FULLNAT the source changes: two TCP legs from one source that
+                    // the SYNs did not pair are two connections (a director reuses a local
+                    // port towards different servers).
+                    && (proto == 17 || l.src != src || isn_pair(l.dst))
+                    // FULLNAT replaces the client's address: legs from one address on two
+                    // ports are two connections of that client (seen at two servers).
+                    && (l.src == src || l.src.ip != src.ip)
+                    && !both_real(&l.dst)
+                    // Two legs carrying TOA are both real-server legs.
+                    && !(self.toa_seen.contains_key(&(l.src, l.dst))
+                        && self.toa_seen.contains_key(&(src, dst)))
+            })
+            .inspect(|_| n += 1)
+            .min_by_key(|(i, l)| {
+                let off = delay.map_or(0, |d| {
+                    ts.saturating_sub(l.ts)
+                        .saturating_abs()
+                        .saturating_sub(d)
+                        .saturating_abs()
+                });
+                (off, l.ts, *i)
+            });
+        let mut me = me;
+        if let Some((i, x)) = cand {
+            let client_first = self.roles(proto, &x, &me);
+            if n == 1 {
+                // Only one possible partner: a trustworthy measure of the delay.
+                let d = me.ts.saturating_sub(x.ts);
+                self.learn(if client_first { d } else { d.saturating_neg() });
+            }
+            let tag = if client_first {
+                self.tag(&x, &me, proto, evidence::PAYLOAD)
+            } else {
+                self.tag(&me, &x, proto, evidence::PAYLOAD)
+            };
+            out.push(tag);
+            if let Some(Some(l)) = slot.legs.get_mut(i) {
+                l.partner = Some((src, dst));
+            }
+            me.partner = Some((x.src, x.dst));
+        }
+        // Store this leg: a free place, else the oldest paired leg (only remembered to
+        // recognise later sightings), else the oldest waiting one (counted: it can no
+        // longer be paired).
+        let place = slot
+            .legs
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or_else(|| {
+                let oldest = |paired: bool| {
+                    slot.legs
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, l)| l.map(|l| (i, l)))
+                        .filter(|(_, l)| l.partner.is_some() == paired)
+                        .min_by_key(|(i, l)| (l.ts, *i))
+                        .map(|(i, _)| i)
+                };
+                oldest(true).unwrap_or_else(|| {
+                    self.full_hits += 1;
+                    oldest(false).unwrap_or(0)
+                })
+            });
+        if let Some(p) = slot.legs.get_mut(place) {
+            *p = Some(me);
+        }
+        self.payloads.insert(h, slot);
+    }
+
+    /// Fold one measured delay (real-server leg minus client leg) into the estimate.
+    fn learn(&mut self, d: i64) {
+        self.delay = Some(match self.delay {
+            None => d,
+            // a moving average: follows a drifting skew, shrugs off one odd pair
+            Some(e) => e.saturating_add(d.saturating_sub(e) / 8),
+        });
+    }
+
+    /// Drop what is older than the window, at most a few times per window (a flood that
+    /// keeps a map full must not make every packet scan it).
+    fn make_room(&mut self, ts: i64) {
+        if ts.saturating_sub(self.last_sweep) >= self.window() / 8 {
+            self.sweep(ts);
+        }
+    }
+
+    fn sweep(&mut self, ts: i64) {
+        let w = self.window();
+        self.last_sweep = ts;
+        self.syns.retain(|_, e| ts.saturating_sub(e.ts) <= w);
+        self.pending.retain(|_, p| ts.saturating_sub(p.ts) <= w);
+        self.toa_seen.retain(|_, t| ts.saturating_sub(*t) <= w);
+        self.payloads.retain(|_, s| {
+            s.legs
+                .iter()
+                .flatten()
+                .any(|l| ts.saturating_sub(l.ts) <= w)
+        });
+    }
+
+    /// Entries held now (for tests of the bounds).
+    pub fn entries(&self) -> usize {
+        self.syns.len() + self.pending.len() + self.payloads.len() + self.toa_seen.len()
+    }
+}
+
+/// A VIP or a real server is a unicast address (LLMNR and mDNS queries go to groups).
+fn unicast(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => !a.is_multicast() && !a.is_broadcast(),
+        IpAddr::V6(a) => !a.is_multicast(),
+    }
+}
+
+/// A DNS query: QR clear, opcode QUERY, one question.
+fn is_dns_query(p: &[u8]) -> bool {
+    match (p.get(2), p.get(4), p.get(5)) {
+        (Some(flags), Some(0), Some(1)) => p.len() >= 17 && flags & 0xF8 == 0,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::TcpFields;
+
+    const SEC: i64 = 1_000_000_000;
+
+    fn ep(s: &str) -> Endpoint {
+        let sa: std::net::SocketAddr = s.parse().unwrap();
+        Endpoint {
+            ip: sa.ip(),
+            port: sa.port(),
+        }
+    }
+
+    fn pkt(src: &str, dst: &str, flags: u8, seq: u32, len: u32) -> Transport {
+        let (s, d) = (ep(src), ep(dst));
+        Transport {
+            src: s.ip,
+            dst: d.ip,
+            sport: s.port,
+            dport: d.port,
+            proto: 6,
+            vlan: 0,
+            ip_bytes: 40 + len,
+            fragments: 1,
+            truncated: false,
+            tcp: TcpFields {
+                seq,
+                ack: 0,
+                flags,
+                window: 1000,
+                toa: None,
+            },
+            payload_wire_len: len,
+        }
+    }
+
+    fn index() -> LegIndex {
+        LegIndex::new(
+            LbOptions {
+                window_ns: 2 * SEC,
+                ..LbOptions::default()
+            },
+            1000,
+            false,
+        )
+    }
+
+    const C: &str = "10.213.0.2:40000";
+    const VIP: &str = "10.213.9.10:80";
+    const RS: &str = "10.213.1.11:80";
+    const LOCAL: &str = "10.213.8.1:20000";
+
+    #[test]
+    fn nat_legs_pair_on_address_port_and_isn() {
+        let mut ix = index();
+        let mut out = Vec::new();
+        ix.observe(&pkt(C, VIP, SYN, 7, 0), &[], 0, 0, &mut out);
+        // the same SYN at another capture position, and retransmitted: not a pair
+        ix.observe(&pkt(C, VIP, SYN, 7, 0), &[], 10, 1, &mut out);
+        ix.observe(&pkt(C, VIP, SYN, 7, 0), &[], 20, 0, &mut out);
+        assert!(out.is_empty());
+        // another ISN to the real server: another connection
+        ix.observe(&pkt(C, RS, SYN, 8, 0), &[], 30, 1, &mut out);
+        assert!(out.is_empty());
+        let c2 = "10.213.0.2:40001";
+        ix.observe(&pkt(c2, VIP, SYN, 9, 0), &[], 40, 0, &mut out);
+        ix.observe(&pkt(c2, RS, SYN, 9, 0), &[], 50, 1, &mut out);
+        assert_eq!(out.len(), 1);
+        let t = out[0];
+        assert_eq!(t.key, FlowKey::new(ep(c2), ep(RS), 6, 0).0);
+        assert_eq!(t.stitch.vip, Some(ep(VIP)));
+        assert_eq!(t.stitch.mode, Mode::Nat);
+        assert_eq!(t.stitch.evidence, evidence::ISN | evidence::TUPLE);
+        assert!(t.stitch.paired);
+        // later sightings of either leg add nothing
+        out.clear();
+        ix.observe(&pkt(c2, RS, SYN, 9, 0), &[], 60, 2, &mut out);
+        ix.observe(&pkt(c2, VIP, SYN, 9, 0), &[], 70, 2, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn fullnat_legs_pair_on_first_bytes_at_equal_offsets_within_the_window() {
+        let req = b"GET / HTTP/1.1\r\nHost: 10.213.9.10\r\n\r\n";
+        let mut ix = index();
+        let mut out = Vec::new();
+        ix.observe(&pkt(C, VIP, SYN, 100, 0), &[], 0, 0, &mut out);
+        ix.observe(&pkt(LOCAL, RS, SYN, 5000, 0), &[], 10, 1, &mut out);
+        ix.observe(
+            &pkt(C, VIP, ACK, 101, req.len() as u32),
+            req,
+            20,
+            0,
+            &mut out,
+        );
+        assert!(out.is_empty(), "ISNs differ: no SYN pair");
+        ix.observe(
+            &pkt(LOCAL, RS, ACK, 5001, req.len() as u32),
+            req,
+            30,
+            1,
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        let t = out[0];
+        assert_eq!(t.key, FlowKey::new(ep(LOCAL), ep(RS), 6, 0).0);
+        assert_eq!(t.stitch.vip, Some(ep(VIP)));
+        assert_eq!(t.stitch.client, Some(ep(C).ip));
+        assert_eq!(t.stitch.local, Some(ep(LOCAL).ip));
+        assert_eq!(t.stitch.mode, Mode::FullNat);
+        assert_eq!(t.stitch.evidence, evidence::PAYLOAD);
+
+        // the same bytes at another offset (the first segment was missed): no pair
+        let mut ix = index();
+        out.clear();
+        ix.observe(&pkt(C, VIP, SYN, 100, 0), &[], 0, 0, &mut out);
+        ix.observe(&pkt(LOCAL, RS, SYN, 5000, 0), &[], 10, 1, &mut out);
+        ix.observe(
+            &pkt(C, VIP, ACK, 101, req.len() as u32),
+            req,
+            20,
+            0,
+            &mut out,
+        );
+        ix.observe(
+            &pkt(LOCAL, RS, ACK, 5011, req.len() as u32),
+            req,
+            30,
+            1,
+            &mut out,
+        );
+        assert!(out.is_empty());
+
+        // further apart than the window: no pair
+        let mut ix = index();
+        ix.observe(&pkt(C, VIP, SYN, 100, 0), &[], 0, 0, &mut out);
+        ix.observe(
+            &pkt(C, VIP, ACK, 101, req.len() as u32),
+            req,
+            20,
+            0,
+            &mut out,
+        );
+        ix.observe(&pkt(LOCAL, RS, SYN, 5000, 0), &[], 3 * SEC, 1, &mut out);
+        ix.observe(
+            &pkt(LOCAL, RS, ACK, 5001, req.len() as u32),
+            req,
+            3 * SEC,
+            1,
+            &mut out,
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_toa_option_finds_the_client_leg() {
+        let mut ix = index();
+        let mut out = Vec::new();
+        ix.observe(&pkt(C, VIP, SYN, 100, 0), &[], 0, 0, &mut out);
+        let mut ack = pkt(LOCAL, RS, ACK, 5001, 0);
+        ack.tcp.toa = Some((ep(C).ip, ep(C).port));
+        ix.observe(&ack, &[], 10, 1, &mut out);
+        ix.observe(&ack, &[], 11, 1, &mut out); // once per leg
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].stitch.vip, Some(ep(VIP)));
+        assert_eq!(out[0].stitch.evidence, evidence::TOA);
+        assert_eq!(out[0].key, FlowKey::new(ep(LOCAL), ep(RS), 6, 0).0);
+    }
+
+    fn udp(src: &str, dst: &str, len: u32) -> Transport {
+        Transport {
+            proto: 17,
+            tcp: TcpFields::default(),
+            ..pkt(src, dst, 0, 0, len)
+        }
+    }
+
+    #[test]
+    fn dns_queries_pair_on_id_and_question_but_not_across_families_or_to_groups() {
+        // id 0x1234, RD, one question: lvs.test A
+        let q =
+            b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03lvs\x04test\x00\x00\x01\x00\x01";
+        let mut ix = index();
+        let mut out = Vec::new();
+        ix.observe(
+            &udp("10.213.0.2:5000", "10.213.9.10:53", 27),
+            q,
+            0,
+            0,
+            &mut out,
+        );
+        ix.observe(
+            &udp("10.213.8.1:6000", "10.213.1.11:53", 27),
+            q,
+            10,
+            1,
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].stitch.vip, Some(ep("10.213.9.10:53")));
+        assert_eq!(out[0].key.proto, 17);
+        // an answer is not a query
+        let mut a = q.to_vec();
+        a[2] |= 0x80;
+        out.clear();
+        ix.observe(
+            &udp("10.213.1.11:53", "10.213.8.1:6000", 27),
+            &a,
+            20,
+            1,
+            &mut out,
+        );
+        assert!(out.is_empty());
+        // LLMNR: one query to the IPv4 and the IPv6 group
+        let mut ix = index();
+        ix.observe(
+            &udp("10.213.0.2:5355", "224.0.0.252:5355", 27),
+            q,
+            0,
+            0,
+            &mut out,
+        );
+        ix.observe(
+            &udp("[fd00:213::2]:5355", "[ff02::1:3]:5355", 27),
+            q,
+            10,
+            0,
+            &mut out,
+        );
+        // and unicast across families
+        ix.observe(
+            &udp("10.213.0.2:5000", "10.213.9.10:53", 27),
+            q,
+            20,
+            0,
+            &mut out,
+        );
+        ix.observe(
+            &udp("[fd00:213::2]:5000", "[fd00:213::53]:53", 27),
+            q,
+            30,
+            0,
+            &mut out,
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn floods_stay_within_the_bound() {
+        let mut ix = index();
+        let mut out = Vec::new();
+        let req = b"GET / HTTP/1.1\r\n\r\n";
+        for i in 0..200_000u32 {
+            let src = format!(
+                "10.213.{}.{}:{}",
+                100 + (i >> 16),
+                (i >> 8) & 0xff,
+                1024 + (i & 0xff)
+            );
+            let mut syn = pkt(&src, RS, SYN, i, 0);
+            syn.tcp.toa = Some((ep(C).ip, (i & 0xffff) as u16));
+            let ts = i64::from(i) * 1000; // 200 ms in all: nothing expires
+            ix.observe(&syn, &[], ts, 0, &mut out);
+            ix.observe(
+                &pkt(&src, RS, ACK, i + 1, req.len() as u32),
+                req,
+                ts,
+                0,
+                &mut out,
+            );
+            assert!(ix.entries() <= 4 * 1000);
+        }
+        assert!(ix.full_hits > 0);
+        assert!(out.len() < 200_000);
+    }
+}
