@@ -63,7 +63,7 @@ impl Default for Limits {
             tcp_closed_linger_ns: 10 * SEC,
             tcp_attempt_timeout_ns: 120 * SEC,
             fragment_timeout_ns: 30 * SEC,
-            lb_max_entries: 65_536,
+            lb_max_entries: 32_768,
             lb_window_ns: 2 * SEC,
             lb_max_clients: 256,
         }
