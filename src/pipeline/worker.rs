@@ -127,6 +127,15 @@ impl Worker {
             (None, None) if l7_on => return,
             (None, None) => ("unknown", None),
         };
+        if flow.lb.as_ref().is_none_or(|s| s.vip.is_none() && !s.direct)
+            && self.now.saturating_sub(flow.first_ts) <= self.lb.window_ns.saturating_mul(2)
+        {
+            // The reader may still pair this leg (a first request is matched within the
+            // window of its SYN, the other leg's within the window of that; a DNS query
+            // within the window): it waits, like a protocol still being detected, so none
+            // of it lands on the natural edge before its stitch arrives.
+            return;
+        }
         let tally = flow.l7.as_mut().map(|c| c.take_tally()).unwrap_or_default();
         let mut summary = ConnSummary::from_flow(flow, protocol, l7_server, tally);
         // Failure is only known when the attempt ends.
@@ -140,13 +149,25 @@ impl Worker {
             (false, Some(server)) => Some(server.other()),
             _ => flow.client,
         };
-        match client {
-            Some(c) => {
-                let (k, agg) = summary.into_edge(c);
-                self.add_edge(k, agg);
+        let Some(c) = client else {
+            self.out.undetermined.push(summary);
+            return;
+        };
+        let (mut k, mut agg) = summary.into_edge(c);
+        // The same load-balancer routing as a finished leg (`account`), so the interval
+        // documents sum to the whole run edge by edge.
+        if self.lb_static || flow.lb.is_some() {
+            let src = flow.key.endpoint(c);
+            if let Some(r) =
+                lvs::lb_edge(flow.lb.as_deref(), flow.key.proto, src, k.server, &self.lb)
+            {
+                if r.paired {
+                    self.out.lb_duplicate_requests += agg.l7.requests;
+                }
+                route_edge(&mut k, &mut agg, &r, self.limits.lb_max_clients);
             }
-            None => self.out.undetermined.push(summary),
         }
+        self.add_edge(k, agg);
     }
 
     /// The packet of this batch the test hook fails on, if any. Checked once per batch
@@ -476,8 +497,12 @@ impl Worker {
         };
         let flow = self.table.get_mut(id);
         let had_vip = flow.lb.as_ref().is_some_and(|s| s.vip.is_some());
-        if flow.l7_done.is_some() && !had_vip && tag.stitch.vip.is_some() {
-            // Its requests were already summed on the natural edge.
+        if (flow.l7_done.is_some() || flow.reported.is_some())
+            && !had_vip
+            && tag.stitch.vip.is_some()
+        {
+            // Its requests (or, live, an interval's share of it) were already summed on the
+            // natural edge.
             self.out.limits.lb_stitch_late += 1;
         }
         match &mut flow.lb {
