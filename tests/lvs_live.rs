@@ -32,15 +32,25 @@ fn write_configs(dir: &Path) {
         let mut t = String::from(
             "IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n",
         );
-        for (proto, port) in [("TCP", 80), ("TCP", 6379), ("TCP", 3306), ("UDP", 53), ("TCP", 53)] {
+        for (proto, port) in [
+            ("TCP", 80),
+            ("TCP", 6379),
+            ("TCP", 3306),
+            ("UDP", 53),
+            ("TCP", 53),
+        ] {
             t.push_str(&format!("{proto}  {VIP4}:{port} rr\n"));
             for rs in [RS14, RS24] {
-                t.push_str(&format!("  -> {rs}:{port:<20} {fwd:<7} 1      0          0\n"));
+                t.push_str(&format!(
+                    "  -> {rs}:{port:<20} {fwd:<7} 1      0          0\n"
+                ));
             }
         }
         t.push_str(&format!("TCP  [{VIP6}]:80 rr\n"));
         for rs in [RS16, RS26] {
-            t.push_str(&format!("  -> [{rs}]:80             {fwd:<7} 1      0          0\n"));
+            t.push_str(&format!(
+                "  -> [{rs}]:80             {fwd:<7} 1      0          0\n"
+            ));
         }
         std::fs::write(dir.join(format!("{mode}.txt")), t).unwrap();
     }
@@ -78,7 +88,11 @@ fn expected_edges(exp: &Value, seen: Option<&[&str]>) -> BTreeMap<[String; 4], V
             Some(_) if balanced => (
                 vip_of(c),
                 backend.to_string(),
-                Some(if mode == "nat" { Some(client.clone()) } else { None }),
+                Some(if mode == "nat" {
+                    Some(client.clone())
+                } else {
+                    None
+                }),
             ),
             // Direct traffic to a backend: from one side, a NAT config claims it for the VIP
             // (README, "What cannot be inferred"); with FULLNAT and --lb-local, a leg not from
@@ -190,7 +204,11 @@ fn check(docs: &[Value], exp: &Value, seen: Option<&[&str]>, what: &str) {
         assert_eq!(g["evidence"], json!(["vip-map"]), "{e}: evidence");
         assert_eq!(g["clients"], w["clients"], "{e}: real clients");
         if mode == "fullnat" {
-            let local = if k[1].starts_with('[') { LOCAL6 } else { LOCAL4 };
+            let local = if k[1].starts_with('[') {
+                LOCAL6
+            } else {
+                LOCAL4
+            };
             assert_eq!(g["lb_local"], json!([local]), "{e}: lb_local");
         }
     }
@@ -214,8 +232,7 @@ fn check(docs: &[Value], exp: &Value, seen: Option<&[&str]>, what: &str) {
 }
 
 fn read_docs(path: &Path, lines: bool) -> Vec<Value> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     if lines {
         text.lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -224,6 +241,10 @@ fn read_docs(path: &Path, lines: bool) -> Vec<Value> {
         vec![serde_json::from_str(&text).unwrap()]
     }
 }
+
+/// (name, interface, arguments, interval documents?, real-server addresses on it; None: the
+/// client side)
+type Run<'a> = (&'a str, &'a str, String, bool, Option<&'a [&'a str]>);
 
 #[test]
 fn live_capture_on_the_director_attributes_legs_like_conntrack() {
@@ -236,14 +257,43 @@ fn live_capture_on_the_director_attributes_legs_like_conntrack() {
     write_configs(&dir);
     let cfg = dir.join("@MODE@.txt").to_string_lossy().into_owned();
     let lb = format!("--lvs-config {cfg} --lb-local 10.215.8.0/24 --lb-local fd00:215:0:8::/64");
-    // (name, interface, arguments, interval documents?, backend seen)
-    let runs: [(&str, &str, String, bool, Option<&[&str]>); 6] = [
+    let runs: [Run; 6] = [
         ("cli", "wjd-c", format!("--threads 2 {lb}"), false, None),
-        ("cli-int", "wjd-c", format!("--threads 2 --interval 1 {lb}"), true, None),
-        ("rs1", "wjd-1", format!("--threads 2 {lb}"), false, Some(&[RS14, RS16])),
-        ("rs1-int", "wjd-1", format!("--threads 1 --interval 1 {lb}"), true, Some(&[RS14, RS16])),
-        ("rs1-fanout", "wjd-1", format!("--threads 2 --fanout {lb}"), false, Some(&[RS14, RS16])),
-        ("rs2-int", "wjd-2", format!("--threads 2 --interval 1 {lb}"), true, Some(&[RS24, RS26])),
+        (
+            "cli-int",
+            "wjd-c",
+            format!("--threads 2 --interval 1 {lb}"),
+            true,
+            None,
+        ),
+        (
+            "rs1",
+            "wjd-1",
+            format!("--threads 2 {lb}"),
+            false,
+            Some(&[RS14, RS16]),
+        ),
+        (
+            "rs1-int",
+            "wjd-1",
+            format!("--threads 1 --interval 1 {lb}"),
+            true,
+            Some(&[RS14, RS16]),
+        ),
+        (
+            "rs1-fanout",
+            "wjd-1",
+            format!("--threads 2 --fanout {lb}"),
+            false,
+            Some(&[RS14, RS16]),
+        ),
+        (
+            "rs2-int",
+            "wjd-2",
+            format!("--threads 2 --interval 1 {lb}"),
+            true,
+            Some(&[RS24, RS26]),
+        ),
     ];
     let spec: Vec<String> = runs
         .iter()

@@ -480,7 +480,12 @@ impl Reader {
     }
 
     /// Keep the load-balancer leg index (see `crate::lvs`).
-    pub(crate) fn index_legs(&mut self, opts: crate::lvs::LbOptions, max_entries: usize, vlan_key: bool) {
+    pub(crate) fn index_legs(
+        &mut self,
+        opts: crate::lvs::LbOptions,
+        max_entries: usize,
+        vlan_key: bool,
+    ) {
         self.lvs = Some(LegIndex::new(opts, max_entries, vlan_key));
     }
 

@@ -127,7 +127,10 @@ impl Worker {
             (None, None) if l7_on => return,
             (None, None) => ("unknown", None),
         };
-        if flow.lb.as_ref().is_none_or(|s| s.vip.is_none() && !s.direct)
+        if flow
+            .lb
+            .as_ref()
+            .is_none_or(|s| s.vip.is_none() && !s.direct)
             && self.now.saturating_sub(flow.first_ts) <= self.lb.window_ns.saturating_mul(2)
         {
             // The reader may still pair this leg (a first request is matched within the
@@ -673,7 +676,10 @@ mod tests {
         let parts = long_leg(SEC + 400_000_000);
         assert_eq!(parts.iter().map(natural).sum::<u64>(), 0);
         assert_eq!(parts.iter().map(stitched).sum::<u64>(), 3 + 11);
-        assert_eq!(parts.iter().map(|r| r.limits.lb_stitch_late).sum::<u64>(), 0);
+        assert_eq!(
+            parts.iter().map(|r| r.limits.lb_stitch_late).sum::<u64>(),
+            0
+        );
     }
 
     #[test]
@@ -686,6 +692,9 @@ mod tests {
             parts.iter().map(natural).sum::<u64>() + parts.iter().map(stitched).sum::<u64>(),
             3 + 11
         );
-        assert_eq!(parts.iter().map(|r| r.limits.lb_stitch_late).sum::<u64>(), 1);
+        assert_eq!(
+            parts.iter().map(|r| r.limits.lb_stitch_late).sum::<u64>(),
+            1
+        );
     }
 }
