@@ -208,12 +208,14 @@ struct CaptureArgs {
     no_l7: bool,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    lb: LbArgs,
     /// No summary line on standard error at the end.
     #[arg(long, short = 'q')]
     quiet: bool,
 }
 
-/// Load-balancer stitching (analyze).
+/// Load-balancer stitching (analyze and capture).
 #[derive(Args)]
 struct LbArgs {
     /// Virtual services and their real servers: the output of `ipvsadm -Ln`. Names VIPs and
@@ -231,6 +233,42 @@ struct LbArgs {
     /// Load-balancer leg evidence held at once, per kind (SYNs, first request bytes, TOA).
     #[arg(long, value_name = "N", default_value_t = Limits::default().lb_max_entries)]
     lb_max_entries: usize,
+}
+
+impl LbArgs {
+    /// The window and bound go into `limits`; the rest is returned (or the exit code).
+    fn options(&self, limits: &mut Limits) -> Result<wiremap::lvs::LbOptions, ExitCode> {
+        if !(self.lb_window.is_finite() && (0.0..=3600.0).contains(&self.lb_window)) {
+            eprintln!("wiremap: --lb-window must be between 0 and 3600 seconds");
+            return Err(ExitCode::from(EXIT_USAGE));
+        }
+        limits.lb_window_ns = (self.lb_window * 1e9) as i64;
+        limits.lb_max_entries = self.lb_max_entries;
+        let config = match &self.lvs_config {
+            None => None,
+            Some(path) => {
+                let text = match std::fs::read(path) {
+                    Ok(t) => String::from_utf8_lossy(&t).into_owned(),
+                    Err(e) => {
+                        eprintln!("wiremap: --lvs-config {path}: {e}");
+                        return Err(ExitCode::from(EXIT_INPUT));
+                    }
+                };
+                match wiremap::lvs::LvsConfig::parse(&text) {
+                    Ok(c) => Some(std::sync::Arc::new(c)),
+                    Err(e) => {
+                        eprintln!("wiremap: --lvs-config {path}: {e}");
+                        return Err(ExitCode::from(EXIT_USAGE));
+                    }
+                }
+            }
+        };
+        Ok(wiremap::lvs::LbOptions {
+            config,
+            lb_local: self.lb_local.clone(),
+            window_ns: limits.lb_window_ns,
+        })
+    }
 }
 
 #[derive(Args)]
@@ -279,30 +317,9 @@ fn main() -> ExitCode {
 
 fn analyze(a: AnalyzeArgs) -> ExitCode {
     let mut limits = a.limits.limits();
-    if !(a.lb.lb_window.is_finite() && (0.0..=3600.0).contains(&a.lb.lb_window)) {
-        eprintln!("wiremap: --lb-window must be between 0 and 3600 seconds");
-        return ExitCode::from(EXIT_USAGE);
-    }
-    limits.lb_window_ns = (a.lb.lb_window * 1e9) as i64;
-    limits.lb_max_entries = a.lb.lb_max_entries;
-    let config = match &a.lb.lvs_config {
-        None => None,
-        Some(path) => {
-            let text = match std::fs::read(path) {
-                Ok(t) => String::from_utf8_lossy(&t).into_owned(),
-                Err(e) => {
-                    eprintln!("wiremap: --lvs-config {path}: {e}");
-                    return ExitCode::from(EXIT_INPUT);
-                }
-            };
-            match wiremap::lvs::LvsConfig::parse(&text) {
-                Ok(c) => Some(std::sync::Arc::new(c)),
-                Err(e) => {
-                    eprintln!("wiremap: --lvs-config {path}: {e}");
-                    return ExitCode::from(EXIT_USAGE);
-                }
-            }
-        }
+    let lb = match a.lb.options(&mut limits) {
+        Ok(lb) => lb,
+        Err(code) => return code,
     };
     let threads = default_threads(a.threads);
     let opts = Options {
@@ -315,11 +332,7 @@ fn analyze(a: AnalyzeArgs) -> ExitCode {
         records: a.records,
         limits,
         progress: !a.quiet,
-        lb: wiremap::lvs::LbOptions {
-            config,
-            lb_local: a.lb.lb_local,
-            window_ns: 0,
-        },
+        lb,
     };
     let analysis = match pipeline::analyze(&opts) {
         Ok(x) => x,
@@ -432,6 +445,11 @@ fn capture(c: CaptureArgs) -> ExitCode {
         eprintln!("wiremap: --snaplen must be between 64 and 262144");
         return ExitCode::from(EXIT_USAGE);
     }
+    let mut limits = c.limits.limits();
+    let lb = match c.lb.options(&mut limits) {
+        Ok(lb) => lb,
+        Err(code) => return code,
+    };
     let opts = CaptureOptions {
         interface: c.interface,
         filter: c.filter,
@@ -446,7 +464,8 @@ fn capture(c: CaptureArgs) -> ExitCode {
         vlan_key: c.vlan_key,
         l7: !c.no_l7,
         records: c.records,
-        limits: c.limits.limits(),
+        limits,
+        lb,
     };
     // Interval documents are appended, one line each; the whole-run one is written at the end.
     let mut out: Box<dyn Write> = match &c.output {

@@ -70,6 +70,9 @@ pub struct CaptureOptions {
     pub l7: bool,
     pub records: Option<String>,
     pub limits: Limits,
+    /// Load balancers named by the user (`--lvs-config`, `--lb-local`); `window_ns` is
+    /// `limits.lb_window_ns`.
+    pub lb: crate::lvs::LbOptions,
 }
 
 #[derive(Debug)]
@@ -171,6 +174,7 @@ struct LaneState {
     reported_drops: u64,
     reported_forwarded: u64,
     reported_frags: u64,
+    reported_lb_full: u64,
     scratch: Vec<u8>,
     last_ts: i64,
     /// One socket: batches carry interval marks to the workers.
@@ -286,6 +290,9 @@ impl LaneState {
         let frags = self.reader.fragments_dropped();
         stats.fragments_dropped = frags.saturating_sub(self.reported_frags);
         self.reported_frags = frags;
+        let lb_full = self.reader.lb_index_full();
+        stats.lb_index_full = lb_full.saturating_sub(self.reported_lb_full);
+        self.reported_lb_full = lb_full;
         let (packets, bytes) = match self.vantages.list.first_mut() {
             Some(v) => (std::mem::take(&mut v.packets), std::mem::take(&mut v.bytes)),
             None => (0, 0),
@@ -490,8 +497,7 @@ pub fn run(
             sink,
             // The fault-injection hook is for offline runs only.
             None,
-            // Load-balancer stitching is offline only (see the README).
-            crate::lvs::LbOptions::default(),
+            opts.lb.clone(),
         );
         w.set_interval(len_ns);
         w
@@ -527,6 +533,7 @@ pub fn run(
             reported_drops: 0,
             reported_forwarded: 0,
             reported_frags: 0,
+            reported_lb_full: 0,
             scratch: Vec::with_capacity(opts.snaplen as usize + 64),
             last_ts: i64::MIN,
             marks,
@@ -558,7 +565,9 @@ pub fn run(
                     }
                 })
                 .collect();
-            let reader = Reader::new(&opts.limits, senders, recycle_rx.clone(), Some(i));
+            let mut reader = Reader::new(&opts.limits, senders, recycle_rx.clone(), Some(i));
+            // Each lane pairs the legs it sees itself (see the README).
+            reader.index_legs(opts.lb.clone(), opts.limits.lb_max_entries, opts.vlan_key);
             let st = lane_state(n + i, &sock, reader, false, n, part_tx.clone());
             let worker = new_worker(sink());
             let recycle = recycle_tx.clone();
@@ -596,7 +605,8 @@ pub fn run(
                     .map_err(|e| CaptureError::Internal(format!("cannot start a worker: {e}")))?,
             );
         }
-        let reader = Reader::new(&opts.limits, senders, recycle_rx.clone(), None);
+        let mut reader = Reader::new(&opts.limits, senders, recycle_rx.clone(), None);
+        reader.index_legs(opts.lb.clone(), opts.limits.lb_max_entries, opts.vlan_key);
         let mut socks = socks;
         let sock = socks.remove(0);
         let st = lane_state(threads, &sock, reader, true, 0, part_tx.clone());
@@ -714,6 +724,7 @@ fn add_lane(acc: &mut LanePart, l: LanePart) {
     a.truncated += b.truncated;
     a.duplicates += b.duplicates;
     a.fragments_dropped += b.fragments_dropped;
+    a.lb_index_full += b.lb_index_full;
     a.first_ts = match (a.first_ts, b.first_ts) {
         (Some(x), Some(y)) => Some(x.min(y)),
         (x, y) => x.or(y),
@@ -757,7 +768,7 @@ fn build(
         filter: opts.filter.as_deref(),
         max_edges: opts.limits.max_edges,
         kind: "live",
-        lb_config: None,
+        lb_config: opts.lb.config.as_deref(),
     });
     if let Some(len) = len_ns {
         // An interval document covers its interval, whatever packets it held.

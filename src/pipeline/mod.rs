@@ -172,11 +172,7 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
 
     let mut reader = Reader::new(&opts.limits, senders, recycle_rx, None);
     reader.records_failed = records_failed;
-    reader.lvs = Some(LegIndex::new(
-        lb_options(opts),
-        opts.limits.lb_max_entries,
-        opts.vlan_key,
-    ));
+    reader.index_legs(lb_options(opts), opts.limits.lb_max_entries, opts.vlan_key);
     let mut warnings = Vec::new();
     let mut fault = None;
     let progress = opts.progress && std::io::stderr().is_terminal();
@@ -333,8 +329,8 @@ pub struct Reader {
     stalled: Vec<(usize, Batch)>,
     /// Packets handed to a worker other than the local one (live with fanout).
     pub forwarded: u64,
-    /// Load-balancer legs (offline): the reader sees every packet in order, so stitching
-    /// decided here is the same whatever the number of workers.
+    /// Load-balancer legs: the reader sees every packet in order, so stitching decided here
+    /// is the same whatever the number of workers (live with fanout: each lane's own legs).
     lvs: Option<LegIndex>,
     tags: Vec<Tag>,
 }
@@ -483,6 +479,21 @@ impl Reader {
         Ok(())
     }
 
+    /// Keep the load-balancer leg index (see `crate::lvs`).
+    pub(crate) fn index_legs(
+        &mut self,
+        opts: crate::lvs::LbOptions,
+        max_entries: usize,
+        vlan_key: bool,
+    ) {
+        self.lvs = Some(LegIndex::new(opts, max_entries, vlan_key));
+    }
+
+    /// Evidence the leg index could not keep since the start (`limits.lb_index_full`).
+    pub(crate) fn lb_index_full(&self) -> u64 {
+        self.lvs.as_ref().map_or(0, |i| i.full_hits)
+    }
+
     /// A second copy of a packet already counted (the outgoing copy on a live `lo`):
     /// counted as the offline cooked path counts its duplicates, not decoded.
     pub(crate) fn duplicate(&mut self, pkt: PacketRef<'_>, vantages: &mut Vantages) {
@@ -580,7 +591,7 @@ impl Reader {
 
     fn finish(mut self) -> ReaderStats {
         self.stats.fragments_dropped = self.decoder.fragments_dropped();
-        self.stats.lb_index_full = self.lvs.as_ref().map_or(0, |i| i.full_hits);
+        self.stats.lb_index_full = self.lb_index_full();
         self.senders.clear();
         self.stats
     }

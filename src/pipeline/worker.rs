@@ -127,6 +127,18 @@ impl Worker {
             (None, None) if l7_on => return,
             (None, None) => ("unknown", None),
         };
+        if flow
+            .lb
+            .as_ref()
+            .is_none_or(|s| s.vip.is_none() && !s.direct)
+            && self.now.saturating_sub(flow.first_ts) <= self.lb.window_ns.saturating_mul(2)
+        {
+            // The reader may still pair this leg (a first request is matched within the
+            // window of its SYN, the other leg's within the window of that; a DNS query
+            // within the window): it waits, like a protocol still being detected, so none
+            // of it lands on the natural edge before its stitch arrives.
+            return;
+        }
         let tally = flow.l7.as_mut().map(|c| c.take_tally()).unwrap_or_default();
         let mut summary = ConnSummary::from_flow(flow, protocol, l7_server, tally);
         // Failure is only known when the attempt ends.
@@ -140,13 +152,25 @@ impl Worker {
             (false, Some(server)) => Some(server.other()),
             _ => flow.client,
         };
-        match client {
-            Some(c) => {
-                let (k, agg) = summary.into_edge(c);
-                self.add_edge(k, agg);
+        let Some(c) = client else {
+            self.out.undetermined.push(summary);
+            return;
+        };
+        let (mut k, mut agg) = summary.into_edge(c);
+        // The same load-balancer routing as a finished leg (`account`), so the interval
+        // documents sum to the whole run edge by edge.
+        if self.lb_static || flow.lb.is_some() {
+            let src = flow.key.endpoint(c);
+            if let Some(r) =
+                lvs::lb_edge(flow.lb.as_deref(), flow.key.proto, src, k.server, &self.lb)
+            {
+                if r.paired {
+                    self.out.lb_duplicate_requests += agg.l7.requests;
+                }
+                route_edge(&mut k, &mut agg, &r, self.limits.lb_max_clients);
             }
-            None => self.out.undetermined.push(summary),
         }
+        self.add_edge(k, agg);
     }
 
     /// The packet of this batch the test hook fails on, if any. Checked once per batch
@@ -476,8 +500,12 @@ impl Worker {
         };
         let flow = self.table.get_mut(id);
         let had_vip = flow.lb.as_ref().is_some_and(|s| s.vip.is_some());
-        if flow.l7_done.is_some() && !had_vip && tag.stitch.vip.is_some() {
-            // Its requests were already summed on the natural edge.
+        if (flow.l7_done.is_some() || flow.reported.is_some())
+            && !had_vip
+            && tag.stitch.vip.is_some()
+        {
+            // Its requests (or, live, an interval's share of it) were already summed on the
+            // natural edge.
             self.out.limits.lb_stitch_late += 1;
         }
         match &mut flow.lb {
@@ -519,4 +547,154 @@ fn route_edge(k: &mut EdgeKey, agg: &mut EdgeAgg, r: &LbEdge, cap: usize) {
         n.add_local(l);
     }
     agg.nat = Some(Box::new(n));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{TcpFields, Transport};
+    use std::net::IpAddr;
+    use std::sync::atomic::AtomicU64;
+
+    const SEC: i64 = 1_000_000_000;
+
+    fn ep(s: &str) -> Endpoint {
+        let a: std::net::SocketAddr = s.parse().unwrap();
+        Endpoint {
+            ip: a.ip(),
+            port: a.port(),
+        }
+    }
+
+    fn seg(from: Endpoint, to: Endpoint, seq: u32, ack: u32, flags: u8, len: u32) -> Transport {
+        Transport {
+            src: from.ip,
+            dst: to.ip,
+            sport: from.port,
+            dport: to.port,
+            proto: 6,
+            vlan: 0,
+            ip_bytes: 40 + len,
+            fragments: 1,
+            truncated: false,
+            tcp: TcpFields {
+                seq,
+                ack,
+                flags,
+                window: 1000,
+                toa: None,
+            },
+            payload_wire_len: len,
+        }
+    }
+
+    /// A real-server leg open across six 1 s intervals, its stitch arriving at `tag_at`:
+    /// returns every interval's edges and the end's.
+    fn long_leg(tag_at: i64) -> Vec<WorkerResult> {
+        let (cli, rs, vip) = (ep("10.0.0.2:40000"), ep("10.0.1.11:80"), ep("10.0.9.10:80"));
+        let mut w = Worker::new(
+            Limits::default(),
+            64,
+            false,
+            false,
+            None,
+            None,
+            LbOptions {
+                window_ns: SEC / 2,
+                ..LbOptions::default()
+            },
+        );
+        w.set_interval(Some(SEC));
+        let pos = AtomicU64::new(0);
+        let mut b = Batch::with_capacity();
+        let t0 = SEC / 10;
+        b.push(seg(cli, rs, 100, 0, SYN, 0), t0, 0, 0, &[]);
+        b.push(seg(rs, cli, 500, 101, SYN | ACK, 0), t0 + 1000, 0, 1, &[]);
+        b.push(seg(cli, rs, 101, 501, ACK, 0), t0 + 2000, 0, 2, &[]);
+        let mut tagged = false;
+        let mut seq = 101;
+        for i in 1..12u64 {
+            let ts = t0 + i as i64 * SEC / 2;
+            if !tagged && ts >= tag_at {
+                tagged = true;
+                b.push_tag(Tag {
+                    key: FlowKey::new(cli, rs, 6, 0).0,
+                    stitch: Stitch {
+                        vip: Some(vip),
+                        client: Some(cli.ip),
+                        local: None,
+                        mode: Mode::Nat,
+                        evidence: evidence::ISN | evidence::TUPLE,
+                        paired: true,
+                        direct: false,
+                    },
+                });
+            }
+            b.push(seg(cli, rs, seq, 501, ACK, 10), ts, 0, 2 + i, &[0u8; 10]);
+            seq += 10;
+            // one batch per packet: the worker closes intervals as packet time passes
+            w.process_batch(&b, &pos);
+            b.clear();
+        }
+        let mut out: Vec<WorkerResult> = w.parts.drain(..).filter_map(|(_, r)| r).collect();
+        out.push(w.into_result());
+        out
+    }
+
+    fn natural(r: &WorkerResult) -> u64 {
+        let cli: IpAddr = "10.0.0.2".parse().unwrap();
+        r.edges
+            .iter()
+            .filter(|(k, _)| k.client == cli)
+            .map(|(_, a)| a.packets[0] + a.packets[1])
+            .sum()
+    }
+
+    fn stitched(r: &WorkerResult) -> u64 {
+        let vip: IpAddr = "10.0.9.10".parse().unwrap();
+        r.edges
+            .iter()
+            .filter(|(k, a)| k.client == vip && k.vip_port == Some(80) && a.nat.is_some())
+            .map(|(_, a)| a.packets[0] + a.packets[1])
+            .sum()
+    }
+
+    #[test]
+    fn interval_shares_of_a_stitched_leg_go_to_the_vip_edge() {
+        let parts = long_leg(0);
+        assert!(parts.len() >= 6, "{} parts", parts.len());
+        // more than one interval carries a share of the open connection
+        assert!(parts.iter().filter(|r| stitched(r) > 0).count() >= 3);
+        assert_eq!(parts.iter().map(natural).sum::<u64>(), 0);
+        assert_eq!(parts.iter().map(stitched).sum::<u64>(), 3 + 11);
+    }
+
+    #[test]
+    fn a_young_leg_waits_for_its_stitch() {
+        // The stitch arrives 0.4 s into the second interval (within twice the 0.5 s window
+        // of the leg's start): nothing went to the natural edge before it.
+        let parts = long_leg(SEC + 400_000_000);
+        assert_eq!(parts.iter().map(natural).sum::<u64>(), 0);
+        assert_eq!(parts.iter().map(stitched).sum::<u64>(), 3 + 11);
+        assert_eq!(
+            parts.iter().map(|r| r.limits.lb_stitch_late).sum::<u64>(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_stitch_after_the_window_is_late_and_counted() {
+        // 2.6 s after the start: the leg's earlier intervals were reported on its natural
+        // edge; the rest moves to the VIP edge and the split is counted.
+        let parts = long_leg(2 * SEC + 600_000_000);
+        assert!(natural(&parts[0]) + natural(&parts[1]) + natural(&parts[2]) > 0);
+        assert_eq!(
+            parts.iter().map(natural).sum::<u64>() + parts.iter().map(stitched).sum::<u64>(),
+            3 + 11
+        );
+        assert_eq!(
+            parts.iter().map(|r| r.limits.lb_stitch_late).sum::<u64>(),
+            1
+        );
+    }
 }
