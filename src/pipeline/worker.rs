@@ -127,16 +127,20 @@ impl Worker {
             (None, None) if l7_on => return,
             (None, None) => ("unknown", None),
         };
-        if flow
-            .lb
-            .as_ref()
-            .is_none_or(|s| s.vip.is_none() && !s.direct)
+        if self.lb_static
+            && flow
+                .lb
+                .as_ref()
+                .is_none_or(|s| s.vip.is_none() && !s.direct)
             && self.now.saturating_sub(flow.first_ts) <= self.lb.window_ns.saturating_mul(2)
         {
-            // The reader may still pair this leg (a first request is matched within the
-            // window of its SYN, the other leg's within the window of that; a DNS query
-            // within the window): it waits, like a protocol still being detected, so none
-            // of it lands on the natural edge before its stitch arrives.
+            // Asked to stitch (--lvs-config or --lb-local): the reader may still pair this
+            // leg (a first request is matched within the window of its SYN, the other leg's
+            // within the window of that; a DNS query within the window), so it waits, like a
+            // protocol still being detected, and none of it lands on the natural edge before
+            // its stitch arrives. Without those flags nothing waits, so a request counts in
+            // the interval in which it completes (the contract); a stitch found after part
+            // of a leg was reported counts in `lb_stitch_late`.
             return;
         }
         let tally = flow.l7.as_mut().map(|c| c.take_tally()).unwrap_or_default();
@@ -590,7 +594,9 @@ mod tests {
 
     /// A real-server leg open across six 1 s intervals, its stitch arriving at `tag_at`:
     /// returns every interval's edges and the end's.
-    fn long_leg(tag_at: i64) -> Vec<WorkerResult> {
+    /// `asked`: the user gave a load-balancer flag (here `--lb-local` for an unrelated
+    /// block), which makes young legs wait for their stitch.
+    fn long_leg(tag_at: i64, asked: bool) -> Vec<WorkerResult> {
         let (cli, rs, vip) = (ep("10.0.0.2:40000"), ep("10.0.1.11:80"), ep("10.0.9.10:80"));
         let mut w = Worker::new(
             Limits::default(),
@@ -601,6 +607,11 @@ mod tests {
             None,
             LbOptions {
                 window_ns: SEC / 2,
+                lb_local: if asked {
+                    vec!["10.0.5.0/24".parse().unwrap()]
+                } else {
+                    Vec::new()
+                },
                 ..LbOptions::default()
             },
         );
@@ -661,7 +672,7 @@ mod tests {
 
     #[test]
     fn interval_shares_of_a_stitched_leg_go_to_the_vip_edge() {
-        let parts = long_leg(0);
+        let parts = long_leg(0, false);
         assert!(parts.len() >= 6, "{} parts", parts.len());
         // more than one interval carries a share of the open connection
         assert!(parts.iter().filter(|r| stitched(r) > 0).count() >= 3);
@@ -673,7 +684,7 @@ mod tests {
     fn a_young_leg_waits_for_its_stitch() {
         // The stitch arrives 0.4 s into the second interval (within twice the 0.5 s window
         // of the leg's start): nothing went to the natural edge before it.
-        let parts = long_leg(SEC + 400_000_000);
+        let parts = long_leg(SEC + 400_000_000, true);
         assert_eq!(parts.iter().map(natural).sum::<u64>(), 0);
         assert_eq!(parts.iter().map(stitched).sum::<u64>(), 3 + 11);
         assert_eq!(
@@ -683,10 +694,27 @@ mod tests {
     }
 
     #[test]
+    fn without_lb_flags_a_young_leg_reports_at_once() {
+        // The same stitch 0.4 s into the second interval, but nobody asked for stitching:
+        // the first interval's share is reported on its natural edge (a request counts in
+        // the interval in which it completes), the rest moves, and the split is counted.
+        let parts = long_leg(SEC + 400_000_000, false);
+        assert!(natural(&parts[0]) > 0);
+        assert_eq!(
+            parts.iter().map(natural).sum::<u64>() + parts.iter().map(stitched).sum::<u64>(),
+            3 + 11
+        );
+        assert_eq!(
+            parts.iter().map(|r| r.limits.lb_stitch_late).sum::<u64>(),
+            1
+        );
+    }
+
+    #[test]
     fn a_stitch_after_the_window_is_late_and_counted() {
         // 2.6 s after the start: the leg's earlier intervals were reported on its natural
         // edge; the rest moves to the VIP edge and the split is counted.
-        let parts = long_leg(2 * SEC + 600_000_000);
+        let parts = long_leg(2 * SEC + 600_000_000, true);
         assert!(natural(&parts[0]) + natural(&parts[1]) + natural(&parts[2]) > 0);
         assert_eq!(
             parts.iter().map(natural).sum::<u64>() + parts.iter().map(stitched).sum::<u64>(),
