@@ -34,6 +34,9 @@ pub struct Limits {
     pub tcp_closed_linger_ns: i64,
     pub tcp_attempt_timeout_ns: i64,
     pub fragment_timeout_ns: i64,
+    /// Live fanout: bytes (payloads and packet records) a worker holds to put its own
+    /// ring's packets and the ones forwarded to it back in packet-time order.
+    pub max_reorder_bytes: usize,
 }
 
 const SEC: i64 = 1_000_000_000;
@@ -55,6 +58,7 @@ impl Default for Limits {
             tcp_closed_linger_ns: 10 * SEC,
             tcp_attempt_timeout_ns: 120 * SEC,
             fragment_timeout_ns: 30 * SEC,
+            max_reorder_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -77,6 +81,9 @@ pub struct LimitHits {
     /// Partial messages given up because the worker's total for them was reached; the
     /// connection resynchronised.
     pub message_buffers_dropped: u64,
+    /// Live fanout: packets processed before every ring had read past their time, because
+    /// the worker's reorder buffer was full (they may be out of order).
+    pub reorder_forced: u64,
 }
 
 impl LimitHits {
@@ -88,5 +95,6 @@ impl LimitHits {
         self.fragments_dropped += o.fragments_dropped;
         self.parser_limits += o.parser_limits;
         self.message_buffers_dropped += o.message_buffers_dropped;
+        self.reorder_forced += o.reorder_forced;
     }
 }
