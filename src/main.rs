@@ -443,7 +443,18 @@ fn capture(c: CaptureArgs) -> ExitCode {
                     s.tpacket_version,
                     s.sockets,
                     if s.sockets > 1 {
-                        format!(", {} forwarded between workers", s.forwarded)
+                        format!(
+                            ", {} forwarded between workers{}",
+                            s.forwarded,
+                            if s.reorder_forced > 0 {
+                                format!(
+                                    ", {} processed out of time order (reorder buffer full)",
+                                    s.reorder_forced
+                                )
+                            } else {
+                                String::new()
+                            }
+                        )
                     } else {
                         String::new()
                     }

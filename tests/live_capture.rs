@@ -504,6 +504,26 @@ fn live_capture_matches_the_clients() {
         "spread over both sockets"
     );
 
+    // The reorder bound: with none at all, a spread connection's packets go as they come
+    // and the document counts them (the run still ends cleanly with every packet).
+    let cap = Capture::start_env(
+        "wk-srv",
+        IFACE,
+        &lab.dir,
+        "spread-unbuffered",
+        &["--threads", "2", "--reorder-bytes", "0"],
+        SPREAD,
+    );
+    lab.workload(1);
+    let (err, out) = cap.stop(libc::SIGTERM);
+    let docs = read_docs(&out, false);
+    let (packets, _) = report("spread-unbuffered", &docs, &err);
+    let forced = u(&docs[0]["limits"]["reorder_forced"]);
+    println!("spread-unbuffered: reorder_forced {forced}");
+    assert!(forced > 0 && forced <= packets, "{forced} of {packets}");
+    assert_eq!(u(&docs[0]["totals"]["packets"]), packets);
+    assert!(err.contains("out of time order"), "{err}");
+
     // One socket, software dispatch to two workers.
     let cap = Capture::start(&lab.dir, "no-fanout", &["--no-fanout", "--threads", "2"]);
     let exp = lab.workload(2);

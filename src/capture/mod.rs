@@ -106,6 +106,8 @@ pub struct Summary {
     pub packets: u64,
     pub kernel_drops: u64,
     pub forwarded: u64,
+    /// Packets a fanout worker processed before every ring had read past their time.
+    pub reorder_forced: u64,
     pub documents: u64,
 }
 
@@ -785,6 +787,7 @@ fn build(
     summary.packets += lane.packets;
     summary.kernel_drops += lane.drops;
     summary.forwarded += lane.forwarded;
+    summary.reorder_forced += doc.limits.reorder_forced;
     doc
 }
 
