@@ -555,7 +555,11 @@ fn live_capture_matches_the_clients() {
 
     // A kernel filter: only redis and DNS over UDP reach wiremap.
     let filter = "tcp port 6379 or udp port 53";
-    let cap = Capture::start(&lab.dir, "filtered", &["--filter", filter, "--threads", "2"]);
+    let cap = Capture::start(
+        &lab.dir,
+        "filtered",
+        &["--filter", filter, "--threads", "2"],
+    );
     let exp = lab.workload(2);
     let (err, out) = cap.stop(libc::SIGTERM);
     let docs = read_docs(&out, false);
@@ -572,7 +576,11 @@ fn live_capture_matches_the_clients() {
     for (name, extra, env) in [
         ("interval-fanout", &[][..], &[][..]),
         ("interval-spread", &[][..], SPREAD),
-        ("interval-v2", &["--tpacket", "2", "--no-fanout"][..], &[][..]),
+        (
+            "interval-v2",
+            &["--tpacket", "2", "--no-fanout"][..],
+            &[][..],
+        ),
     ] {
         let mut args = vec!["--interval", "1", "--threads", "2"];
         args.extend_from_slice(extra);

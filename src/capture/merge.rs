@@ -107,7 +107,7 @@ impl Merge {
         };
         for m in &src.packets {
             let payload = src.payload(m);
-            if q.batches.back().map_or(true, Batch::is_full) {
+            if !matches!(q.batches.back(), Some(b) if !b.is_full()) {
                 let b = match self.spare.pop() {
                     Some(b) => b,
                     None => {
@@ -132,10 +132,10 @@ impl Merge {
         loop {
             let mut best: Option<(i64, usize)> = None;
             for (i, l) in self.lanes.iter().enumerate() {
-                if let Some(ts) = l.head_ts() {
-                    if best.map_or(true, |(b, _)| ts < b) {
-                        best = Some((ts, i));
-                    }
+                match (l.head_ts(), best) {
+                    (Some(ts), Some((b, _))) if ts >= b => {}
+                    (Some(ts), _) => best = Some((ts, i)),
+                    (None, _) => {}
                 }
             }
             let Some((_, li)) = best else { break };

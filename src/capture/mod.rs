@@ -919,11 +919,13 @@ impl Owner {
 
     /// Every other lane has finished and everything it sent is processed.
     fn all_done(&self, st: &LaneState) -> bool {
-        self.bounds
-            .iter()
-            .enumerate()
-            .all(|(j, b)| j == self.me || *b == DONE)
-            && st.merge.as_ref().map_or(true, Merge::is_empty)
+        let queued = st.merge.as_ref().is_some_and(|m| !m.is_empty());
+        !queued
+            && self
+                .bounds
+                .iter()
+                .enumerate()
+                .all(|(j, b)| j == self.me || *b == DONE)
     }
 }
 

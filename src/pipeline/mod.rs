@@ -473,8 +473,7 @@ impl Reader {
             .unwrap_or_else(|_| Batch::with_capacity());
         let full = std::mem::replace(&mut self.batches[w], fresh);
         if self.local.is_none() {
-            if self.senders[w].send(full).is_err() || self.records_failed.load(Ordering::Relaxed)
-            {
+            if self.senders[w].send(full).is_err() || self.records_failed.load(Ordering::Relaxed) {
                 self.workers_gone = true;
             }
             return;
