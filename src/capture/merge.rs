@@ -316,6 +316,96 @@ mod tests {
         assert!(m.created <= 6, "{} batches allocated", m.created);
     }
 
+    /// A real capture (fixtures/lab.pcap: HTTP, redis, MySQL, DNS) spread packet by packet
+    /// over two lanes, as round-robin fanout does, lane 1 running three chunks behind lane 0:
+    /// through the merge the worker's edges are those of the plain sequence; processed as
+    /// they arrive they are not (so this test can fail).
+    #[test]
+    fn a_capture_spread_over_two_lanes_gives_the_sequential_result() {
+        use crate::decode::{Decoder, Outcome};
+        use crate::pipeline::Worker;
+        use crate::report::{build_document, DocumentInput, ReaderStats};
+        use crate::source::{CaptureFile, OrderedFile, Vantages};
+
+        let limits = crate::limits::Limits::default();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/lab.pcap");
+        let mut input = OrderedFile::new(CaptureFile::open(path, limits.max_record_bytes).unwrap());
+        let mut vantages = Vantages::new(false);
+        let mut dec = Decoder::new(limits.max_fragment_datagrams, limits.fragment_timeout_ns);
+        // Chunks of 8 packets per lane, alternating packets between the lanes.
+        let mut lanes: [Vec<Batch>; 2] = [Vec::new(), Vec::new()];
+        let mut seq = Vec::new();
+        let mut n = 0u64;
+        loop {
+            input.fill(&mut vantages).unwrap();
+            let Some(slot) = input.pop() else { break };
+            let p = input.packet(slot).unwrap().clone();
+            input.release(slot);
+            if let Outcome::Flow(t, payload) = dec.decode(p.linktype, &p.data, p.ts_ns) {
+                let lane = &mut lanes[(n % 2) as usize];
+                if !matches!(lane.last(), Some(b) if b.packets.len() < 8) {
+                    lane.push(Batch::with_capacity());
+                }
+                lane.last_mut().unwrap().push(t, p.ts_ns, 0, n, payload);
+                seq.push((t, p.ts_ns, n, payload.to_vec()));
+                n += 1;
+            }
+        }
+        assert!(n > 100, "{n} packets");
+        let edges = |w: Worker| {
+            let doc = build_document(DocumentInput {
+                results: vec![w.into_result()],
+                reader: ReaderStats::default(),
+                vantages: &vantages,
+                filter: None,
+                max_edges: limits.max_edges,
+                kind: "pcap",
+            });
+            serde_json::to_value(&doc).unwrap()["edges"].clone()
+        };
+        let worker = || Worker::new(limits.clone(), 1 << 16, false, true, None, None);
+        let pos = std::sync::atomic::AtomicU64::new(0);
+
+        let mut plain = worker();
+        for (t, ts, order, payload) in &seq {
+            let mut b = Batch::with_capacity();
+            b.push(*t, *ts, 0, *order, payload);
+            plain.process_batch(&b, &pos);
+        }
+        let want = edges(plain);
+        assert!(want.as_array().unwrap().len() >= 4, "{want}");
+
+        // Arrival: lane 0's chunk k with lane 1's chunk k - 3; each lane vouches up to the
+        // last packet it handed over.
+        const LAG: usize = 3;
+        let steps = lanes[0].len().max(lanes[1].len()) + LAG;
+        let chunk = |l: usize, k: Option<usize>| k.and_then(|k| lanes[l].get(k));
+        let mut merged = worker();
+        let mut naive = worker();
+        let mut m = Merge::new(2, 64 << 20);
+        let mut bounds = [i64::MIN; 2];
+        for k in 0..steps {
+            for (l, c) in [(0, chunk(0, Some(k))), (1, chunk(1, k.checked_sub(LAG)))] {
+                if let Some(b) = c {
+                    naive.process_batch(b, &pos);
+                    m.push(l, b);
+                    bounds[l] = b.packets.last().unwrap().ts_ns;
+                }
+            }
+            if k + 1 == steps {
+                bounds = [DONE; 2];
+            }
+            assert_eq!(m.run(&bounds, |b, p| merged.process_one(b, p)), 0);
+        }
+        assert!(m.is_empty());
+        assert_eq!(edges(merged), want, "merged by time");
+        assert_ne!(
+            edges(naive),
+            want,
+            "arrival order must differ, or this proves nothing"
+        );
+    }
+
     #[test]
     fn watermarks_only_move_forward() {
         let w = Watermarks::new(2);

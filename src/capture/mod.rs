@@ -55,8 +55,9 @@ pub const DEFAULT_RING_MB: usize = 64;
 const IDLE_GRACE_NS: i64 = 300_000_000;
 /// Poll timeout: also how often a worker looks at forwarded batches while its ring is idle.
 const POLL_MS: i32 = 20;
-/// Forwarded batches in flight from one worker to another.
-const FORWARD_QUEUE: usize = 32;
+/// Forwarded batches in flight to one worker (split among its peers, at least 2 each), so
+/// many threads do not multiply the batches in flight.
+const FORWARD_QUEUE: usize = 16;
 /// Test hook: `lb` or `rnd` joins the fanout group in round-robin or random mode, which
 /// spreads every connection over the sockets (the case the merge exists for).
 const TEST_FANOUT_ENV: &str = "WIREMAP_TEST_FANOUT_MODE";
@@ -555,7 +556,7 @@ pub fn run(
         for (from, row) in tx.iter_mut().enumerate() {
             for (to, slot) in row.iter_mut().enumerate() {
                 if from != to {
-                    let (t, r) = bounded::<Batch>(FORWARD_QUEUE);
+                    let (t, r) = bounded::<Batch>((FORWARD_QUEUE / (n - 1)).max(2));
                     *slot = Some(t);
                     rx[to][from] = Some(r);
                 }
