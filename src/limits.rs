@@ -42,6 +42,9 @@ pub struct Limits {
     pub lb_window_ns: i64,
     /// Distinct real clients listed per stitched edge (`nat.clients`).
     pub lb_max_clients: usize,
+    /// Live fanout: bytes (payloads and packet records) a worker holds to put its own
+    /// ring's packets and the ones forwarded to it back in packet-time order.
+    pub max_reorder_bytes: usize,
 }
 
 const SEC: i64 = 1_000_000_000;
@@ -66,6 +69,7 @@ impl Default for Limits {
             lb_max_entries: 32_768,
             lb_window_ns: 2 * SEC,
             lb_max_clients: 256,
+            max_reorder_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -95,6 +99,9 @@ pub struct LimitHits {
     pub lb_stitch_late: u64,
     /// Real clients not listed on a stitched edge (past `lb_max_clients`).
     pub lb_clients_dropped: u64,
+    /// Live fanout: packets processed before every ring had read past their time, because
+    /// the worker's reorder buffer was full (they may be out of order).
+    pub reorder_forced: u64,
 }
 
 impl LimitHits {
@@ -109,5 +116,6 @@ impl LimitHits {
         self.lb_index_full += o.lb_index_full;
         self.lb_stitch_late += o.lb_stitch_late;
         self.lb_clients_dropped += o.lb_clients_dropped;
+        self.reorder_forced += o.reorder_forced;
     }
 }

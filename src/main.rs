@@ -46,7 +46,7 @@ Exit codes: 0 ok (a cut-off capture gives a warning), 2 usage/filter, 3 unusable
 Examples:
   wiremap capture -i eth0 --duration 60 -o topo.json
   wiremap capture -i eth0 --interval 10 -o topo.jsonl          # one JSON line per 10 s
-  wiremap capture -i eth0 -f 'tcp port 6379' --tpacket 2 --fanout
+  wiremap capture -i eth0 -f 'tcp port 6379' --tpacket 2 --no-fanout
 
 Needs CAP_NET_RAW (root, or: setcap cap_net_raw+ep wiremap). Stops at --duration, SIGINT or
 SIGTERM; everything captured is reported.
@@ -188,15 +188,18 @@ struct CaptureArgs {
     /// Ring version: auto (3, else 2 when the kernel refuses it), 2 or 3.
     #[arg(long, value_name = "auto|2|3", default_value = "auto")]
     tpacket: String,
-    /// One socket per worker in a PACKET_FANOUT group (hash) instead of one socket and
-    /// software dispatch. Faster, but only correct where the kernel's fanout hash keeps
-    /// every connection on one socket (see the README: not for frames the kernel cannot
-    /// dissect alike in both directions, e.g. ones injected with an inline VLAN tag).
+    /// One socket per worker in a PACKET_FANOUT group where the kernel accepts it: the
+    /// default, so this flag changes nothing (kept for scripts that say so).
     #[arg(long, conflicts_with = "no_fanout")]
     fanout: bool,
-    /// One socket and software dispatch (the default; kept for scripts that say so).
+    /// One socket and software dispatch to the workers, even where fanout is available.
     #[arg(long)]
     no_fanout: bool,
+    /// With fanout: bytes each worker may hold to put its own ring's packets and the ones
+    /// forwarded to it back in time order (past it they go early, counted in
+    /// limits.reorder_forced).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_reorder_bytes)]
+    reorder_bytes: usize,
     /// Put the interface in promiscuous mode while capturing.
     #[arg(long)]
     promisc: bool,
@@ -445,7 +448,10 @@ fn capture(c: CaptureArgs) -> ExitCode {
         eprintln!("wiremap: --snaplen must be between 64 and 262144");
         return ExitCode::from(EXIT_USAGE);
     }
-    let mut limits = c.limits.limits();
+    let mut limits = Limits {
+        max_reorder_bytes: c.reorder_bytes,
+        ..c.limits.limits()
+    };
     let lb = match c.lb.options(&mut limits) {
         Ok(lb) => lb,
         Err(code) => return code,
@@ -459,7 +465,7 @@ fn capture(c: CaptureArgs) -> ExitCode {
         snaplen: c.snaplen,
         ring_mb: c.ring_mb.clamp(1, 1 << 16),
         tpacket,
-        fanout: c.fanout && !c.no_fanout,
+        fanout: !c.no_fanout,
         promisc: c.promisc,
         vlan_key: c.vlan_key,
         l7: !c.no_l7,
@@ -508,7 +514,18 @@ fn capture(c: CaptureArgs) -> ExitCode {
                     s.tpacket_version,
                     s.sockets,
                     if s.sockets > 1 {
-                        format!(", {} forwarded between workers", s.forwarded)
+                        format!(
+                            ", {} forwarded between workers{}",
+                            s.forwarded,
+                            if s.reorder_forced > 0 {
+                                format!(
+                                    ", {} processed out of time order (reorder buffer full)",
+                                    s.reorder_forced
+                                )
+                            } else {
+                                String::new()
+                            }
+                        )
                     } else {
                         String::new()
                     }

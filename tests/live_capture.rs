@@ -97,10 +97,23 @@ impl Capture {
     }
 
     fn start_on(ns: &str, iface: &str, dir: &Path, name: &str, args: &[&str]) -> Capture {
+        Capture::start_env(ns, iface, dir, name, args, &[])
+    }
+
+    /// With `env` set for wiremap (the test-only fanout mode).
+    fn start_env(
+        ns: &str,
+        iface: &str,
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Capture {
         let stderr = dir.join(format!("{name}.err"));
         let output = dir.join(format!("{name}.json"));
         let _ = std::fs::remove_file(&output);
         let child = Command::new("ip")
+            .envs(env.iter().copied())
             .args(["netns", "exec", ns, bin(), "capture", "-i", iface, "-o"])
             .arg(&output)
             .args(args)
@@ -363,6 +376,16 @@ fn read_docs(path: &Path, lines: bool) -> Vec<Value> {
     }
 }
 
+/// The test-only fanout mode that spreads every connection over the sockets (round robin):
+/// every owner gets part of each connection late, through forwarding.
+const SPREAD: &[(&str, &str)] = &[("WIREMAP_TEST_FANOUT_MODE", "lb")];
+
+fn forwarded(docs: &[Value]) -> u64 {
+    docs.iter()
+        .map(|d| d["sources"][0]["forwarded"].as_u64().unwrap_or(0))
+        .sum()
+}
+
 fn report(name: &str, docs: &[Value], err: &str) -> (u64, u64) {
     let packets: u64 = docs.iter().map(|d| u(&d["sources"][0]["packets"])).sum();
     let drops: u64 = docs
@@ -421,11 +444,11 @@ fn live_capture_matches_the_clients() {
     println!("lab up in {:?}", t_start.elapsed());
     let all = |_: &str| true;
 
-    // Fanout (V3 where the kernel has it), stopped by SIGTERM, while tcpdump records the
-    // same interface. Both are in place before the workload starts, and the lab sends
-    // nothing but the workload, so both see the same packets.
+    // The default: fanout (V3 where the kernel has it), stopped by SIGTERM, while tcpdump
+    // records the same interface. Both are in place before the workload starts, and the lab
+    // sends nothing but the workload, so both see the same packets.
     let td = Tcpdump::start("wk-srv", IFACE, &lab.dir, "fanout");
-    let cap = Capture::start(&lab.dir, "fanout", &["--fanout", "--threads", "2"]);
+    let cap = Capture::start(&lab.dir, "fanout", &["--threads", "2"]);
     let exp_fanout = lab.workload(3);
     let exp = exp_fanout.clone();
     std::thread::sleep(Duration::from_millis(300));
@@ -452,12 +475,61 @@ fn live_capture_matches_the_clients() {
     assert_eq!(packets, counted, "live packet total vs tshark's count");
     assert_eq!(u(&docs[0]["totals"]["packets"]), counted);
 
-    // The default: one socket, software dispatch to two workers.
-    let cap = Capture::start(&lab.dir, "default", &["--threads", "2"]);
+    // Fanout where the kernel spreads every connection over both sockets (round robin):
+    // each owner gets about half of each connection late, forwarded, and must still see
+    // them in packet-time order.
+    let cap = Capture::start_env(
+        "wk-srv",
+        IFACE,
+        &lab.dir,
+        "spread",
+        &["--threads", "2"],
+        SPREAD,
+    );
     let exp = lab.workload(2);
     let (err, out) = cap.stop(libc::SIGTERM);
     let docs = read_docs(&out, false);
-    report("default", &docs, &err);
+    let (packets, _) = report("spread", &docs, &err);
+    assert_eq!(docs[0]["sources"][0]["sockets"], 2);
+    // Round robin hands each socket every other packet: about half are not the reader's.
+    assert!(
+        forwarded(&docs) * 4 >= packets && forwarded(&docs) * 4 <= packets * 3,
+        "spread: {} of {packets} forwarded",
+        forwarded(&docs)
+    );
+    assert_eq!(u(&docs[0]["limits"]["reorder_forced"]), 0);
+    assert_eq!(
+        normalise(observed_edges(&docs)),
+        normalise(expected_edges(&exp, all)),
+        "spread over both sockets"
+    );
+
+    // The reorder bound: with none at all, a spread connection's packets go as they come
+    // and the document counts them (the run still ends cleanly with every packet).
+    let cap = Capture::start_env(
+        "wk-srv",
+        IFACE,
+        &lab.dir,
+        "spread-unbuffered",
+        &["--threads", "2", "--reorder-bytes", "0"],
+        SPREAD,
+    );
+    lab.workload(1);
+    let (err, out) = cap.stop(libc::SIGTERM);
+    let docs = read_docs(&out, false);
+    let (packets, _) = report("spread-unbuffered", &docs, &err);
+    let forced = u(&docs[0]["limits"]["reorder_forced"]);
+    println!("spread-unbuffered: reorder_forced {forced}");
+    assert!(forced > 0 && forced <= packets, "{forced} of {packets}");
+    assert_eq!(u(&docs[0]["totals"]["packets"]), packets);
+    assert!(err.contains("out of time order"), "{err}");
+
+    // One socket, software dispatch to two workers.
+    let cap = Capture::start(&lab.dir, "no-fanout", &["--no-fanout", "--threads", "2"]);
+    let exp = lab.workload(2);
+    let (err, out) = cap.stop(libc::SIGTERM);
+    let docs = read_docs(&out, false);
+    report("no-fanout", &docs, &err);
     assert_eq!(docs[0]["sources"][0]["sockets"], 1);
     assert_eq!(
         normalise(observed_edges(&docs)),
@@ -483,7 +555,11 @@ fn live_capture_matches_the_clients() {
 
     // A kernel filter: only redis and DNS over UDP reach wiremap.
     let filter = "tcp port 6379 or udp port 53";
-    let cap = Capture::start(&lab.dir, "filtered", &["--filter", filter, "--fanout"]);
+    let cap = Capture::start(
+        &lab.dir,
+        "filtered",
+        &["--filter", filter, "--threads", "2"],
+    );
     let exp = lab.workload(2);
     let (err, out) = cap.stop(libc::SIGTERM);
     let docs = read_docs(&out, false);
@@ -497,13 +573,18 @@ fn live_capture_matches_the_clients() {
 
     // One-second intervals: several documents that sum to what the clients did, each with
     // its own window; SIGTERM mid-run flushes the last partial interval.
-    for (name, extra) in [
-        ("interval-fanout", &["--fanout"][..]),
-        ("interval-v2", &["--tpacket", "2", "--no-fanout"][..]),
+    for (name, extra, env) in [
+        ("interval-fanout", &[][..], &[][..]),
+        ("interval-spread", &[][..], SPREAD),
+        (
+            "interval-v2",
+            &["--tpacket", "2", "--no-fanout"][..],
+            &[][..],
+        ),
     ] {
         let mut args = vec!["--interval", "1", "--threads", "2"];
         args.extend_from_slice(extra);
-        let cap = Capture::start(&lab.dir, name, &args);
+        let cap = Capture::start_env("wk-srv", IFACE, &lab.dir, name, &args, env);
         let exp = lab.workload(6);
         let (err, out) = cap.stop(libc::SIGTERM);
         let docs = read_docs(&out, true);
@@ -703,18 +784,31 @@ mod vlan {
         let start = |iface: &str, suffix: &str, args: &[&str]| {
             Capture::start_on(NS, iface, dir, &format!("{name}-{suffix}"), args)
         };
+        let spread = |iface: &str, suffix: &str| {
+            let n = format!("{name}-{suffix}");
+            Capture::start_env(NS, iface, dir, &n, &["--threads", "2"], SPREAD)
+        };
+        // Fanout (the default with two threads) on both ends, and one socket for comparison.
         let rcv = start("wkv1", "rcv", &["--threads", "2"]);
+        let rcv1 = start("wkv1", "rcv1", &["--threads", "2", "--no-fanout"]);
+        let rcv_spread = spread("wkv1", "rcvspread");
         let rcv80 = start("wkv1", "rcv80", &["--filter", "tcp port 80"]);
         let rcv_vlan80 = start("wkv1", "rcvvlan80", &["--filter", "vlan and tcp port 80"]);
         let snd = start("wkv0", "snd", &["--threads", "2"]);
+        let snd1 = start("wkv0", "snd1", &["--threads", "2", "--no-fanout"]);
+        let snd_spread = spread("wkv0", "sndspread");
         let snd80 = start("wkv0", "snd80", &["--filter", "tcp port 80"]);
         replay(v100);
         let mut docs = BTreeMap::new();
         for (k, c) in [
             ("rcv", rcv),
+            ("rcv1", rcv1),
+            ("rcvspread", rcv_spread),
             ("rcv80", rcv80),
             ("rcvvlan80", rcv_vlan80),
             ("snd", snd),
+            ("snd1", snd1),
+            ("sndspread", snd_spread),
             ("snd80", snd80),
         ] {
             let (err, out) = c.stop(libc::SIGTERM);
@@ -727,23 +821,25 @@ mod vlan {
         let n = tshark_count(untagged, None);
 
         // Received: the kernel took the tag into the ring header; wiremap put it back, so
-        // the document is the one of the untagged file (the tag changes no count).
-        let rcv = &docs["rcv"];
-        assert_eq!(
-            u(&rcv[0]["sources"][0]["packets"]),
-            n,
-            "{name}: rcv packets"
-        );
-        assert_eq!(
-            normalise(observed_edges(rcv)),
-            normalise(expected_edges(exp, all)),
-            "{name}: tagged traffic, live"
-        );
-        assert_eq!(
-            without_timing(&rcv[0]),
-            without_timing(&analyze(&[untagged.to_str().unwrap()])),
-            "{name}: live tagged vs the untagged file"
-        );
+        // the document is the one of the untagged file (the tag changes no count), with
+        // fanout, with one socket, and with every connection spread over both sockets.
+        let offline = without_timing(&analyze(&[untagged.to_str().unwrap()]));
+        for k in ["rcv", "rcv1", "rcvspread"] {
+            let d = &docs[k];
+            let sockets = if k == "rcv1" { 1 } else { 2 };
+            assert_eq!(d[0]["sources"][0]["sockets"], sockets, "{name}-{k}");
+            assert_eq!(u(&d[0]["sources"][0]["packets"]), n, "{name}-{k}: packets");
+            assert_eq!(
+                normalise(observed_edges(d)),
+                normalise(expected_edges(exp, all)),
+                "{name}-{k}: tagged traffic, live"
+            );
+            assert_eq!(
+                without_timing(&d[0]),
+                offline,
+                "{name}-{k}: live tagged vs the untagged file"
+            );
+        }
         // The kernel filter runs on the frame without its tag: `tcp port 80` matches...
         let rcv80 = &docs["rcv80"];
         assert_eq!(
@@ -768,18 +864,21 @@ mod vlan {
 
         // Sent: a frame a packet socket transmits keeps its tag inline on the sending
         // veth, so there the kernel filter sees the tag and `tcp port 80` matches nothing;
-        // the tag is decoded from the frame and the edges are the same.
-        let snd = &docs["snd"];
-        assert_eq!(
-            u(&snd[0]["sources"][0]["packets"]),
-            n,
-            "{name}: snd packets"
-        );
-        assert_eq!(
-            normalise(observed_edges(snd)),
-            normalise(expected_edges(exp, all)),
-            "{name}: sending side"
-        );
+        // the tag is decoded from the frame and the edges are the same. This is where the
+        // kernel's fanout hash spreads connections over both sockets by itself (it
+        // dissects the tagged frames differently per direction): fanout must still match.
+        for k in ["snd", "snd1", "sndspread"] {
+            let d = &docs[k];
+            let sockets = if k == "snd1" { 1 } else { 2 };
+            assert_eq!(d[0]["sources"][0]["sockets"], sockets, "{name}-{k}");
+            assert_eq!(u(&d[0]["sources"][0]["packets"]), n, "{name}-{k}: packets");
+            assert_eq!(u(&d[0]["limits"]["reorder_forced"]), 0, "{name}-{k}");
+            assert_eq!(
+                normalise(observed_edges(d)),
+                normalise(expected_edges(exp, all)),
+                "{name}-{k}: sending side"
+            );
+        }
         assert_eq!(u(&docs["snd80"][0]["sources"][0]["packets"]), 0);
     }
 

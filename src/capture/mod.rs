@@ -2,14 +2,15 @@
 //! workers and join as the offline path.
 //!
 //! Two shapes, chosen by what the kernel accepts:
-//! * fanout (`--fanout`, PACKET_FANOUT hash accepted, `--threads` > 1): one socket and ring
-//!   per worker. Opt-in: forwarding is exact only while the kernel keeps each connection on
-//!   one socket; a connection spread over two rings reaches its owner out of order.
-//!   Each worker reads its ring, decodes, keeps the packets its symmetric hash owns and
-//!   forwards the others in batches to their owner (counted as `forwarded`): the kernel's
-//!   hash may be asymmetric before Linux 4.x, and never matches ours anyway.
-//! * one socket: one reader thread walks the ring and feeds the offline `Reader` (software
-//!   dispatch to the workers).
+//! * fanout (the default with `--threads` > 1 where PACKET_FANOUT hash is accepted): one
+//!   socket and ring per worker. Each worker reads its ring, decodes, keeps the packets its
+//!   symmetric hash owns and forwards the others in batches to their owner (counted as
+//!   `forwarded`): the kernel's hash may be asymmetric before Linux 4.x, and never matches
+//!   ours anyway. A connection the kernel spreads over several rings reaches its owner
+//!   partly late, so each worker merges its ring's packets and the forwarded ones back into
+//!   packet-time order before processing them (`merge`).
+//! * one socket (`--no-fanout`, one thread, or fanout refused): one reader thread walks the
+//!   ring and feeds the offline `Reader` (software dispatch to the workers).
 //!
 //! Intervals (`--interval`) are aligned in packet time. Every party (each ring reader,
 //! each worker) closes interval k when its packet time reaches the end of k, or when its
@@ -19,6 +20,7 @@
 //! documents sum to the whole run.
 
 pub mod interval;
+pub mod merge;
 pub mod ring;
 pub mod socket;
 pub mod stats;
@@ -38,6 +40,7 @@ use crate::pipeline::{Batch, PacketRef, Reader, Worker};
 use crate::report::{self, doc::Document, ReaderStats, WorkerResult};
 use crate::source::{Vantage, Vantages};
 use interval::{Clock, Step};
+use merge::{Merge, Watermarks, DONE};
 use ring::{reinsert_vlan, Frame, Version, PACKET_OUTGOING};
 pub use socket::{Interface, SetupError, Want};
 use socket::{PacketSocket, SocketSpec};
@@ -52,6 +55,12 @@ pub const DEFAULT_RING_MB: usize = 64;
 const IDLE_GRACE_NS: i64 = 300_000_000;
 /// Poll timeout: also how often a worker looks at forwarded batches while its ring is idle.
 const POLL_MS: i32 = 20;
+/// Forwarded batches in flight to one worker (split among its peers, at least 2 each), so
+/// many threads do not multiply the batches in flight.
+const FORWARD_QUEUE: usize = 16;
+/// Test hook: `lb` or `rnd` joins the fanout group in round-robin or random mode, which
+/// spreads every connection over the sockets (the case the merge exists for).
+const TEST_FANOUT_ENV: &str = "WIREMAP_TEST_FANOUT_MODE";
 
 /// What the user asked for.
 #[derive(Clone, Debug)]
@@ -101,6 +110,8 @@ pub struct Summary {
     pub packets: u64,
     pub kernel_drops: u64,
     pub forwarded: u64,
+    /// Packets a fanout worker processed before every ring had read past their time.
+    pub reorder_forced: u64,
     pub documents: u64,
 }
 
@@ -180,17 +191,18 @@ struct LaneState {
     /// One socket: batches carry interval marks to the workers.
     marks: bool,
     parts: Sender<Part>,
-    position: Arc<AtomicU64>,
     malformed: u64,
     /// Workers with their own ring (fanout), 0 otherwise.
     n_workers: usize,
+    /// Fanout: this thread's worker's queues (its own ring's packets and forwarded ones).
+    merge: Option<Merge>,
 }
 
 impl LaneState {
-    fn frame(&mut self, fr: &Frame<'_>, worker: &mut Option<Worker>) {
+    fn frame(&mut self, fr: &Frame<'_>) {
         let ts = fr.ts_ns;
         if ts >= self.clock.next() {
-            self.reach(ts, worker);
+            self.reach(ts);
         }
         self.last_ts = self.last_ts.max(ts);
         let (data, wire_len) = match fr.vlan {
@@ -215,15 +227,16 @@ impl LaneState {
         // Live filtering is the kernel's: nothing to do here.
         let _ = self.reader.packet(pkt, &mut self.vantages, None);
         if self.reader.local_full {
-            self.process_local(worker);
+            self.take_local();
         }
     }
 
-    fn process_local(&mut self, worker: &mut Option<Worker>) {
-        if let (Some(b), Some(w)) = (self.reader.local_batch(), worker.as_mut()) {
-            w.process_batch(b, &self.position);
+    /// Fanout: the packets this lane kept for its own worker join its queue in the merge.
+    fn take_local(&mut self) {
+        let lane = self.party_worker();
+        if let (Some(b), Some(m)) = (self.reader.local_batch(), self.merge.as_mut()) {
+            m.push(lane, b);
             b.clear();
-            send_worker_parts(w, self.party_worker(), &self.parts);
         }
     }
 
@@ -236,9 +249,9 @@ impl LaneState {
         self.n_workers
     }
 
-    /// Packet time (or the idle wall clock) reached `ts`.
-    fn reach(&mut self, ts: i64, worker: &mut Option<Worker>) {
-        let mut closed = false;
+    /// Packet time (or the idle wall clock) reached `ts`. With fanout only the lane's own
+    /// counts close here: its worker's time is the merge's.
+    fn reach(&mut self, ts: i64) {
         loop {
             match self.clock.step(ts) {
                 Step::Within => break,
@@ -251,7 +264,6 @@ impl LaneState {
                     });
                 }
                 Step::Close(k) => {
-                    closed = true;
                     let body = self.take_part();
                     let _ = self.parts.send(Part {
                         party: self.party,
@@ -265,21 +277,6 @@ impl LaneState {
         if self.marks {
             // Every worker learns the time, even one that got no packet this interval.
             self.reader.flush_marked(Some(ts));
-        } else if let Some(w) = worker.as_mut() {
-            // Fanout: the local worker sees its packets in time order; packets still in
-            // its batch belong before `ts`.
-            if closed || w.interval_index().is_none() {
-                self.process_local_batch_now(w);
-                w.reach(ts);
-                send_worker_parts(w, self.party_worker(), &self.parts);
-            }
-        }
-    }
-
-    fn process_local_batch_now(&mut self, w: &mut Worker) {
-        if let Some(b) = self.reader.local_batch() {
-            w.process_batch(b, &self.position);
-            b.clear();
         }
     }
 
@@ -360,6 +357,19 @@ impl DropWarn {
     }
 }
 
+/// The fanout mode: hash, unless the test hook asks for one that spreads connections.
+fn fanout_mode() -> Result<u32, SetupError> {
+    match std::env::var(TEST_FANOUT_ENV).as_deref() {
+        Err(_) | Ok("") | Ok("hash") => Ok(socket::PACKET_FANOUT_HASH),
+        Ok("lb") => Ok(socket::PACKET_FANOUT_LB),
+        Ok("rnd") => Ok(socket::PACKET_FANOUT_RND),
+        Ok(_) => Err(SetupError::Os(
+            "WIREMAP_TEST_FANOUT_MODE must be hash, lb or rnd",
+            std::io::Error::from_raw_os_error(libc::EINVAL),
+        )),
+    }
+}
+
 /// Open the sockets: fanout when wanted and accepted, else one.
 fn open_sockets(
     opts: &CaptureOptions,
@@ -390,14 +400,15 @@ fn open_sockets(
         // group would see every packet, and one in the group before its real filter must
         // not pass unfiltered ones. The real program replaces it once all are in.
         let none = socket::drop_all();
+        let mode = fanout_mode()?;
         let group = (std::process::id() & 0xffff) as u16;
         let each = ring_bytes / threads;
         let first = PacketSocket::open(&spec(opts, iface, snaplen, &none, each))?;
-        if first.join_fanout(group).is_ok() {
+        if first.join_fanout(group, mode).is_ok() {
             let mut socks = vec![first];
             for _ in 1..threads {
                 let s = PacketSocket::open(&spec(opts, iface, snaplen, &none, each))?;
-                s.join_fanout(group)
+                s.join_fanout(group, mode)
                     .map_err(|e| SetupError::Os("PACKET_FANOUT refused for a second socket", e))?;
                 socks.push(s);
             }
@@ -511,6 +522,7 @@ pub fn run(
                       reader: Reader,
                       marks: bool,
                       n_workers: usize,
+                      merge: Option<Merge>,
                       parts: Sender<Part>| {
         let mut vantages = Vantages::new(false);
         vantages.list.push(Vantage {
@@ -538,48 +550,53 @@ pub fn run(
             last_ts: i64::MIN,
             marks,
             parts,
-            position: Arc::new(AtomicU64::new(0)),
             malformed: 0,
             n_workers,
+            merge,
         }
     };
     if fanout {
         let n = socks.len();
         parties = 2 * n;
-        let mut inbox_tx = Vec::with_capacity(n);
-        let mut inbox_rx = Vec::with_capacity(n);
-        for _ in 0..n {
-            let (tx, rx) = bounded::<Batch>(8);
-            inbox_tx.push(tx);
-            inbox_rx.push(rx);
+        // One channel per pair of workers: each lane's batches arrive in its ring's order,
+        // and the owner tells the lanes apart to merge them by time.
+        let mut tx: Vec<Vec<Option<Sender<Batch>>>> = (0..n).map(|_| vec![None; n]).collect();
+        let mut rx: Vec<Vec<Option<Receiver<Batch>>>> = (0..n).map(|_| vec![None; n]).collect();
+        for (from, row) in tx.iter_mut().enumerate() {
+            for (to, slot) in row.iter_mut().enumerate() {
+                if from != to {
+                    let (t, r) = bounded::<Batch>((FORWARD_QUEUE / (n - 1)).max(2));
+                    *slot = Some(t);
+                    rx[to][from] = Some(r);
+                }
+            }
         }
-        for (i, (sock, inbox)) in socks.into_iter().zip(inbox_rx).enumerate() {
-            let senders: Vec<Sender<Batch>> = (0..n)
-                .map(|j| {
-                    if j == i {
-                        // Never used (the local batch is processed in place); a sender of
-                        // its own keeps our inbox from outliving the other workers.
-                        bounded::<Batch>(1).0
-                    } else {
-                        inbox_tx[j].clone()
-                    }
-                })
+        let marks = Arc::new(Watermarks::new(n));
+        for (i, ((sock, row), inbox)) in socks.into_iter().zip(tx).zip(rx).enumerate() {
+            let senders: Vec<Sender<Batch>> = row
+                .into_iter()
+                // Our own slot is never sent to (the local batch joins the merge in place).
+                .map(|t| t.unwrap_or_else(|| bounded::<Batch>(1).0))
                 .collect();
             let mut reader = Reader::new(&opts.limits, senders, recycle_rx.clone(), Some(i));
             // Each lane pairs the legs it sees itself (see the README).
             reader.index_legs(opts.lb.clone(), opts.limits.lb_max_entries, opts.vlan_key);
-            let st = lane_state(n + i, &sock, reader, false, n, part_tx.clone());
+            let merge = Merge::new(n, opts.limits.max_reorder_bytes);
+            let st = lane_state(n + i, &sock, reader, false, n, Some(merge), part_tx.clone());
             let worker = new_worker(sink());
-            let recycle = recycle_tx.clone();
+            let fw = Forwarded {
+                inbox,
+                recycle: recycle_tx.clone(),
+                marks: Arc::clone(&marks),
+            };
             let name = iface.name.clone();
             handles.push(
                 thread::Builder::new()
                     .name(format!("wiremap-capture-{i}"))
-                    .spawn(move || fanout_loop(sock, st, worker, inbox, recycle, deadline, &name))
+                    .spawn(move || fanout_loop(sock, st, worker, fw, deadline, &name))
                     .map_err(|e| CaptureError::Internal(format!("cannot start a worker: {e}")))?,
             );
         }
-        drop(inbox_tx);
     } else {
         parties = threads + 1;
         let mut senders = Vec::with_capacity(threads);
@@ -609,7 +626,7 @@ pub fn run(
         reader.index_legs(opts.lb.clone(), opts.limits.lb_max_entries, opts.vlan_key);
         let mut socks = socks;
         let sock = socks.remove(0);
-        let st = lane_state(threads, &sock, reader, true, 0, part_tx.clone());
+        let st = lane_state(threads, &sock, reader, true, 0, None, part_tx.clone());
         let name = iface.name.clone();
         handles.push(
             thread::Builder::new()
@@ -785,6 +802,7 @@ fn build(
     summary.packets += lane.packets;
     summary.kernel_drops += lane.drops;
     summary.forwarded += lane.forwarded;
+    summary.reorder_forced += doc.limits.reorder_forced;
     doc
 }
 
@@ -808,9 +826,9 @@ fn stopping(deadline: Option<Instant>) -> bool {
 
 /// Close the lane: time reaches the end (the later of the wall clock and the last packet)
 /// and its last part goes out.
-fn lane_end(st: &mut LaneState, worker: &mut Option<Worker>) -> i64 {
+fn lane_end(st: &mut LaneState) -> i64 {
     let end = wall_ns().max(st.last_ts);
-    st.reach(end, worker);
+    st.reach(end);
     let index = st.clock.index().unwrap_or(0);
     let body = st.take_part();
     let _ = st.parts.send(Part {
@@ -825,29 +843,119 @@ fn lane_end(st: &mut LaneState, worker: &mut Option<Worker>) -> i64 {
 /// One socket: read the ring, dispatch to the workers through the shared Reader.
 fn single_loop(mut sock: PacketSocket, mut st: LaneState, deadline: Option<Instant>, name: &str) {
     let mut warn = DropWarn::new();
-    let mut none = None;
     while !stopping(deadline) && !st.reader.workers_gone {
         sock.wait(POLL_MS);
-        let n = sock.walker.drain(|fr| st.frame(fr, &mut none));
+        let n = sock.walker.drain(|fr| st.frame(fr));
         if n == 0 && !sock.walker.ready() {
-            idle(&mut st, &mut none);
+            idle(&mut st);
         }
         warn.check(&mut st, name);
     }
     // Nothing seen is lost: what the ring still holds is read before the end.
-    sock.walker.drain(|fr| st.frame(fr, &mut none));
+    sock.walker.drain(|fr| st.frame(fr));
     st.malformed += sock.walker.malformed;
-    lane_end(&mut st, &mut none);
+    lane_end(&mut st);
     st.reader.flush_marked(None);
     st.reader.close();
 }
 
 /// The ring has nothing: intervals whose end passed long enough ago are closed.
-fn idle(st: &mut LaneState, worker: &mut Option<Worker>) {
+fn idle(st: &mut LaneState) {
     let t = wall_ns().saturating_sub(IDLE_GRACE_NS);
     if t >= st.clock.next() && t > st.last_ts {
-        st.reach(t, worker);
+        st.reach(t);
     }
+}
+
+/// Fanout: what other workers forward to this one, and the lanes' watermarks.
+struct Forwarded {
+    /// Indexed by the sending lane (None for our own).
+    inbox: Vec<Option<Receiver<Batch>>>,
+    recycle: Sender<Batch>,
+    marks: Arc<Watermarks>,
+}
+
+/// A fanout worker's side: the merge of its own ring's packets and the forwarded ones.
+struct Owner {
+    worker: Worker,
+    me: usize,
+    fw: Forwarded,
+    /// Each lane's watermark as last read (DONE once its channel is closed).
+    bounds: Vec<i64>,
+    closed: Vec<bool>,
+}
+
+impl Owner {
+    /// Read the watermarks, then take what was forwarded (so everything a lane vouched for
+    /// is queued), then process in time order as far as every lane vouches for.
+    fn serve(&mut self, st: &mut LaneState) {
+        self.fw.marks.snapshot(&mut self.bounds);
+        let Some(merge) = st.merge.as_mut() else {
+            return;
+        };
+        for (from, rx) in self.fw.inbox.iter().enumerate() {
+            let Some(rx) = rx else { continue };
+            loop {
+                match rx.try_recv() {
+                    Ok(mut b) => {
+                        merge.push(from, &b);
+                        b.clear();
+                        let _ = self.fw.recycle.try_send(b);
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        // That lane is finished (or failed): nothing more will come.
+                        if let Some(c) = self.closed.get_mut(from) {
+                            *c = true;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        for (b, c) in self.bounds.iter_mut().zip(&self.closed) {
+            if *c {
+                *b = DONE;
+            }
+        }
+        let w = &mut self.worker;
+        let forced = merge.run(&self.bounds, |b, m| w.process_one(b, m));
+        w.end_run();
+        if forced > 0 {
+            w.count_reorder_forced(forced);
+        }
+        // Intervals close in merged time: every packet before `safe` has been processed.
+        let safe = merge.safe(&self.bounds);
+        if safe > i64::MIN && safe < DONE {
+            w.reach(safe);
+        }
+        send_worker_parts(w, self.me, &st.parts);
+    }
+
+    /// Every other lane has finished and everything it sent is processed.
+    fn all_done(&self, st: &LaneState) -> bool {
+        let queued = st.merge.as_ref().is_some_and(|m| !m.is_empty());
+        !queued
+            && self
+                .bounds
+                .iter()
+                .enumerate()
+                .all(|(j, b)| j == self.me || *b == DONE)
+    }
+}
+
+/// Publish how far this lane has handed everything over: the last packet time read, or
+/// with an idle ring the wall clock less the grace (what could still be on its way). Only
+/// once nothing is stalled: a batch not yet delivered is not vouched for.
+fn publish(st: &mut LaneState, marks: &Watermarks, idle: bool) {
+    if !st.reader.retry_stalled() {
+        return;
+    }
+    let mut w = st.last_ts;
+    if idle {
+        w = w.max(wall_ns().saturating_sub(IDLE_GRACE_NS));
+    }
+    marks.publish(st.party_worker(), w);
 }
 
 /// Fanout: this worker's own ring, plus the batches other workers forward to it.
@@ -855,83 +963,64 @@ fn fanout_loop(
     mut sock: PacketSocket,
     mut st: LaneState,
     worker: Worker,
-    inbox: Receiver<Batch>,
-    recycle: Sender<Batch>,
+    fw: Forwarded,
     deadline: Option<Instant>,
     name: &str,
 ) {
     let mut warn = DropWarn::new();
-    let mut worker = Some(worker);
     let me = st.party_worker();
-    let pos = AtomicU64::new(0);
-    let drain_inbox =
-        |worker: &mut Option<Worker>, st: &LaneState, block: Option<Duration>| -> bool {
-            let mut open = true;
-            let mut first = true;
-            loop {
-                let got = match (first, block) {
-                    (true, Some(d)) => inbox.recv_timeout(d).map_err(|e| {
-                        if e.is_disconnected() {
-                            TryRecvError::Disconnected
-                        } else {
-                            TryRecvError::Empty
-                        }
-                    }),
-                    _ => inbox.try_recv(),
-                };
-                first = false;
-                match got {
-                    Ok(mut b) => {
-                        if let Some(w) = worker.as_mut() {
-                            w.process_batch(&b, &pos);
-                            send_worker_parts(w, me, &st.parts);
-                        }
-                        b.clear();
-                        let _ = recycle.try_send(b);
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        open = false;
-                        break;
-                    }
-                }
-            }
-            open
-        };
+    let lanes = fw.inbox.len();
+    let marks = Arc::clone(&fw.marks);
+    let mut owner = Owner {
+        worker,
+        me,
+        fw,
+        bounds: vec![i64::MIN; lanes],
+        // Our own lane counts on its own watermark (DONE only once its ring is read out).
+        closed: vec![false; lanes],
+    };
+    let pause = || thread::sleep(Duration::from_micros(200));
     while !stopping(deadline) && !st.reader.workers_gone {
-        drain_inbox(&mut worker, &st, None);
+        owner.serve(&mut st);
         if !st.reader.retry_stalled() {
-            // A peer is behind: serve our own inbox rather than read more.
-            drain_inbox(&mut worker, &st, Some(Duration::from_millis(1)));
+            // A peer is behind: let it catch up rather than read more.
+            pause();
             continue;
         }
         sock.wait(POLL_MS);
         // A bounded share of the ring per pass, so forwarded batches never pile up.
-        let n = sock
-            .walker
-            .drain_at_most(64, |fr| st.frame(fr, &mut worker));
-        st.process_local(&mut worker);
+        let n = sock.walker.drain_at_most(64, |fr| st.frame(fr));
+        st.take_local();
         st.reader.flush_marked(None);
-        if n == 0 && !sock.walker.ready() {
-            idle(&mut st, &mut worker);
+        let idle_ring = n == 0 && !sock.walker.ready();
+        if idle_ring {
+            idle(&mut st);
         }
+        publish(&mut st, &marks, idle_ring);
         warn.check(&mut st, name);
     }
-    sock.walker.drain(|fr| st.frame(fr, &mut worker));
+    sock.walker.drain(|fr| st.frame(fr));
     st.malformed += sock.walker.malformed;
-    st.process_local(&mut worker);
+    st.take_local();
     st.reader.flush_marked(None);
-    let end = lane_end(&mut st, &mut worker);
-    // Deliver what we owe the others, serving our inbox meanwhile (they may owe us).
+    let end = lane_end(&mut st);
+    // Deliver what we owe the others, serving our own queues meanwhile (they may owe us).
     while !st.reader.retry_stalled() {
-        drain_inbox(&mut worker, &st, Some(Duration::from_millis(1)));
+        owner.serve(&mut st);
+        pause();
     }
+    marks.publish(me, DONE);
     st.reader.close();
-    // Then take what they forward until every other worker has closed its side.
-    while drain_inbox(&mut worker, &st, Some(Duration::from_millis(10))) {}
-    if let Some(mut w) = worker.take() {
-        w.reach(end);
-        send_worker_parts(&mut w, me, &st.parts);
-        finish_worker(w, me, &st.parts);
+    // Then take what they forward until every other lane has finished.
+    loop {
+        owner.serve(&mut st);
+        if owner.all_done(&st) {
+            break;
+        }
+        pause();
     }
+    let mut w = owner.worker;
+    w.reach(end);
+    send_worker_parts(&mut w, me, &st.parts);
+    finish_worker(w, me, &st.parts);
 }

@@ -16,7 +16,11 @@ pub(crate) const PACKET_STATISTICS: libc::c_int = 6;
 const PACKET_VERSION: libc::c_int = 10;
 const PACKET_FANOUT: libc::c_int = 18;
 const PACKET_MR_PROMISC: u16 = 1;
-const PACKET_FANOUT_HASH: u32 = 0;
+/// Fanout modes: hash by flow (what captures use), and, for tests only, round-robin and
+/// random, which spread every connection over the sockets.
+pub const PACKET_FANOUT_HASH: u32 = 0;
+pub const PACKET_FANOUT_LB: u32 = 1;
+pub const PACKET_FANOUT_RND: u32 = 3;
 const PACKET_FANOUT_FLAG_DEFRAG: u32 = 0x8000;
 const ETH_P_ALL: u16 = 0x0003;
 const TPACKET_V2: libc::c_int = 1;
@@ -342,10 +346,10 @@ impl PacketSocket {
         self.fd.as_raw_fd()
     }
 
-    /// Join fanout group `group` (hash mode, IP fragments reassembled first). An error
-    /// means the kernel has no fanout (before 3.1) or refused it.
-    pub fn join_fanout(&self, group: u16) -> io::Result<()> {
-        let arg: u32 = u32::from(group) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16);
+    /// Join fanout group `group` in `mode` (PACKET_FANOUT_HASH but in tests), IP fragments
+    /// reassembled first. An error means the kernel has no fanout (before 3.1) or refused it.
+    pub fn join_fanout(&self, group: u16, mode: u32) -> io::Result<()> {
+        let arg: u32 = u32::from(group) | ((mode | PACKET_FANOUT_FLAG_DEFRAG) << 16);
         setsockopt(self.fd(), SOL_PACKET, PACKET_FANOUT, &arg)
     }
 

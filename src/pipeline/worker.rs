@@ -221,6 +221,25 @@ impl Worker {
         }
     }
 
+    /// Live fanout: one packet of `batch`, in the order the capture's merge chose.
+    pub(crate) fn process_one(&mut self, batch: &Batch, m: &PacketMeta) {
+        self.process(m, batch.payload(m));
+    }
+
+    /// After a run of `process_one`: the periodic expiry `process_batch` does per batch.
+    pub(crate) fn end_run(&mut self) {
+        self.since_sweep += 1;
+        if self.since_sweep >= 16 {
+            self.since_sweep = 0;
+            self.sweep();
+        }
+    }
+
+    /// Live fanout: packets processed before every ring had vouched for their time.
+    pub(crate) fn count_reorder_forced(&mut self, n: u64) {
+        self.out.limits.reorder_forced += n;
+    }
+
     fn process(&mut self, m: &PacketMeta, payload: &[u8]) {
         let t = &m.t;
         let ts = m.ts_ns;

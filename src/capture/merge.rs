@@ -1,0 +1,422 @@
+//! Fanout: putting a worker's packets back in packet-time order.
+//!
+//! With one socket per worker, the kernel may spread one connection over several rings
+//! (an asymmetric RSS hash before 4.x, frames it dissects differently in each direction, or
+//! any non-hash fanout mode). The worker that owns the connection then gets its packets from
+//! its own ring at once and from the others late, through forwarded batches. Processed in
+//! arrival order, requests meet responses they precede and TCP sees segments out of order.
+//!
+//! So every lane (ring reader) publishes a watermark: the packet time up to which it has read
+//! its ring and handed every packet to its owner. A worker keeps its own ring's packets and
+//! the forwarded ones in per-lane queues (copies, in recycled batches) and processes them
+//! earliest first, only as far as every lane has vouched for: a lane with packets queued
+//! vouches up to its next one (its ring is read in order), an empty one up to its watermark.
+//! Past `Limits::max_reorder_bytes` it processes the earliest anyway and counts it
+//! (`limits.reorder_forced`).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::pipeline::{Batch, PacketMeta};
+
+/// What a lane has finished: nothing of it is still to come.
+pub const DONE: i64 = i64::MAX;
+
+/// What one queued packet costs against the bound: its payload and its record.
+const META_BYTES: usize = std::mem::size_of::<PacketMeta>();
+
+/// Emptied batches a merge keeps for reuse (more go back to the shared pool or are freed).
+const SPARE_BATCHES: usize = 8;
+
+/// One watermark per lane, shared by all threads.
+pub struct Watermarks(Vec<AtomicI64>);
+
+impl Watermarks {
+    pub fn new(lanes: usize) -> Watermarks {
+        Watermarks((0..lanes).map(|_| AtomicI64::new(i64::MIN)).collect())
+    }
+
+    /// Lane `lane` has read its ring up to `ts` and handed every packet to its owner. Only
+    /// moves forward. Release: whoever sees the value sees the batches sent before it.
+    pub fn publish(&self, lane: usize, ts: i64) {
+        if let Some(w) = self.0.get(lane) {
+            w.fetch_max(ts, Ordering::Release);
+        }
+    }
+
+    /// Every lane's watermark. Read *before* taking the forwarded batches, so that what a
+    /// lane vouched for is already in the channel.
+    pub fn snapshot(&self, out: &mut [i64]) {
+        for (o, w) in out.iter_mut().zip(&self.0) {
+            *o = w.load(Ordering::Acquire);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Lane {
+    batches: VecDeque<Batch>,
+    /// The next packet of the front batch.
+    head: usize,
+}
+
+impl Lane {
+    fn head(&self) -> Option<&PacketMeta> {
+        self.batches.front()?.packets.get(self.head)
+    }
+
+    fn head_ts(&self) -> Option<i64> {
+        self.head().map(|m| m.ts_ns)
+    }
+}
+
+/// One worker's queues, one per lane.
+pub struct Merge {
+    lanes: Vec<Lane>,
+    spare: Vec<Batch>,
+    held: usize,
+    max_bytes: usize,
+    /// Batches ever allocated by this merge (tests: the steady state allocates none).
+    created: usize,
+}
+
+impl Merge {
+    pub fn new(lanes: usize, max_bytes: usize) -> Merge {
+        Merge {
+            lanes: (0..lanes).map(|_| Lane::default()).collect(),
+            spare: Vec::new(),
+            held: 0,
+            max_bytes,
+            created: 0,
+        }
+    }
+
+    /// Bytes queued (payloads and packet records).
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lanes.iter().all(|l| l.head().is_none())
+    }
+
+    /// Queue a copy of `src`'s packets (in their order) as lane `lane`'s.
+    pub fn push(&mut self, lane: usize, src: &Batch) {
+        let Some(q) = self.lanes.get_mut(lane) else {
+            return;
+        };
+        for m in &src.packets {
+            let payload = src.payload(m);
+            if !matches!(q.batches.back(), Some(b) if !b.is_full()) {
+                let b = match self.spare.pop() {
+                    Some(b) => b,
+                    None => {
+                        self.created += 1;
+                        Batch::with_capacity()
+                    }
+                };
+                q.batches.push_back(b);
+            }
+            if let Some(b) = q.batches.back_mut() {
+                b.push(m.t, m.ts_ns, m.vantage, m.order, payload);
+                self.held = self.held.saturating_add(payload.len() + META_BYTES);
+            }
+        }
+    }
+
+    /// Hand packets to `f` earliest first, as far as every lane vouches for (`bounds`: each
+    /// lane's watermark, read before the last `push` of forwarded batches). Returns how many
+    /// went early because the queues were over their bound.
+    pub fn run(&mut self, bounds: &[i64], mut f: impl FnMut(&Batch, &PacketMeta)) -> u64 {
+        let mut forced = 0;
+        loop {
+            let mut best: Option<(i64, usize)> = None;
+            for (i, l) in self.lanes.iter().enumerate() {
+                match (l.head_ts(), best) {
+                    (Some(ts), Some((b, _))) if ts >= b => {}
+                    (Some(ts), _) => best = Some((ts, i)),
+                    (None, _) => {}
+                }
+            }
+            let Some((_, li)) = best else { break };
+            // How far lane `li` may go: no other lane can still bring anything earlier.
+            let limit = self.vouched(bounds, Some(li));
+            let mut progressed = false;
+            while let Some(ts) = self.lanes[li].head_ts() {
+                if ts > limit {
+                    if self.held <= self.max_bytes {
+                        break;
+                    }
+                    forced += 1;
+                    self.pop(li, &mut f);
+                    progressed = true;
+                    // Another lane's next packet may now be the earliest.
+                    break;
+                }
+                self.pop(li, &mut f);
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        forced
+    }
+
+    /// The time before which every packet has been handed out (none can still come): what
+    /// the worker may close intervals up to.
+    pub fn safe(&self, bounds: &[i64]) -> i64 {
+        self.vouched(bounds, None)
+    }
+
+    fn vouched(&self, bounds: &[i64], except: Option<usize>) -> i64 {
+        self.lanes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| Some(*j) != except)
+            .map(|(j, l)| {
+                l.head_ts()
+                    .unwrap_or_else(|| bounds.get(j).copied().unwrap_or(DONE))
+            })
+            .min()
+            .unwrap_or(DONE)
+    }
+
+    fn pop(&mut self, li: usize, f: &mut impl FnMut(&Batch, &PacketMeta)) {
+        let q = &mut self.lanes[li];
+        let Some(b) = q.batches.front() else { return };
+        let Some(m) = b.packets.get(q.head) else {
+            return;
+        };
+        f(b, m);
+        self.held = self
+            .held
+            .saturating_sub(m.payload_len as usize + META_BYTES);
+        q.head += 1;
+        if q.head < b.packets.len() {
+            return;
+        }
+        q.head = 0;
+        if q.batches.len() == 1 {
+            // The only batch: emptied in place, it takes the next packets.
+            if let Some(b) = q.batches.front_mut() {
+                b.clear();
+            }
+        } else if let Some(mut b) = q.batches.pop_front() {
+            b.clear();
+            if self.spare.len() < SPARE_BATCHES {
+                self.spare.push(b);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::Transport;
+
+    fn t(sport: u16) -> Transport {
+        Transport {
+            src: [10, 0, 0, 1].into(),
+            dst: [10, 0, 0, 2].into(),
+            sport,
+            dport: 80,
+            proto: 6,
+            vlan: 0,
+            ip_bytes: 0,
+            fragments: 1,
+            truncated: false,
+            tcp: Default::default(),
+            payload_wire_len: 0,
+        }
+    }
+
+    fn batch(times: &[i64]) -> Batch {
+        let mut b = Batch::with_capacity();
+        for &ts in times {
+            b.push(t(1), ts, 0, ts as u64, &ts.to_be_bytes());
+        }
+        b
+    }
+
+    fn run(m: &mut Merge, bounds: &[i64]) -> (Vec<i64>, u64) {
+        let mut out = Vec::new();
+        let forced = m.run(bounds, |b, p| {
+            // The payload travels with its packet.
+            assert_eq!(b.payload(p), &p.ts_ns.to_be_bytes());
+            out.push(p.ts_ns);
+        });
+        (out, forced)
+    }
+
+    #[test]
+    fn interleaves_lanes_by_time_and_waits_for_the_slowest() {
+        let mut m = Merge::new(2, 1 << 20);
+        m.push(0, &batch(&[1, 3, 5]));
+        m.push(1, &batch(&[2, 4, 6]));
+        // Lane 0 has said nothing yet: once its queue is empty, lane 1's 6 must wait.
+        let (out, forced) = run(&mut m, &[i64::MIN, i64::MIN]);
+        assert_eq!(out, vec![1, 2, 3, 4, 5]);
+        assert_eq!(forced, 0);
+        assert_eq!(m.safe(&[i64::MIN, i64::MIN]), i64::MIN);
+        // Lane 0 read up to 5 only: 6 still waits; at 6 it goes.
+        assert!(run(&mut m, &[5, i64::MIN]).0.is_empty());
+        assert_eq!(run(&mut m, &[6, i64::MIN]).0, vec![6]);
+        assert!(m.is_empty());
+        assert_eq!(m.held(), 0);
+        assert_eq!(m.safe(&[7, 9]), 7);
+    }
+
+    #[test]
+    fn a_forwarded_packet_earlier_than_the_own_ring_goes_first() {
+        // The bad case: the owner's ring ran ahead (a response at 20) of a request (10)
+        // read by another lane and forwarded late.
+        let mut m = Merge::new(2, 1 << 20);
+        m.push(0, &batch(&[20, 30]));
+        // Lane 1 has vouched for nothing past 5: nothing goes.
+        assert!(run(&mut m, &[30, 5]).0.is_empty());
+        m.push(1, &batch(&[10]));
+        assert_eq!(run(&mut m, &[30, 25]).0, vec![10, 20]);
+        assert_eq!(m.safe(&[30, 25]), 25);
+        assert_eq!(run(&mut m, &[DONE, DONE]).0, vec![30]);
+        assert_eq!(m.safe(&[DONE, DONE]), DONE);
+    }
+
+    #[test]
+    fn past_the_bound_the_earliest_goes_anyway_and_is_counted() {
+        let per = 8 + META_BYTES;
+        let mut m = Merge::new(2, 3 * per);
+        m.push(0, &batch(&[1, 2, 3, 4, 5]));
+        // Lane 1 is silent: 5 packets held, 3 allowed, so the 2 earliest go early.
+        let (out, forced) = run(&mut m, &[i64::MIN, i64::MIN]);
+        assert_eq!(out, vec![1, 2]);
+        assert_eq!(forced, 2);
+        assert_eq!(m.held(), 3 * per);
+        // A later lane-1 packet earlier than what is left still goes in order.
+        m.push(1, &batch(&[2]));
+        let (out, forced) = run(&mut m, &[DONE, DONE]);
+        assert_eq!(out, vec![2, 3, 4, 5]);
+        assert_eq!(forced, 0);
+    }
+
+    #[test]
+    fn batches_are_reused_in_the_steady_state() {
+        let mut m = Merge::new(2, 64 << 20);
+        for round in 0..200i64 {
+            let base = round * 1000;
+            let a: Vec<i64> = (0..300).map(|i| base + 2 * i).collect();
+            let b: Vec<i64> = (0..300).map(|i| base + 2 * i + 1).collect();
+            m.push(0, &batch(&a));
+            m.push(1, &batch(&b));
+            let (out, _) = run(&mut m, &[base + 999, base + 999]);
+            assert_eq!(out.len(), 600);
+            assert!(out.windows(2).all(|w| w[0] < w[1]));
+        }
+        assert!(m.created <= 6, "{} batches allocated", m.created);
+    }
+
+    /// A real capture (fixtures/lab.pcap: HTTP, redis, MySQL, DNS) spread packet by packet
+    /// over two lanes, as round-robin fanout does, lane 1 running three chunks behind lane 0:
+    /// through the merge the worker's edges are those of the plain sequence; processed as
+    /// they arrive they are not (so this test can fail).
+    #[test]
+    fn a_capture_spread_over_two_lanes_gives_the_sequential_result() {
+        use crate::decode::{Decoder, Outcome};
+        use crate::pipeline::Worker;
+        use crate::report::{build_document, DocumentInput, ReaderStats};
+        use crate::source::{CaptureFile, OrderedFile, Vantages};
+
+        let limits = crate::limits::Limits::default();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/lab.pcap");
+        let mut input = OrderedFile::new(CaptureFile::open(path, limits.max_record_bytes).unwrap());
+        let mut vantages = Vantages::new(false);
+        let mut dec = Decoder::new(limits.max_fragment_datagrams, limits.fragment_timeout_ns);
+        // Chunks of 8 packets per lane, alternating packets between the lanes.
+        let mut lanes: [Vec<Batch>; 2] = [Vec::new(), Vec::new()];
+        let mut seq = Vec::new();
+        let mut n = 0u64;
+        loop {
+            input.fill(&mut vantages).unwrap();
+            let Some(slot) = input.pop() else { break };
+            let p = input.packet(slot).unwrap().clone();
+            input.release(slot);
+            if let Outcome::Flow(t, payload) = dec.decode(p.linktype, &p.data, p.ts_ns) {
+                let lane = &mut lanes[(n % 2) as usize];
+                if !matches!(lane.last(), Some(b) if b.packets.len() < 8) {
+                    lane.push(Batch::with_capacity());
+                }
+                lane.last_mut().unwrap().push(t, p.ts_ns, 0, n, payload);
+                seq.push((t, p.ts_ns, n, payload.to_vec()));
+                n += 1;
+            }
+        }
+        assert!(n > 100, "{n} packets");
+        let edges = |w: Worker| {
+            let doc = build_document(DocumentInput {
+                results: vec![w.into_result()],
+                reader: ReaderStats::default(),
+                vantages: &vantages,
+                filter: None,
+                max_edges: limits.max_edges,
+                kind: "pcap",
+            });
+            serde_json::to_value(&doc).unwrap()["edges"].clone()
+        };
+        let worker = || Worker::new(limits.clone(), 1 << 16, false, true, None, None);
+        let pos = std::sync::atomic::AtomicU64::new(0);
+
+        let mut plain = worker();
+        for (t, ts, order, payload) in &seq {
+            let mut b = Batch::with_capacity();
+            b.push(*t, *ts, 0, *order, payload);
+            plain.process_batch(&b, &pos);
+        }
+        let want = edges(plain);
+        assert!(want.as_array().unwrap().len() >= 4, "{want}");
+
+        // Arrival: lane 0's chunk k with lane 1's chunk k - 3; each lane vouches up to the
+        // last packet it handed over.
+        const LAG: usize = 3;
+        let steps = lanes[0].len().max(lanes[1].len()) + LAG;
+        let chunk = |l: usize, k: Option<usize>| k.and_then(|k| lanes[l].get(k));
+        let mut merged = worker();
+        let mut naive = worker();
+        let mut m = Merge::new(2, 64 << 20);
+        let mut bounds = [i64::MIN; 2];
+        for k in 0..steps {
+            for (l, c) in [(0, chunk(0, Some(k))), (1, chunk(1, k.checked_sub(LAG)))] {
+                if let Some(b) = c {
+                    naive.process_batch(b, &pos);
+                    m.push(l, b);
+                    bounds[l] = b.packets.last().unwrap().ts_ns;
+                }
+            }
+            if k + 1 == steps {
+                bounds = [DONE; 2];
+            }
+            assert_eq!(m.run(&bounds, |b, p| merged.process_one(b, p)), 0);
+        }
+        assert!(m.is_empty());
+        assert_eq!(edges(merged), want, "merged by time");
+        assert_ne!(
+            edges(naive),
+            want,
+            "arrival order must differ, or this proves nothing"
+        );
+    }
+
+    #[test]
+    fn watermarks_only_move_forward() {
+        let w = Watermarks::new(2);
+        let mut s = [0i64; 2];
+        w.snapshot(&mut s);
+        assert_eq!(s, [i64::MIN, i64::MIN]);
+        w.publish(0, 10);
+        w.publish(0, 5);
+        w.publish(1, DONE);
+        w.publish(7, 1);
+        w.snapshot(&mut s);
+        assert_eq!(s, [10, DONE]);
+    }
+}
