@@ -360,10 +360,21 @@ mod tests {
                 filter: None,
                 max_edges: limits.max_edges,
                 kind: "pcap",
+                lb_config: None,
             });
             serde_json::to_value(&doc).unwrap()["edges"].clone()
         };
-        let worker = || Worker::new(limits.clone(), 1 << 16, false, true, None, None);
+        let worker = || {
+            Worker::new(
+                limits.clone(),
+                1 << 16,
+                false,
+                true,
+                None,
+                None,
+                Default::default(),
+            )
+        };
         let pos = std::sync::atomic::AtomicU64::new(0);
 
         let mut plain = worker();
