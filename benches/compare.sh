@@ -60,7 +60,7 @@ FILE=$(capture "$PACKETS" "$FLOWS")
 N=$(tcpdump -r "$FILE" -w /dev/null 2>&1 | awk '/packets/ {print $1; exit}' || true)
 N=${N:-$PACKETS}
 SIZE=$(du -m "$FILE" | cut -f1)
-echo "capture: $FILE ($N packets, $SIZE MB, ~$FLOWS concurrent flows); $RUNS runs each; page cache warm"
+echo "capture: $FILE ($N packets, $SIZE MB, $FLOWS concurrent flows asked for: wiremap-gen says above how many were open at once); $RUNS runs each; page cache warm"
 cat "$FILE" > /dev/null
 
 RESULTS=$(

@@ -692,6 +692,9 @@ struct Run {
     first_ts: u64,
     last_ts: u64,
     conns_total: u64,
+    /// Most connections open at once: below `--flows-concurrent` when N packets cannot
+    /// hold that many complete connections (a connection opens only if it fits).
+    peak_concurrent: usize,
 }
 
 fn generate(a: &Args, mix: &[u64; NSVC], out: &mut Out, ctx: &mut Ctx) -> io::Result<Run> {
@@ -716,6 +719,7 @@ fn generate(a: &Args, mix: &[u64; NSVC], out: &mut Out, ctx: &mut Ctx) -> io::Re
         conns_total += 1;
         active.push(conn);
     }
+    let peak_concurrent = active.len();
     let jitter = 2 * a.step_us - 1;
     loop {
         if active.is_empty() {
@@ -757,6 +761,7 @@ fn generate(a: &Args, mix: &[u64; NSVC], out: &mut Out, ctx: &mut Ctx) -> io::Re
         first_ts,
         last_ts: out.ts_us,
         conns_total,
+        peak_concurrent,
     })
 }
 
@@ -917,11 +922,12 @@ fn run(a: &Args) -> Result<String, (u8, String)> {
         std::fs::write(p, text).map_err(|e| (1, format!("{}: {e}", p.display())))?;
     }
     Ok(format!(
-        "{} packets, {} connections ({} TCP, {} UDP flows), {:.1} MB in {:.2} s: {:.2} M packets/s, {:.0} MB/s",
+        "{} packets, {} connections ({} TCP, {} UDP flows, at most {} open at once), {:.1} MB in {:.2} s: {:.2} M packets/s, {:.0} MB/s",
         out.packets,
         run.conns_total,
         ctx.tcp_conns,
         ctx.udp_flows,
+        run.peak_concurrent,
         out.file_bytes as f64 / 1e6,
         secs,
         out.packets as f64 / secs / 1e6,
