@@ -35,15 +35,7 @@ SETUP_SQL="$HERE/../../fixtures/lab/setup.sql"
 
 die() { echo "lab.sh: $*" >&2; exit 1; }
 
-down() {
-    local dir=$1
-    if [[ -f "$dir/pids" ]]; then
-        # shellcheck disable=SC2046
-        lab_stop 50 $(cat "$dir/pids")
-        rm -f "$dir/pids"
-    fi
-    lab_ns_teardown "$NS_S" "$NS_C"
-}
+down() { lab_down "$1" "$NS_S" "$NS_C"; }
 
 up() {
     local dir=$1

@@ -241,6 +241,64 @@ lab_mariadb_setup() {
         < "$sql" > "$dir/setup.out" 2>&1 || die "setup.sql failed in $ns: $(cat "$dir/setup.out")"
 }
 
+# lab_preflight NARGS TOOL... : the recorders' checks (fixtures/*/record.sh): one argument
+# (OUTDIR), root, every tool there; exit status 2 otherwise.
+lab_preflight() {
+    local n=$1 tool
+    shift
+    if [[ $n -ne 1 ]]; then
+        echo "usage: $0 OUTDIR" >&2
+        exit 2
+    fi
+    if [[ $EUID -ne 0 ]]; then
+        echo "record.sh: must run as root (network namespaces, captures)" >&2
+        exit 2
+    fi
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { echo "record.sh: missing tool: $tool" >&2; exit 2; }
+    done
+}
+
+# lab_wait_for TRIES CMD... : bounded poll, 0.1 s between tries; status 1 if CMD never succeeded.
+lab_wait_for() {
+    local tries=$1 i
+    shift
+    for i in $(seq 1 "$tries"); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# lab_work_done RC WORK KEEP LOG... : a recorder's last words: after a failure (RC != 0) the
+# tails of the LOG files (paths or globs below WORK); then WORK is removed unless KEEP is set.
+lab_work_done() {
+    local rc=$1 work=$2 keep=$3 f g
+    shift 3
+    [[ -n $work && -d $work ]] || return 0
+    if [[ $rc -ne 0 ]]; then
+        echo "failed (rc=$rc); logs:" >&2
+        for f in "$@"; do
+            for g in "$work"/$f; do
+                [[ -f $g ]] && { echo "--- $g" >&2; tail -n 20 "$g" >&2; }
+            done
+        done
+    fi
+    if [[ -n $keep ]]; then echo "kept $work" >&2; else rm -rf "$work"; fi
+}
+
+# lab_down DIR NS... : stop the servers listed in DIR/pids (lab.sh up), delete the namespaces.
+lab_down() {
+    local dir=$1
+    shift
+    if [[ -f "$dir/pids" ]]; then
+        # shellcheck disable=SC2046
+        lab_stop 50 $(cat "$dir/pids")
+        rm -f "$dir/pids"
+    fi
+    lab_ns_teardown "$@"
+}
+
 # ---------------------------------------------------------------------------- client tallies
 # The expected edges of tests/live/lab.sh and tests/legacy/lab.sh, counted from the clients'
 # own output: per edge key (any word), connections made and the code of every answer.
