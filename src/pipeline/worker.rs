@@ -152,29 +152,15 @@ impl Worker {
         if summary.is_empty() {
             return;
         }
-        let client = match (flow.tcp, l7_server) {
-            (false, Some(server)) => Some(server.other()),
-            _ => flow.client,
+        // The same placement as a finished leg (`account`), so the interval documents sum
+        // to the whole run edge by edge.
+        let edges = EdgeSink {
+            out: &mut self.out,
+            lb: &self.lb,
+            lb_static: self.lb_static,
+            limits: &self.limits,
         };
-        let Some(c) = client else {
-            self.out.undetermined.push(summary);
-            return;
-        };
-        let (mut k, mut agg) = summary.into_edge(c);
-        // The same load-balancer routing as a finished leg (`account`), so the interval
-        // documents sum to the whole run edge by edge.
-        if self.lb_static || flow.lb.is_some() {
-            let src = flow.key.endpoint(c);
-            if let Some(r) =
-                lvs::lb_edge(flow.lb.as_deref(), flow.key.proto, src, k.server, &self.lb)
-            {
-                if r.paired {
-                    self.out.lb_duplicate_requests += agg.l7.requests;
-                }
-                route_edge(&mut k, &mut agg, &r, self.limits.lb_max_clients);
-            }
-        }
-        self.add_edge(k, agg);
+        edges.place(flow, summary, l7_server);
     }
 
     /// The packet of this batch the test hook fails on, if any. Checked once per batch
@@ -472,46 +458,13 @@ impl Worker {
             // Live intervals: earlier snapshots already reported part of it.
             base.take_delta(&mut summary);
         }
-        // UDP: a response seen first (a DNS answer) makes its receiver the client. TCP
-        // without a handshake is oriented in the join stage, where every worker's SYN
-        // answers are known.
-        let client = match (flow.tcp, l7_server) {
-            (false, Some(server)) => Some(server.other()),
-            _ => flow.client,
+        let edges = EdgeSink {
+            out: &mut self.out,
+            lb: &self.lb,
+            lb_static: self.lb_static,
+            limits: &self.limits,
         };
-        let Some(client) = client else {
-            self.out.undetermined.push(summary);
-            return;
-        };
-        let (mut k, mut agg) = summary.into_edge(client);
-        if self.lb_static || flow.lb.is_some() {
-            let src = flow.key.endpoint(client);
-            if let Some(r) =
-                lvs::lb_edge(flow.lb.as_deref(), flow.key.proto, src, k.server, &self.lb)
-            {
-                if r.paired {
-                    self.out.lb_duplicate_requests += agg.l7.requests;
-                }
-                route_edge(&mut k, &mut agg, &r, self.limits.lb_max_clients);
-            }
-        }
-        self.add_edge(k, agg);
-    }
-
-    fn add_edge(&mut self, k: EdgeKey, agg: crate::report::EdgeAgg) {
-        let room = self.out.edges.len() < self.limits.max_edges;
-        match self.out.edges.entry(k) {
-            Entry::Occupied(mut e) => e.get_mut().merge(&agg),
-            Entry::Vacant(v) => {
-                if room || !agg.only_failed() {
-                    v.insert(agg);
-                } else {
-                    // A flood of failed attempts must not grow the edge map without bound.
-                    *self.out.folded_failed.entry(k.server).or_default() += agg.failed_connections;
-                    self.out.limits.edges_folded += 1;
-                }
-            }
-        }
+        edges.place(&flow, summary, l7_server);
     }
 
     /// A stitch from the reader for one of this worker's flows.
@@ -547,6 +500,57 @@ impl Worker {
             r.flush();
         }
         self.out
+    }
+}
+
+/// Where a connection's sums go: its edge, oriented, re-routed to a load balancer's edge
+/// when it is a stitched leg, within the edge limit. Shared by finished connections and
+/// live interval shares, so both land on the same edge.
+struct EdgeSink<'a> {
+    out: &'a mut WorkerResult,
+    lb: &'a LbOptions,
+    lb_static: bool,
+    limits: &'a Limits,
+}
+
+impl EdgeSink<'_> {
+    fn place(self, flow: &Flow, summary: ConnSummary, l7_server: Option<crate::flow::Side>) {
+        // UDP: a response seen first (a DNS answer) makes its receiver the client. TCP
+        // without a handshake is oriented in the join stage, where every worker's SYN
+        // answers are known.
+        let client = match (flow.tcp, l7_server) {
+            (false, Some(server)) => Some(server.other()),
+            _ => flow.client,
+        };
+        let Some(client) = client else {
+            self.out.undetermined.push(summary);
+            return;
+        };
+        let (mut k, mut agg) = summary.into_edge(client);
+        if self.lb_static || flow.lb.is_some() {
+            let src = flow.key.endpoint(client);
+            if let Some(r) =
+                lvs::lb_edge(flow.lb.as_deref(), flow.key.proto, src, k.server, self.lb)
+            {
+                if r.paired {
+                    self.out.lb_duplicate_requests += agg.l7.requests;
+                }
+                route_edge(&mut k, &mut agg, &r, self.limits.lb_max_clients);
+            }
+        }
+        let room = self.out.edges.len() < self.limits.max_edges;
+        match self.out.edges.entry(k) {
+            Entry::Occupied(mut e) => e.get_mut().merge(&agg),
+            Entry::Vacant(v) => {
+                if room || !agg.only_failed() {
+                    v.insert(agg);
+                } else {
+                    // A flood of failed attempts must not grow the edge map without bound.
+                    *self.out.folded_failed.entry(k.server).or_default() += agg.failed_connections;
+                    self.out.limits.edges_folded += 1;
+                }
+            }
+        }
     }
 }
 
