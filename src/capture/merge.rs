@@ -58,6 +58,9 @@ struct Lane {
     batches: VecDeque<Batch>,
     /// The next packet of the front batch.
     head: usize,
+    /// Load-balancer tags that came after a batch's last packet: they go with this lane's
+    /// next packet (tags are rare; this stays empty).
+    trailing: Vec<crate::lvs::Tag>,
 }
 
 impl Lane {
@@ -100,12 +103,14 @@ impl Merge {
         self.lanes.iter().all(|l| l.head().is_none())
     }
 
-    /// Queue a copy of `src`'s packets (in their order) as lane `lane`'s.
+    /// Queue a copy of `src`'s packets (in their order) as lane `lane`'s, with the
+    /// load-balancer tags the reader put between them, each before the same packet.
     pub fn push(&mut self, lane: usize, src: &Batch) {
         let Some(q) = self.lanes.get_mut(lane) else {
             return;
         };
-        for m in &src.packets {
+        let mut tags = src.tags.iter().peekable();
+        for (i, m) in src.packets.iter().enumerate() {
             let payload = src.payload(m);
             if !matches!(q.batches.back(), Some(b) if !b.is_full()) {
                 let b = match self.spare.pop() {
@@ -118,16 +123,23 @@ impl Merge {
                 q.batches.push_back(b);
             }
             if let Some(b) = q.batches.back_mut() {
+                for tag in q.trailing.drain(..) {
+                    b.push_tag(tag);
+                }
+                while let Some((_, tag)) = tags.next_if(|(at, _)| *at as usize <= i) {
+                    b.push_tag(*tag);
+                }
                 b.push(m.t, m.ts_ns, m.vantage, m.order, payload);
                 self.held = self.held.saturating_add(payload.len() + META_BYTES);
             }
         }
+        q.trailing.extend(tags.map(|(_, tag)| *tag));
     }
 
     /// Hand packets to `f` earliest first, as far as every lane vouches for (`bounds`: each
     /// lane's watermark, read before the last `push` of forwarded batches). Returns how many
     /// went early because the queues were over their bound.
-    pub fn run(&mut self, bounds: &[i64], mut f: impl FnMut(&Batch, &PacketMeta)) -> u64 {
+    pub fn run(&mut self, bounds: &[i64], mut f: impl FnMut(&Batch, &PacketMeta, usize)) -> u64 {
         let mut forced = 0;
         loop {
             let mut best: Option<(i64, usize)> = None;
@@ -182,13 +194,14 @@ impl Merge {
             .unwrap_or(DONE)
     }
 
-    fn pop(&mut self, li: usize, f: &mut impl FnMut(&Batch, &PacketMeta)) {
+    /// Hand out lane `li`'s next packet with its index in its batch (where its tags are).
+    fn pop(&mut self, li: usize, f: &mut impl FnMut(&Batch, &PacketMeta, usize)) {
         let q = &mut self.lanes[li];
         let Some(b) = q.batches.front() else { return };
         let Some(m) = b.packets.get(q.head) else {
             return;
         };
-        f(b, m);
+        f(b, m, q.head);
         self.held = self
             .held
             .saturating_sub(m.payload_len as usize + META_BYTES);
@@ -240,9 +253,51 @@ mod tests {
         b
     }
 
+    fn tag(port: u16) -> crate::lvs::Tag {
+        let ep = |ip: [u8; 4], port| crate::flow::Endpoint {
+            ip: ip.into(),
+            port,
+        };
+        crate::lvs::Tag {
+            key: crate::flow::FlowKey::new(ep([10, 0, 0, 1], port), ep([10, 0, 0, 2], 80), 6, 0).0,
+            stitch: crate::lvs::Stitch {
+                vip: None,
+                client: None,
+                local: None,
+                mode: crate::lvs::Mode::Nat,
+                evidence: 0,
+                paired: false,
+                direct: false,
+            },
+        }
+    }
+
+    #[test]
+    fn tags_travel_before_the_same_packet() {
+        // Reader order: p1, tag A, p2, p3, tag B (after the batch's last packet); then p4.
+        let mut first = batch(&[1]);
+        first.push_tag(tag(1001));
+        let rest = batch(&[2, 3]);
+        for m in &rest.packets {
+            first.push(m.t, m.ts_ns, m.vantage, m.order, rest.payload(m));
+        }
+        first.push_tag(tag(1002));
+        let mut m = Merge::new(1, 1 << 20);
+        m.push(0, &first);
+        m.push(0, &batch(&[4]));
+        let mut seen = Vec::new();
+        m.run(&[DONE], |b, p, i| {
+            for (_, t) in b.tags.iter().filter(|(at, _)| *at as usize == i) {
+                seen.push((t.key.a.port.max(t.key.b.port), p.ts_ns));
+            }
+        });
+        // A before p2 (as the reader placed it); B, which followed p3, before p4.
+        assert_eq!(seen, vec![(1001, 2), (1002, 4)]);
+    }
+
     fn run(m: &mut Merge, bounds: &[i64]) -> (Vec<i64>, u64) {
         let mut out = Vec::new();
-        let forced = m.run(bounds, |b, p| {
+        let forced = m.run(bounds, |b, p, _| {
             // The payload travels with its packet.
             assert_eq!(b.payload(p), &p.ts_ns.to_be_bytes());
             out.push(p.ts_ns);
@@ -406,7 +461,7 @@ mod tests {
             if k + 1 == steps {
                 bounds = [DONE; 2];
             }
-            assert_eq!(m.run(&bounds, |b, p| merged.process_one(b, p)), 0);
+            assert_eq!(m.run(&bounds, |b, p, i| merged.process_one(b, p, i)), 0);
         }
         assert!(m.is_empty());
         assert_eq!(edges(merged), want, "merged by time");

@@ -919,7 +919,7 @@ impl Owner {
             }
         }
         let w = &mut self.worker;
-        let forced = merge.run(&self.bounds, |b, m| w.process_one(b, m));
+        let forced = merge.run(&self.bounds, |b, m, i| w.process_one(b, m, i));
         w.end_run();
         if forced > 0 {
             w.count_reorder_forced(forced);

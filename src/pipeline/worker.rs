@@ -208,7 +208,14 @@ impl Worker {
     }
 
     /// Live fanout: one packet of `batch`, in the order the capture's merge chose.
-    pub(crate) fn process_one(&mut self, batch: &Batch, m: &PacketMeta) {
+    /// Live fanout: one packet, `index` in its batch, after the load-balancer tags the
+    /// reader put before it (as `process_batch` applies them).
+    pub(crate) fn process_one(&mut self, batch: &Batch, m: &PacketMeta, index: usize) {
+        if !batch.tags.is_empty() {
+            for (_, tag) in batch.tags.iter().filter(|(at, _)| *at as usize == index) {
+                self.apply_tag(tag);
+            }
+        }
         self.process(m, batch.payload(m));
     }
 
