@@ -164,3 +164,61 @@ fn a_misspelt_fault_hook_is_refused() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("WIREMAP_FAULT_INJECT"), "{err}");
 }
+
+/// Live capture: a worker that panics (fanout, the default, and one socket) ends the capture
+/// with exit code 1 and a line naming the packet, not a hang or a trace. Root only (a packet
+/// socket on `lo`); the traffic is UDP datagrams to 127.0.0.1:9, sent until wiremap exits.
+#[test]
+fn a_live_worker_panic_is_reported_with_its_packet() {
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipped: needs root for a packet socket (CI runs as root)");
+        return;
+    }
+    for mode in [&[][..], &["--no-fanout"][..]] {
+        let dir = tmpdir("failure-live");
+        let err_path = dir.join("stderr");
+        let mut args = vec!["capture", "-i", "lo", "--duration", "30", "--threads", "2"];
+        args.extend_from_slice(mode);
+        let mut child = Command::new(bin())
+            .args(&args)
+            .env("WIREMAP_FAULT_INJECT", "panic-at-packet:20")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&err_path).unwrap()))
+            .spawn()
+            .expect("wiremap runs");
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let started = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if started.elapsed() > Duration::from_secs(25) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("capture {mode:?} did not end after its worker's fault (a hang)");
+            }
+            // Sports vary so that both workers get packets.
+            for _ in 0..4 {
+                let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                let _ = s.send_to(b"x", "127.0.0.1:9");
+            }
+            let _ = sock.send_to(b"x", "127.0.0.1:9");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = std::fs::read_to_string(&err_path).unwrap();
+        println!("{mode:?}: {stderr}");
+        assert_eq!(status.code(), Some(1), "{mode:?}: {stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("internal error"))
+            .unwrap_or_else(|| panic!("{mode:?}: no error line in {stderr}"));
+        assert!(
+            line.contains("failed at packet") && line.contains("injected fault"),
+            "{mode:?}: {line}"
+        );
+        assert!(
+            !stderr.contains("panicked at"),
+            "{mode:?}: a panic trace: {stderr}"
+        );
+    }
+}

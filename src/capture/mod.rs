@@ -494,6 +494,9 @@ pub fn run(
             .max(1_000_000)
     });
     let (records, writer) = record_writer(&opts.records, threads)?;
+    // A worker that panics reports here (with the packet it was on); the others stop.
+    let failure: Arc<std::sync::Mutex<Option<String>>> = Arc::new(std::sync::Mutex::new(None));
+    let fault = crate::pipeline::fault::from_env().map_err(CaptureError::Internal)?;
     let sink = || {
         records
             .as_ref()
@@ -506,8 +509,7 @@ pub fn run(
             opts.vlan_key,
             opts.l7,
             sink,
-            // The fault-injection hook is for offline runs only.
-            None,
+            fault,
             opts.lb.clone(),
         );
         w.set_interval(len_ns);
@@ -584,16 +586,26 @@ pub fn run(
             let merge = Merge::new(n, opts.limits.max_reorder_bytes);
             let st = lane_state(n + i, &sock, reader, false, n, Some(merge), part_tx.clone());
             let worker = new_worker(sink());
+            let position = Arc::new(AtomicU64::new(0));
             let fw = Forwarded {
                 inbox,
                 recycle: recycle_tx.clone(),
                 marks: Arc::clone(&marks),
+                position: Arc::clone(&position),
             };
             let name = iface.name.clone();
+            let failure = Arc::clone(&failure);
             handles.push(
                 thread::Builder::new()
                     .name(format!("wiremap-capture-{i}"))
-                    .spawn(move || fanout_loop(sock, st, worker, fw, deadline, &name))
+                    .spawn(move || {
+                        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            fanout_loop(sock, st, worker, fw, deadline, &name)
+                        }));
+                        if let Err(panic) = run {
+                            record_failure(&failure, i, &position, panic.as_ref());
+                        }
+                    })
                     .map_err(|e| CaptureError::Internal(format!("cannot start a worker: {e}")))?,
             );
         }
@@ -606,18 +618,26 @@ pub fn run(
             let mut w = new_worker(sink());
             let recycle = recycle_tx.clone();
             let parts = part_tx.clone();
+            let failure = Arc::clone(&failure);
             handles.push(
                 thread::Builder::new()
                     .name(format!("wiremap-worker-{i}"))
                     .spawn(move || {
                         let pos = AtomicU64::new(0);
-                        for mut b in rx.iter() {
-                            w.process_batch(&b, &pos);
-                            send_worker_parts(&mut w, i, &parts);
-                            b.clear();
-                            let _ = recycle.try_send(b);
+                        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            for mut b in rx.iter() {
+                                w.process_batch(&b, &pos);
+                                send_worker_parts(&mut w, i, &parts);
+                                b.clear();
+                                let _ = recycle.try_send(b);
+                            }
+                            finish_worker(w, i, &parts);
+                        }));
+                        if let Err(panic) = run {
+                            // Close the channel first: the reader sending to it stops.
+                            drop(rx);
+                            record_failure(&failure, i, &pos, panic.as_ref());
                         }
-                        finish_worker(w, i, &parts);
                     })
                     .map_err(|e| CaptureError::Internal(format!("cannot start a worker: {e}")))?,
             );
@@ -707,6 +727,9 @@ pub fn run(
         if h.join().is_err() {
             failed = Some("a capture thread failed".to_string());
         }
+    }
+    if let Some(msg) = failure.lock().ok().and_then(|mut f| f.take()) {
+        failed = Some(msg);
     }
     // Whatever is left (a thread that failed never closed its intervals).
     if write_err.is_none() {
@@ -817,6 +840,24 @@ fn finish_worker(w: Worker, party: usize, parts: &Sender<Part>) {
     });
 }
 
+/// Keep the first worker failure, naming the packet it was on, and stop the capture.
+fn record_failure(
+    slot: &std::sync::Mutex<Option<String>>,
+    worker: usize,
+    position: &AtomicU64,
+    panic: &(dyn std::any::Any + Send),
+) {
+    let msg = format!(
+        "worker {worker} failed at packet {} read from the capture: {}",
+        position.load(Ordering::Relaxed).saturating_add(1),
+        crate::pipeline::fault::message(panic)
+    );
+    if let Ok(mut f) = slot.lock() {
+        f.get_or_insert(msg);
+    }
+    STOP.store(true, Ordering::Relaxed);
+}
+
 fn stopping(deadline: Option<Instant>) -> bool {
     if deadline.is_some_and(|d| Instant::now() >= d) {
         STOP.store(true, Ordering::Relaxed);
@@ -873,6 +914,8 @@ struct Forwarded {
     inbox: Vec<Option<Receiver<Batch>>>,
     recycle: Sender<Batch>,
     marks: Arc<Watermarks>,
+    /// The packet this worker is on (its reading lane's count), for a failure report.
+    position: Arc<AtomicU64>,
 }
 
 /// A fanout worker's side: the merge of its own ring's packets and the forwarded ones.
@@ -919,7 +962,11 @@ impl Owner {
             }
         }
         let w = &mut self.worker;
-        let forced = merge.run(&self.bounds, |b, m, i| w.process_one(b, m, i));
+        let position = &self.fw.position;
+        let forced = merge.run(&self.bounds, |b, m, i| {
+            position.store(m.order, Ordering::Relaxed);
+            w.process_one(b, m, i)
+        });
         w.end_run();
         if forced > 0 {
             w.count_reorder_forced(forced);

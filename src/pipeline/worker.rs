@@ -211,6 +211,14 @@ impl Worker {
     /// Live fanout: one packet, `index` in its batch, after the load-balancer tags the
     /// reader put before it (as `process_batch` applies them).
     pub(crate) fn process_one(&mut self, batch: &Batch, m: &PacketMeta, index: usize) {
+        if let Some(super::fault::Fault::PanicAt(at)) = self.fault {
+            // The test hook (`fault`); None unless WIREMAP_FAULT_INJECT is set.
+            // At or past it: the packet numbered `at` may not have come to this worker.
+            #[allow(clippy::panic)]
+            if m.order >= at {
+                panic!("injected fault ({})", super::fault::FAULT_ENV);
+            }
+        }
         if !batch.tags.is_empty() {
             for (_, tag) in batch.tags.iter().filter(|(at, _)| *at as usize == index) {
                 self.apply_tag(tag);
