@@ -126,41 +126,56 @@ impl Capture {
             stderr,
             output,
         };
-        // Bounded wait for the line that says the sockets are in place.
-        let t0 = Instant::now();
-        loop {
-            let err = std::fs::read_to_string(&c.stderr).unwrap_or_default();
-            if err.contains("capturing on") {
-                break;
-            }
-            if t0.elapsed() > Duration::from_secs(10) || c.child.try_wait().unwrap().is_some() {
-                let _ = c.child.kill();
-                panic!("wiremap did not start capturing: {err}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // The line that says the sockets are in place.
+        wait_for_line(&mut c.child, &c.stderr, "capturing on", "wiremap");
         c
     }
 
     /// Send `sig`, wait (bounded) for a clean exit, return stderr.
     fn stop(mut self, sig: libc::c_int) -> (String, PathBuf) {
-        // SAFETY: signalling our own child by its id.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
-        let t0 = Instant::now();
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if t0.elapsed() > Duration::from_secs(20) {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("wiremap did not stop within 20 s of signal {sig}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = signal_and_wait(&mut self.child, sig, Duration::from_secs(20), "wiremap");
         let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
         assert!(status.success(), "wiremap failed ({status}): {err}");
         (err, self.output.clone())
+    }
+}
+
+/// Bounded wait (10 s) until `child`'s stderr file holds `line`; kills it and fails if not.
+fn wait_for_line(child: &mut Child, stderr: &Path, line: &str, what: &str) {
+    let t0 = Instant::now();
+    loop {
+        let err = std::fs::read_to_string(stderr).unwrap_or_default();
+        if err.contains(line) {
+            return;
+        }
+        if t0.elapsed() > Duration::from_secs(10) || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!("{what} did not start: {err}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Send `sig` to `child` and wait for it to exit within `limit` (killed and failed if not).
+fn signal_and_wait(
+    child: &mut Child,
+    sig: libc::c_int,
+    limit: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    // SAFETY: signalling our own child by its id.
+    unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+    let t0 = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not stop within {limit:?} of signal {sig}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -199,34 +214,18 @@ impl Tcpdump {
             stderr,
             file,
         };
-        let t0 = Instant::now();
-        loop {
-            let err = std::fs::read_to_string(&t.stderr).unwrap_or_default();
-            if err.contains("listening on") {
-                break;
-            }
-            if t0.elapsed() > Duration::from_secs(10) || t.child.try_wait().unwrap().is_some() {
-                let _ = t.child.kill();
-                panic!("tcpdump did not start: {err}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_line(&mut t.child, &t.stderr, "listening on", "tcpdump");
         t
     }
 
     /// SIGINT, bounded wait; the file, checked to have lost nothing.
     fn stop(mut self) -> PathBuf {
-        // SAFETY: signalling our own child by its id.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
-        let t0 = Instant::now();
-        while self.child.try_wait().unwrap().is_none() {
-            if t0.elapsed() > Duration::from_secs(10) {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("tcpdump did not stop");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        signal_and_wait(
+            &mut self.child,
+            libc::SIGINT,
+            Duration::from_secs(10),
+            "tcpdump",
+        );
         let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
         assert!(
             err.lines()
