@@ -12,8 +12,17 @@ use crate::limits::Limits;
 use crate::lvs::{self, evidence, LbEdge, LbOptions, Mode, Stitch, Tag};
 use crate::report::{ConnSummary, EdgeAgg, EdgeKey, NatAgg, WorkerResult};
 
-/// How stale a flow's LRU position may get before a packet moves it to the front.
-const LRU_TOUCH_NS: i64 = 50_000_000;
+/// How stale a flow's LRU position may get before a packet moves it to the front: a move
+/// costs two cache misses (the list neighbours), and a position a little stale only delays
+/// freeing an idle flow's memory by as much (expiry itself is decided on arrival, from the
+/// flow's own last packet time). Also at most an eighth of the shortest timeout.
+const LRU_TOUCH_MAX_NS: i64 = 1_000_000_000;
+
+/// How many packets ahead of the one being processed the worker asks for the index slot,
+/// the flow, and the flow's L7 state (each stage needs the one before it in cache).
+const PREFETCH_INDEX_AHEAD: usize = 6;
+const PREFETCH_FLOW_AHEAD: usize = 4;
+const PREFETCH_L7_AHEAD: usize = 2;
 
 pub struct Worker {
     table: FlowTable,
@@ -33,6 +42,9 @@ pub struct Worker {
     /// Live: closed intervals' results (None: progress only), collected by the caller.
     pub parts: Vec<(i64, Option<WorkerResult>)>,
     ids: Vec<u32>,
+    lru_touch_ns: i64,
+    /// Scratch: the keys, sides and hashes of the batch being processed.
+    keys: Vec<(FlowKey, crate::flow::Side, u32)>,
     /// Bytes of partial L7 messages held by all connections of this worker.
     carry_total: usize,
     /// The test hook's fault, if any (see `fault`).
@@ -61,6 +73,15 @@ impl Worker {
             held_total: 0,
             carry_total: 0,
             table: FlowTable::new(max_flows),
+            lru_touch_ns: [
+                limits.udp_timeout_ns,
+                limits.tcp_idle_timeout_ns,
+                limits.tcp_closed_linger_ns,
+                limits.tcp_attempt_timeout_ns,
+            ]
+            .into_iter()
+            .min()
+            .map_or(LRU_TOUCH_MAX_NS, |t| (t / 8).clamp(0, LRU_TOUCH_MAX_NS)),
             limits,
             vlan_key,
             l7,
@@ -70,6 +91,7 @@ impl Worker {
             clock: Clock::off(),
             parts: Vec::new(),
             ids: Vec::new(),
+            keys: Vec::with_capacity(super::batch::BATCH_PACKETS),
         }
     }
 
@@ -186,14 +208,39 @@ impl Worker {
                 panic!("injected fault ({})", super::fault::FAULT_ENV);
             }
         }
+        // Keys and hashes first, so the table can be asked to load the index slots, flows
+        // and L7 states of packets a few places ahead: with tens of thousands of open
+        // connections those loads miss the cache, and overlapping them is most of the gain.
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.clear();
+        for m in &batch.packets {
+            let (key, side) = self.key_of(m);
+            keys.push((key, side, self.table.hash(&key)));
+        }
         let mut tags = batch.tags.iter().peekable();
         for (i, m) in batch.packets.iter().enumerate() {
+            if let Some(&(_, _, h)) = keys.get(i + PREFETCH_INDEX_AHEAD) {
+                self.table.prefetch_index(h);
+            }
+            if let Some(&(_, _, h)) = keys.get(i + PREFETCH_FLOW_AHEAD) {
+                if let Some(id) = self.table.probable(h) {
+                    self.table.prefetch_flow(id);
+                }
+            }
+            if let Some(&(_, _, h)) = keys.get(i + PREFETCH_L7_AHEAD) {
+                if let Some(id) = self.table.probable(h) {
+                    self.table.prefetch_l7(id);
+                }
+            }
             while let Some((_, tag)) = tags.next_if(|(at, _)| *at as usize <= i) {
                 self.apply_tag(tag);
             }
             position.store(m.order, std::sync::atomic::Ordering::Relaxed);
-            self.process(m, batch.payload(m));
+            if let Some(&(key, side, h)) = keys.get(i) {
+                self.process_keyed(m, batch.payload(m), key, side, h);
+            }
         }
+        self.keys = keys;
         for (_, tag) in tags {
             self.apply_tag(tag);
         }
@@ -241,13 +288,8 @@ impl Worker {
         self.out.limits.reorder_forced += n;
     }
 
-    fn process(&mut self, m: &PacketMeta, payload: &[u8]) {
+    fn key_of(&self, m: &PacketMeta) -> (FlowKey, crate::flow::Side) {
         let t = &m.t;
-        let ts = m.ts_ns;
-        if ts >= self.clock.next() {
-            self.reach(ts);
-        }
-        self.now = self.now.max(ts);
         let src = Endpoint {
             ip: t.src,
             port: t.sport,
@@ -256,9 +298,31 @@ impl Worker {
             ip: t.dst,
             port: t.dport,
         };
-        let (key, side) = FlowKey::new(src, dst, t.proto, if self.vlan_key { t.vlan } else { 0 });
+        FlowKey::new(src, dst, t.proto, if self.vlan_key { t.vlan } else { 0 })
+    }
+
+    fn process(&mut self, m: &PacketMeta, payload: &[u8]) {
+        let (key, side) = self.key_of(m);
+        let h = self.table.hash(&key);
+        self.process_keyed(m, payload, key, side, h);
+    }
+
+    fn process_keyed(
+        &mut self,
+        m: &PacketMeta,
+        payload: &[u8],
+        key: FlowKey,
+        side: crate::flow::Side,
+        hash: u32,
+    ) {
+        let t = &m.t;
+        let ts = m.ts_ns;
+        if ts >= self.clock.next() {
+            self.reach(ts);
+        }
+        self.now = self.now.max(ts);
         let tcp = t.proto == 6;
-        let id = match self.table.find(&key) {
+        let id = match self.table.find_hashed(hash, &key) {
             Some(id) => {
                 let f = self.table.get(id);
                 let renew = f.expired(ts, &self.limits) || f.is_new_connection(t);
@@ -278,7 +342,7 @@ impl Worker {
         };
         // Keep LRU order to within 50 ms of packet time: moving a busy flow to the front
         // on every packet costs two cache misses for no change in what expires or is evicted.
-        if ts.saturating_sub(self.table.get(id).last_ts) > LRU_TOUCH_NS {
+        if ts.saturating_sub(self.table.get(id).last_ts) > self.lru_touch_ns {
             self.table.touch(id);
         }
         let l7_on = self.l7;
