@@ -428,7 +428,7 @@ mod tests {
             x ^= x << 17;
             let id = (x % 3000) as u32;
             // Homes near the end of the table: runs wrap to slot 0.
-            let h = (id % 7) as u32 | 0x3f8 | ((id & 0xfff) << 16);
+            let h = (id % 7) | 0x3f8 | ((id & 0xfff) << 16);
             match model.get(&id) {
                 Some(&mh) if step % 3 != 0 => {
                     let (at, found) = idx.find(mh, |i| i == id).expect("present");
