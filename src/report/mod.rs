@@ -260,14 +260,21 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
     let mut edges: BTreeMap<(String, String, &'static str, &'static str), EdgeAgg> =
         BTreeMap::new();
     let mut folded: BTreeMap<Endpoint, u64> = BTreeMap::new();
-    let add = |edges: &mut BTreeMap<_, EdgeAgg>, k: EdgeKey, a: &EdgeAgg| {
+    // Moved in when the edge is new (most are): merging into an empty sum would copy every
+    // latency sample and resource of the edge once more.
+    let add = |edges: &mut BTreeMap<_, EdgeAgg>, k: EdgeKey, a: EdgeAgg| {
         let key = (
             client_id(&k),
             k.server.id(),
             if k.udp { "udp" } else { "tcp" },
             k.protocol,
         );
-        edges.entry(key).or_default().merge(a);
+        match edges.entry(key) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(a);
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().merge(&a),
+        }
     };
     let mut server_of: HashMap<String, Endpoint> = HashMap::new();
     for r in results {
@@ -279,7 +286,7 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
         for (ep, n) in r.folded_failed {
             *folded.entry(ep).or_default() += n;
         }
-        for (k, a) in &r.edges {
+        for (k, a) in r.edges {
             server_of.insert(k.server.id(), k.server);
             if let Some(port) = k.vip_port {
                 let vip = Endpoint { ip: k.client, port };
@@ -297,7 +304,7 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
                     .or_default()
                     .insert(k.server.id());
             }
-            add(&mut edges, *k, a);
+            add(&mut edges, k, a);
         }
         for c in r.undetermined {
             let client = c
@@ -305,7 +312,7 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
                 .unwrap_or_else(|| server_side(&c, &syn_servers).other());
             let (k, a) = c.into_edge(client);
             server_of.insert(k.server.id(), k.server);
-            add(&mut edges, k, &a);
+            add(&mut edges, k, a);
         }
     }
 
