@@ -271,6 +271,22 @@ impl Worker {
                 self.apply_tag(tag);
             }
         }
+        // The merge mostly hands out a batch's packets one after another: ask for the
+        // state of the ones a few places further on, as `process_batch` does.
+        let ahead = |k: usize| batch.packets.get(index + k).map(|n| self.key_of(n));
+        if let Some((key, _)) = ahead(PREFETCH_INDEX_AHEAD) {
+            self.table.prefetch_index(self.table.hash(&key));
+        }
+        if let Some((key, _)) = ahead(PREFETCH_FLOW_AHEAD) {
+            if let Some(id) = self.table.probable(self.table.hash(&key)) {
+                self.table.prefetch_flow(id);
+            }
+        }
+        if let Some((key, _)) = ahead(PREFETCH_L7_AHEAD) {
+            if let Some(id) = self.table.probable(self.table.hash(&key)) {
+                self.table.prefetch_l7(id);
+            }
+        }
         self.process(m, batch.payload(m));
     }
 
