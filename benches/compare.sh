@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # Times wiremap against its peers on the same capture, in one run, and prints ratios.
 #
-#   benches/compare.sh [--packets N] [--flows C] [--runs R] [--scaling] [--keep]
+#   benches/compare.sh [--packets N] [--flows C] [--max-requests Q] [--runs R] [--scaling] [--keep]
 #
 # A capture of N packets with about C concurrent connections (mixed HTTP, Redis, MySQL, DNS;
 # wiremap-gen) is analysed in turn by: wiremap analyze, ndpiReader -i FILE, tshark -r FILE
 # -q -z conv,tcp, and tcpdump -r FILE -w /dev/null (the read floor: reading alone). Each
 # runs R times; the table shows median wall time, packets per second, peak RSS, and
 # wiremap's speed as a ratio to each. Machines here are noisy: read the ratios and medians.
-# --scaling adds wiremap with 1 and 2 threads, and 10k / 100k / 1M concurrent flows.
+# --max-requests caps requests per TCP connection (wiremap-gen): with 1, 1 M packets can hold
+# 100 k connections open at once. --scaling adds wiremap with 1 and 2 threads, and 10k / 100k /
+# 1M concurrent flows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKETS=10000000
 FLOWS=100000
 RUNS=3
+MAXREQ=0
 SCALING=0
 KEEP=0
 while [[ $# -gt 0 ]]; do
@@ -22,9 +25,10 @@ while [[ $# -gt 0 ]]; do
     --packets) PACKETS=$2; shift 2 ;;
     --flows) FLOWS=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
+    --max-requests) MAXREQ=$2; shift 2 ;;
     --scaling) SCALING=1; shift ;;
     --keep) KEEP=1; shift ;;
-    *) echo "usage: $0 [--packets N] [--flows C] [--runs R] [--scaling] [--keep]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--packets N] [--flows C] [--max-requests Q] [--runs R] [--scaling] [--keep]" >&2; exit 2 ;;
   esac
 done
 for tool in tshark tcpdump ndpiReader /usr/bin/time; do
@@ -38,8 +42,9 @@ WORK=$(mktemp -d /tmp/wiremap-compare.XXXXXX)
 [[ $KEEP == 1 ]] || trap 'rm -rf "$WORK"' EXIT
 
 capture() { # packets flows -> path
-  local f="$WORK/gen-$1-$2.pcap"
-  [[ -e $f ]] || "$GEN" --packets "$1" --flows-concurrent "$2" --clients 5000 --seed 1 -o "$f" >&2
+  local f="$WORK/gen-$1-$2-$MAXREQ.pcap"
+  [[ -e $f ]] || "$GEN" --packets "$1" --flows-concurrent "$2" --clients 5000 --seed 1 \
+    --max-requests "$MAXREQ" -o "$f" >&2
   echo "$f"
 }
 

@@ -63,6 +63,12 @@ struct Args {
     /// Mean gap between consecutive packets, microseconds (uniform jitter 1..2*STEP-1)
     #[arg(long, value_name = "US", default_value_t = 10)]
     step_us: u64,
+
+    /// At most this many requests per TCP connection (0: no cap; by default HTTP makes
+    /// 1-9, Redis 1-19, MySQL 1-11 and DNS over TCP 1-2). A cap of 1 makes connections of
+    /// about 10 packets, so 1 M packets can hold 100 k connections open at once.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_requests: u32,
 }
 
 // Services.
@@ -144,6 +150,8 @@ struct Ctx {
     insert_id: u64,
     tcp_conns: u64,
     udp_flows: u64,
+    /// --max-requests (0: no cap).
+    max_requests: u32,
 }
 
 fn client_ip(i: u32) -> u32 {
@@ -281,6 +289,9 @@ impl Conn {
             DNS_TCP => r.range(1, 3),
             _ => 1,
         } as u32;
+        if ctx.max_requests > 0 {
+            self.remaining = self.remaining.min(ctx.max_requests);
+        }
         self.script.clear();
         self.msgs.clear();
         while let Some(c2s) = self.next_msg(ctx, ts_us) {
@@ -908,6 +919,7 @@ fn run(a: &Args) -> Result<String, (u8, String)> {
         insert_id: 0,
         tcp_conns: 0,
         udp_flows: 0,
+        max_requests: a.max_requests,
     };
     let t0 = Instant::now();
     let mut out = Out::create(&a.output, a.start * 1_000_000)
