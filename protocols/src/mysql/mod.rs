@@ -456,8 +456,10 @@ impl MysqlSession {
             detect_compression: mid_stream,
             fr: [Framer::default(); 2],
             req: None,
-            pending: VecDeque::with_capacity(limits.max_pending.clamp(1, 16)),
-            stmts: Vec::with_capacity(STMT_SLOTS),
+            // Grown on first use: most connections never prepare a statement and have one
+            // command in flight, and 100 k open connections pay for every byte reserved here.
+            pending: VecDeque::new(),
+            stmts: Vec::new(),
             stmt_next: 0,
             resp: Resp::Idle,
             resp_active: false,
