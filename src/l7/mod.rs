@@ -373,8 +373,13 @@ impl L7Conn {
                     return;
                 }
                 let mid = self.mid_stream || (self.tcp && self.streams[s].started_mid_stream());
-                self.state =
-                    State::Active(Box::new(AnySession::new(p, l4, mid, &cx.limits.parser)));
+                // Request texts are built only for records: most of a request's parse
+                // cost otherwise.
+                let parser = protocols::Limits {
+                    request_text: cx.records.is_some(),
+                    ..cx.limits.parser.clone()
+                };
+                self.state = State::Active(Box::new(AnySession::new(p, l4, mid, &parser)));
             }
             // TCP: keep what this side sent (bounded) even when it is not recognised: the
             // other side may still reveal the protocol (an odd request answered by
