@@ -336,8 +336,17 @@ pub fn parse_chunk_size_line(data: &[u8], max_line: usize) -> ChunkLine {
 /// (`http://host/p?x`) lose scheme and authority; a fragment is dropped; an empty path is
 /// `/`. Authority-form (`CONNECT host:443`) and `*` are kept as they are.
 pub fn split_target(target: &str) -> (&str, Option<&str>) {
-    let t = target.split('#').next().unwrap_or("");
-    let t = match t.find("://") {
+    let t = match target.bytes().position(|b| b == b'#') {
+        Some(p) => target.get(..p).unwrap_or(""),
+        None => target,
+    };
+    // Origin-form (the usual `/path`) cannot be absolute-form: skip the substring search.
+    let scheme = if t.starts_with('/') {
+        None
+    } else {
+        t.find("://")
+    };
+    let t = match scheme {
         Some(p)
             if t.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
                 && t.get(..p).is_some_and(|s| {

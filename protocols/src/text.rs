@@ -102,6 +102,24 @@ impl<const N: usize> Text<N> {
         fits
     }
 
+    /// Append as much of ASCII `b` as fits (any cut is a character boundary); false (and
+    /// marked cut) if not all of it fit.
+    fn push_ascii(&mut self, b: &[u8]) -> bool {
+        let take = b.len().min(self.room());
+        let start = usize::from(self.len);
+        let end = start.saturating_add(take);
+        if let (Some(dst), Some(src)) = (self.buf.get_mut(start..end), b.get(..take)) {
+            dst.copy_from_slice(src);
+            // end <= room + len <= u16::MAX.
+            self.len = end as u16;
+        }
+        if take < b.len() {
+            self.cut = true;
+            return false;
+        }
+        true
+    }
+
     /// Append as much of `s` as fits, never splitting a character.
     pub fn push_str(&mut self, s: &str) {
         self.push_fit(s);
@@ -126,8 +144,17 @@ impl<const N: usize> Text<N> {
 
     /// Append wire bytes: valid UTF-8 kept, anything else (and control characters) as `?`.
     pub fn push_bytes_lossy(&mut self, b: &[u8]) {
-        // Valid input (nearly always) skips the chunked walk; its result is the same as
-        // one valid chunk.
+        // Printable ASCII (nearly always all of it) is copied as it is. What follows starts
+        // on a character boundary, so its chunks are the ones the whole input would have.
+        let n = b
+            .iter()
+            .position(|c| !(0x20..0x7f).contains(c))
+            .unwrap_or(b.len());
+        let (ascii, b) = b.split_at(n);
+        if !self.push_ascii(ascii) || b.is_empty() {
+            return;
+        }
+        // Valid input skips the chunked walk; its result is the same as one valid chunk.
         if let Ok(s) = core::str::from_utf8(b) {
             self.push_printable(s);
             return;
