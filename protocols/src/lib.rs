@@ -177,7 +177,12 @@ impl Session for AnySession {
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
 
@@ -213,7 +218,8 @@ mod tests {
         use Direction::{ToClient as SC, ToServer as CS};
         let mut dns_query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
         dns_query.extend_from_slice(b"\x07example\x03com\x00\x00\x01\x00\x01");
-        let scripts: [(Protocol, Transport, Vec<(Direction, Vec<u8>)>); 4] = [
+        type Script = Vec<(Direction, Vec<u8>)>;
+        let scripts: [(Protocol, Transport, Script); 4] = [
             (
                 Protocol::Http,
                 Transport::Tcp,

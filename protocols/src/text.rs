@@ -85,7 +85,7 @@ impl<const N: usize> Text<N> {
             // The longest prefix that fits and ends on a character boundary.
             let mut end = room;
             while end > 0 && !s.is_char_boundary(end) {
-                end -= 1;
+                end = end.saturating_sub(1);
             }
             (end, false)
         };
@@ -226,6 +226,8 @@ impl<const N: usize> fmt::Display for Text<N> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
     use super::*;
 
     #[test]
