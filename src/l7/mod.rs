@@ -206,7 +206,7 @@ impl L7Conn {
         if kind == SegmentKind::KeepAlive {
             return;
         }
-        if flags & ACK != 0 {
+        if flags & ACK != 0 && self.streams[side.other().index()].ack_matters(t.tcp.ack) {
             // What this side acknowledges may settle holes in the other side's stream.
             let o = side.other();
             let mut other = std::mem::take(&mut self.streams[o.index()]);
