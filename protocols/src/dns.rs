@@ -533,7 +533,8 @@ fn fill_name_type<const N: usize>(t: &mut Text<N>, name: &str, qtype: &str) {
 }
 
 /// The event for one parsed message of `bytes` bytes on the wire.
-pub fn message_event(m: &Message, bytes: usize) -> Event {
+/// `want_text`: fill the request's record text (else it stays empty).
+pub fn message_event(m: &Message, bytes: usize, want_text: bool) -> Event {
     let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
     let id = Some(u32::from(m.header.id));
     if m.header.qr {
@@ -553,11 +554,15 @@ pub fn message_event(m: &Message, bytes: usize) -> Event {
                 let name = Text::<NAME_BUF>::from_bytes_lossy(q.name.as_bytes());
                 let qtype = qtype_text(q.qtype);
                 fill_name_type(&mut resource, name.as_str(), qtype.as_str());
-                fill_name_type(&mut text, name.as_str(), qtype.as_str());
+                if want_text {
+                    fill_name_type(&mut text, name.as_str(), qtype.as_str());
+                }
             }
             None => {
                 resource.push_str(opcode_name(m.header.opcode));
-                text.push_str(opcode_name(m.header.opcode));
+                if want_text {
+                    text.push_str(opcode_name(m.header.opcode));
+                }
             }
         }
         Event::Request(Request {
@@ -722,7 +727,7 @@ impl DnsSession {
 
     fn feed_udp(&self, data: &[u8], out: &mut Events) -> usize {
         match parse_message(data, &self.limits) {
-            Ok(m) => out.push(message_event(&m, data.len())),
+            Ok(m) => out.push(message_event(&m, data.len(), self.limits.request_text)),
             Err(e) => out.push(Event::Anomaly(e.anomaly())),
         }
         data.len()
@@ -774,7 +779,7 @@ impl DnsSession {
             if total > self.limits.max_buffered {
                 // Too long to wait for: report what the first bytes say, then skip it.
                 match parse_message(msg, &self.limits) {
-                    Ok(m) => out.push(message_event(&m, total)),
+                    Ok(m) => out.push(message_event(&m, total, self.limits.request_text)),
                     Err(DnsError::Incomplete)
                         if rest.len() < self.question_span().min(self.limits.max_buffered) =>
                     {
@@ -791,7 +796,7 @@ impl DnsSession {
                 break;
             }
             match parse_message(msg, &self.limits) {
-                Ok(m) => out.push(message_event(&m, total)),
+                Ok(m) => out.push(message_event(&m, total, self.limits.request_text)),
                 Err(e) => out.push(Event::Anomaly(e.anomaly())),
             }
             pos = pos.saturating_add(total);

@@ -336,8 +336,17 @@ pub fn parse_chunk_size_line(data: &[u8], max_line: usize) -> ChunkLine {
 /// (`http://host/p?x`) lose scheme and authority; a fragment is dropped; an empty path is
 /// `/`. Authority-form (`CONNECT host:443`) and `*` are kept as they are.
 pub fn split_target(target: &str) -> (&str, Option<&str>) {
-    let t = target.split('#').next().unwrap_or("");
-    let t = match t.find("://") {
+    let t = match target.bytes().position(|b| b == b'#') {
+        Some(p) => target.get(..p).unwrap_or(""),
+        None => target,
+    };
+    // Origin-form (the usual `/path`) cannot be absolute-form: skip the substring search.
+    let scheme = if t.starts_with('/') {
+        None
+    } else {
+        t.find("://")
+    };
+    let t = match scheme {
         Some(p)
             if t.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
                 && t.get(..p).is_some_and(|s| {
@@ -390,14 +399,18 @@ fn push_path<const N: usize>(t: &mut crate::Text<N>, path: &str) {
     }
 }
 
-/// `resource = "METHOD /path"`, `text = "METHOD /path?name1=&name2="`.
-fn describe(method: &str, target: &str) -> (Resource, RequestText) {
+/// `resource = "METHOD /path"`, `text = "METHOD /path?name1=&name2="` (left empty unless
+/// `want_text`).
+fn describe(method: &str, target: &str, want_text: bool) -> (Resource, RequestText) {
     let (path, query) = split_target(target);
     let mut resource = Resource::new();
     resource.push_bytes_lossy(method.as_bytes());
     resource.push_char(' ');
     push_path(&mut resource, path);
     let mut text = RequestText::new();
+    if !want_text {
+        return (resource, text);
+    }
     text.push_bytes_lossy(method.as_bytes());
     text.push_char(' ');
     push_path(&mut text, path);
@@ -459,12 +472,13 @@ fn parse_request_head<'b>(
     config: &httparse::ParserConfig,
     data: &'b [u8],
     slots: &mut [MaybeUninit<httparse::Header<'b>>],
+    want_text: bool,
 ) -> Head<ReqHead> {
     let mut req = httparse::Request::new(&mut []);
     match config.parse_request_with_uninit_headers(&mut req, data, slots) {
         Ok(httparse::Status::Partial) => Head::Partial(match (req.method, req.path) {
             (Some(method), Some(target)) => {
-                let (resource, text) = describe(method, target);
+                let (resource, text) = describe(method, target, want_text);
                 Some(ReqHead {
                     len: data.len(),
                     method: MethodKind::of(method),
@@ -479,7 +493,7 @@ fn parse_request_head<'b>(
             let (Some(method), Some(target)) = (req.method, req.path) else {
                 return Head::Invalid;
             };
-            let (resource, text) = describe(method, target);
+            let (resource, text) = describe(method, target, want_text);
             Head::Done(ReqHead {
                 len,
                 method: MethodKind::of(method),
@@ -524,7 +538,7 @@ fn parse_response_head<'b>(
 /// `max_line` bytes. The target is the first run of visible bytes after the method unless
 /// it is the version; the framing comes from the header lines if they parse, else there is
 /// no body.
-fn lenient_request_head(data: &[u8], max_line: usize) -> Head<ReqHead> {
+fn lenient_request_head(data: &[u8], max_line: usize, want_text: bool) -> Head<ReqHead> {
     let method_len = data
         .iter()
         .take(MAX_METHOD.saturating_add(1))
@@ -594,12 +608,14 @@ fn lenient_request_head(data: &[u8], max_line: usize) -> Head<ReqHead> {
     };
     let target = utf8_prefix(target);
     let (resource, text) = if target.is_empty() {
-        (
-            Resource::from_str_lossy(method),
-            RequestText::from_str_lossy(method),
-        )
+        let text = if want_text {
+            RequestText::from_str_lossy(method)
+        } else {
+            RequestText::new()
+        };
+        (Resource::from_str_lossy(method), text)
     } else {
-        describe(method, target)
+        describe(method, target, want_text)
     };
     let mut slots = [httparse::EMPTY_HEADER; 64];
     let block = data.get(line_end.saturating_add(1)..len).unwrap_or(&[]);
@@ -826,6 +842,8 @@ pub struct HttpSession {
     max_headers: usize,
     max_line: usize,
     max_pending: usize,
+    /// Fill `Request::text` (records are written).
+    want_text: bool,
     config: httparse::ParserConfig,
     half: [Half; 2],
     /// The request being framed (to server), reported at its end (boxed once per session
@@ -866,6 +884,7 @@ impl HttpSession {
             max_headers,
             max_line: MAX_LINE.min(max_buffered).max(8),
             max_pending: limits.max_pending,
+            want_text: limits.request_text,
             config,
             half: [Half::new(); 2],
             req: Box::new(Request {
@@ -1040,7 +1059,10 @@ impl HttpSession {
         if self.still_partial(dir, data) {
             return (0, false);
         }
-        let head = match self.parse_head(data, parse_request_head) {
+        let want_text = self.want_text;
+        let head = match self.parse_head(data, |config, data, slots| {
+            parse_request_head(config, data, slots, want_text)
+        }) {
             Head::Partial(seen) => {
                 self.mark_partial(dir, data);
                 let h = self.h(dir);
@@ -1060,7 +1082,7 @@ impl HttpSession {
                 };
                 return (0, true);
             }
-            Head::Invalid => match lenient_request_head(data, self.max_line) {
+            Head::Invalid => match lenient_request_head(data, self.max_line, want_text) {
                 // A broken head the server will still answer (with 400 or so): count it,
                 // flagged, so the answer pairs with it.
                 Head::Done(head) => {

@@ -175,3 +175,113 @@ impl Session for AnySession {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
+mod tests {
+    use super::*;
+
+    fn mysql_packet(seq: u8, payload: &[u8]) -> Vec<u8> {
+        let n = payload.len();
+        let mut v = vec![n as u8, (n >> 8) as u8, (n >> 16) as u8, seq];
+        v.extend_from_slice(payload);
+        v
+    }
+
+    /// Events of one exchange script, with request texts on or off.
+    fn run(
+        p: Protocol,
+        t: Transport,
+        script: &[(Direction, Vec<u8>)],
+        request_text: bool,
+    ) -> Events {
+        let limits = Limits {
+            request_text,
+            ..Limits::default()
+        };
+        let mut s = AnySession::new(p, t, true, &limits);
+        let mut out = Events::new();
+        for (dir, bytes) in script {
+            let used = s.feed(*dir, bytes, &mut out);
+            assert_eq!(used, bytes.len(), "{p:?}");
+        }
+        out
+    }
+
+    #[test]
+    fn without_request_text_only_the_text_is_missing() {
+        use Direction::{ToClient as SC, ToServer as CS};
+        let mut dns_query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        dns_query.extend_from_slice(b"\x07example\x03com\x00\x00\x01\x00\x01");
+        type Script = Vec<(Direction, Vec<u8>)>;
+        let scripts: [(Protocol, Transport, Script); 4] = [
+            (
+                Protocol::Http,
+                Transport::Tcp,
+                vec![
+                    (
+                        CS,
+                        b"GET /a;jsessionid=S/b?token=SECRET&x=1 HTTP/1.1\r\n\r\n".to_vec(),
+                    ),
+                    (
+                        SC,
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+                    ),
+                ],
+            ),
+            (
+                Protocol::Redis,
+                Transport::Tcp,
+                vec![
+                    (CS, b"*2\r\n$4\r\nAUTH\r\n$6\r\nSECRET\r\n".to_vec()),
+                    (SC, b"+OK\r\n".to_vec()),
+                    (CS, b"set key value\r\n".to_vec()),
+                    (SC, b"-WRONGTYPE x\r\n".to_vec()),
+                ],
+            ),
+            (
+                Protocol::Mysql,
+                Transport::Tcp,
+                vec![
+                    (
+                        CS,
+                        mysql_packet(0, b"\x03SELECT * FROM users WHERE pw = PASSWORD('s')"),
+                    ),
+                    (SC, mysql_packet(1, b"\x00\x00\x00\x02\x00\x00\x00")),
+                    (CS, mysql_packet(0, b"\x0e")),
+                    (SC, mysql_packet(1, b"\x00\x00\x00\x02\x00\x00\x00")),
+                ],
+            ),
+            (Protocol::Dns, Transport::Udp, vec![(CS, dns_query)]),
+        ];
+        // Requests each script sends (HTTP 1, Redis AUTH + SET, MySQL query + ping, DNS 1).
+        let sent = [1, 2, 2, 1];
+        for ((p, t, script), sent) in scripts.iter().zip(sent) {
+            let full = run(*p, *t, script, true);
+            let mut lean = run(*p, *t, script, false);
+            let requests = full
+                .iter()
+                .filter(|e| matches!(e, Event::Request(r) if !r.text.is_empty()))
+                .count();
+            assert_eq!(requests, sent, "{p:?}: {full:?}");
+            for e in &mut lean {
+                if let Event::Request(r) = e {
+                    assert!(r.text.is_empty(), "{p:?}: {r:?}");
+                    r.text = full
+                        .iter()
+                        .find_map(|f| match f {
+                            Event::Request(fr) if fr.resource == r.resource => Some(fr.text),
+                            _ => None,
+                        })
+                        .unwrap();
+                }
+            }
+            assert_eq!(lean, full, "{p:?}");
+        }
+    }
+}

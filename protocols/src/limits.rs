@@ -19,6 +19,9 @@ pub struct Limits {
     /// Most requests a session tracks while waiting for responses (HTTP methods for HEAD,
     /// MySQL commands, Redis SUBSCRIBE counts).
     pub max_pending: usize,
+    /// Fill [`crate::Request::text`] (the caller writes per-exchange records). When false
+    /// the text stays empty and costs nothing; `resource` is always filled.
+    pub request_text: bool,
 }
 
 impl Default for Limits {
@@ -32,6 +35,7 @@ impl Default for Limits {
             max_resp_elements: 1 << 24,
             max_mysql_message: 1 << 30,
             max_pending: 1024,
+            request_text: true,
         }
     }
 }

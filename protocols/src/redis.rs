@@ -976,13 +976,15 @@ struct Cmd {
     arg_total: u64,
     resource: Resource,
     text: RequestText,
+    /// Fill `text` (records are written); without it only the name is looked at.
+    want_text: bool,
     scrub: Scrub,
     hide_next: u8,
     sub: Option<SubKind>,
 }
 
 impl Cmd {
-    fn new() -> Self {
+    fn new(want_text: bool) -> Self {
         Cmd {
             argc: 0,
             arg: [0; ARG_KEEP],
@@ -990,6 +992,7 @@ impl Cmd {
             arg_total: 0,
             resource: Resource::new(),
             text: RequestText::new(),
+            want_text,
             scrub: Scrub::None,
             hide_next: 0,
             sub: None,
@@ -1000,9 +1003,9 @@ impl Cmd {
         self.argc = 0;
         self.arg_len = 0;
         self.arg_total = 0;
-        // Fresh values, not `clear()`: `Text` equality also compares bytes past its length.
-        self.resource = Resource::new();
-        self.text = RequestText::new();
+        // `Text` equality and hashing look at the stored text only, so clearing is enough.
+        self.resource.clear();
+        self.text.clear();
         self.scrub = Scrub::None;
         self.hide_next = 0;
         self.sub = None;
@@ -1014,6 +1017,10 @@ impl Cmd {
     }
 
     fn arg_data(&mut self, chunk: &[u8]) {
+        // Without text only the command name (argument 0) is needed.
+        if !self.want_text && self.argc > 0 {
+            return;
+        }
         let start = self.arg_len;
         if let Some(dst) = self.arg.get_mut(start..) {
             let n = dst.len().min(chunk.len());
@@ -1042,10 +1049,13 @@ impl Cmd {
                 *d = s.to_ascii_uppercase();
             }
             let name = up.get(..arg.len()).unwrap_or(&[]);
-            self.resource = Resource::from_bytes_lossy(name);
-            self.text.push_bytes_lossy(name);
-            if cut {
-                self.text.push_str("...");
+            self.resource.clear();
+            self.resource.push_bytes_lossy(name);
+            if self.want_text {
+                self.text.push_bytes_lossy(name);
+                if cut {
+                    self.text.push_str("...");
+                }
             }
             self.scrub = match name {
                 b"AUTH" => Scrub::All,
@@ -1057,6 +1067,10 @@ impl Cmd {
                 _ => Scrub::None,
             };
             self.sub = if cut { None } else { SubKind::from_word(name) };
+            return;
+        }
+        if !self.want_text {
+            // Scrubbing state only decides what the text shows.
             return;
         }
         let hide = self.hide(idx, arg, cut);
@@ -1620,7 +1634,7 @@ impl RedisSession {
         RedisSession {
             client: Reader::new(true, limits),
             server: Reader::new(false, limits),
-            cmd: Cmd::new(),
+            cmd: Cmd::new(limits.request_text),
             reply: Reply::new(),
             subs: Subs::new(limits),
         }

@@ -42,8 +42,13 @@ impl<const N: usize> Text<N> {
 
     pub fn as_str(&self) -> &str {
         // Only whole UTF-8 characters are ever stored.
+        core::str::from_utf8(self.used()).unwrap_or("")
+    }
+
+    /// The stored bytes (whole UTF-8 characters).
+    fn used(&self) -> &[u8] {
         let len = usize::from(self.len).min(N);
-        core::str::from_utf8(self.buf.get(..len).unwrap_or(&[])).unwrap_or("")
+        self.buf.get(..len).unwrap_or(&[])
     }
 
     pub fn len(&self) -> usize {
@@ -64,24 +69,69 @@ impl<const N: usize> Text<N> {
         self.cut = false;
     }
 
+    /// Bytes that still fit.
+    fn room(&self) -> usize {
+        N.min(usize::from(u16::MAX))
+            .saturating_sub(usize::from(self.len))
+    }
+
+    /// Append as much of `s` as fits, never splitting a character; false (and marked cut)
+    /// if not all of it fit. Copies whole runs: this is on the per-request path.
+    fn push_fit(&mut self, s: &str) -> bool {
+        let room = self.room();
+        let (take, fits) = if s.len() <= room {
+            (s.len(), true)
+        } else {
+            // The longest prefix that fits and ends on a character boundary.
+            let mut end = room;
+            while end > 0 && !s.is_char_boundary(end) {
+                end = end.saturating_sub(1);
+            }
+            (end, false)
+        };
+        let start = usize::from(self.len);
+        let end = start.saturating_add(take);
+        if let (Some(dst), Some(src)) = (self.buf.get_mut(start..end), s.as_bytes().get(..take)) {
+            dst.copy_from_slice(src);
+            // end <= room + len <= u16::MAX.
+            self.len = end as u16;
+        }
+        if !fits {
+            self.cut = true;
+        }
+        fits
+    }
+
+    /// Append as much of ASCII `b` as fits (any cut is a character boundary); false (and
+    /// marked cut) if not all of it fit.
+    fn push_ascii(&mut self, b: &[u8]) -> bool {
+        let take = b.len().min(self.room());
+        let start = usize::from(self.len);
+        let end = start.saturating_add(take);
+        if let (Some(dst), Some(src)) = (self.buf.get_mut(start..end), b.get(..take)) {
+            dst.copy_from_slice(src);
+            // end <= room + len <= u16::MAX.
+            self.len = end as u16;
+        }
+        if take < b.len() {
+            self.cut = true;
+            return false;
+        }
+        true
+    }
+
     /// Append as much of `s` as fits, never splitting a character.
     pub fn push_str(&mut self, s: &str) {
-        for ch in s.chars() {
-            if !self.push_char(ch) {
-                break;
-            }
-        }
+        self.push_fit(s);
     }
 
     /// Append one character; false (and marked cut) if it does not fit.
     pub fn push_char(&mut self, ch: char) -> bool {
-        let mut enc = [0u8; 4];
-        let bytes = ch.encode_utf8(&mut enc).as_bytes();
         let start = usize::from(self.len);
-        let end = start.saturating_add(bytes.len());
+        let end = start.saturating_add(ch.len_utf8());
         match self.buf.get_mut(start..end) {
             Some(dst) if end <= usize::from(u16::MAX) => {
-                dst.copy_from_slice(bytes);
+                ch.encode_utf8(dst);
                 self.len = end as u16;
                 true
             }
@@ -94,16 +144,53 @@ impl<const N: usize> Text<N> {
 
     /// Append wire bytes: valid UTF-8 kept, anything else (and control characters) as `?`.
     pub fn push_bytes_lossy(&mut self, b: &[u8]) {
+        // Printable ASCII (nearly always all of it) is copied as it is. What follows starts
+        // on a character boundary, so its chunks are the ones the whole input would have.
+        let n = b
+            .iter()
+            .position(|c| !(0x20..0x7f).contains(c))
+            .unwrap_or(b.len());
+        let (ascii, b) = b.split_at(n);
+        if !self.push_ascii(ascii) || b.is_empty() {
+            return;
+        }
+        // Valid input skips the chunked walk; its result is the same as one valid chunk.
+        if let Ok(s) = core::str::from_utf8(b) {
+            self.push_printable(s);
+            return;
+        }
         for chunk in b.utf8_chunks() {
-            for ch in chunk.valid().chars() {
-                let ch = if ch.is_control() { '?' } else { ch };
-                if !self.push_char(ch) {
-                    return;
-                }
+            if !self.push_printable(chunk.valid()) {
+                return;
             }
             if !chunk.invalid().is_empty() && !self.push_char('?') {
                 return;
             }
+        }
+    }
+
+    /// Append `s` with control characters as `?`; false once something did not fit.
+    fn push_printable(&mut self, s: &str) -> bool {
+        let mut rest = s;
+        loop {
+            // A run of printable ASCII is copied at once; it ends before an ASCII byte or a
+            // character's first byte, so the split is on a character boundary.
+            let n = rest
+                .bytes()
+                .position(|c| !(0x20..0x7f).contains(&c))
+                .unwrap_or(rest.len());
+            if !self.push_fit(rest.get(..n).unwrap_or("")) {
+                return false;
+            }
+            let mut chars = rest.get(n..).unwrap_or("").chars();
+            let Some(ch) = chars.next() else {
+                return true;
+            };
+            let ch = if ch.is_control() { '?' } else { ch };
+            if !self.push_char(ch) {
+                return false;
+            }
+            rest = chars.as_str();
         }
     }
 }
@@ -111,7 +198,7 @@ impl<const N: usize> Text<N> {
 // Equality and hashing look at the text only, not at bytes left behind by `clear`.
 impl<const N: usize> PartialEq for Text<N> {
     fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str() && self.cut == other.cut
+        self.used() == other.used() && self.cut == other.cut
     }
 }
 
@@ -119,7 +206,9 @@ impl<const N: usize> Eq for Text<N> {}
 
 impl<const N: usize> core::hash::Hash for Text<N> {
     fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
+        // As `str` hashes (bytes, then 0xff), without re-validating the UTF-8.
+        state.write(self.used());
+        state.write_u8(0xff);
     }
 }
 
@@ -137,6 +226,8 @@ impl<const N: usize> fmt::Display for Text<N> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
     use super::*;
 
     #[test]
@@ -158,5 +249,117 @@ mod tests {
     fn control_and_invalid_bytes_become_question_marks() {
         let t = Text::<16>::from_bytes_lossy(b"a\r\n\xffb");
         assert_eq!(t.as_str(), "a???b");
+    }
+    /// The character-at-a-time definition the bulk copies must match.
+    fn reference<const N: usize>(b: &[u8]) -> (String, bool) {
+        let mut out = String::new();
+        let mut cut = false;
+        let mut push = |ch: char, out: &mut String| {
+            if out.len() + ch.len_utf8() > N {
+                cut = true;
+                false
+            } else {
+                out.push(ch);
+                true
+            }
+        };
+        'outer: for chunk in b.utf8_chunks() {
+            for ch in chunk.valid().chars() {
+                let ch = if ch.is_control() { '?' } else { ch };
+                if !push(ch, &mut out) {
+                    break 'outer;
+                }
+            }
+            if !chunk.invalid().is_empty() && !push('?', &mut out) {
+                break;
+            }
+        }
+        (out, cut)
+    }
+
+    #[test]
+    fn bulk_push_matches_char_by_char_definition() {
+        // Pieces mixing printable ASCII, controls, multi-byte and invalid sequences,
+        // concatenated pseudo-randomly (xorshift, fixed seed).
+        let pieces: [&[u8]; 10] = [
+            b"GET /a/b",
+            b"\r\n",
+            "é€😀".as_bytes(),
+            b"\xff",
+            b"\xe2\x82",
+            b"\x7f",
+            "\u{85}x".as_bytes(),
+            b"SELECT * FROM t WHERE id = 1",
+            b"",
+            b"\xf0\x9f\x98",
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..3000 {
+            let mut input = Vec::new();
+            for _ in 0..(x % 7) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                input.extend_from_slice(pieces[(x % 10) as usize]);
+            }
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let (want, cut) = reference::<13>(&input);
+            let t = Text::<13>::from_bytes_lossy(&input);
+            assert_eq!((t.as_str(), t.is_cut()), (want.as_str(), cut), "{input:?}");
+            // Pushed in two parts: the second continues where the first stopped.
+            let (a, b) = input.split_at(input.len() / 2);
+            let mut t2 = Text::<40>::from_bytes_lossy(a);
+            t2.push_bytes_lossy(b);
+            // Each push stands alone: a cut first part does not stop a second one that fits.
+            let (first, first_cut) = reference::<40>(a);
+            let rest = reference::<40>(b);
+            let (more, more_cut) = reference_prefix(&rest.0, 40 - first.len());
+            let want2 = (first + &more, first_cut || rest.1 || more_cut);
+            assert_eq!(
+                (t2.as_str(), t2.is_cut()),
+                (want2.0.as_str(), want2.1),
+                "{a:?} {b:?}"
+            );
+        }
+    }
+
+    /// The longest prefix of `s` within `room` bytes, and whether that cut something.
+    fn reference_prefix(s: &str, room: usize) -> (String, bool) {
+        let mut out = String::new();
+        for ch in s.chars() {
+            if out.len() + ch.len_utf8() > room {
+                return (out, true);
+            }
+            out.push(ch);
+        }
+        (out, false)
+    }
+
+    #[test]
+    fn push_str_cuts_on_char_boundary_and_marks_cut() {
+        let mut t = Text::<6>::new();
+        t.push_str("ab");
+        t.push_str("c€");
+        assert_eq!((t.as_str(), t.is_cut()), ("abc€", false));
+        t.push_str("e");
+        assert_eq!((t.as_str(), t.is_cut()), ("abc€", true));
+        let mut full = Text::<2>::from_str_lossy("ab");
+        assert!(!full.is_cut());
+        full.push_str("");
+        assert!(!full.is_cut());
+    }
+
+    #[test]
+    fn equal_texts_hash_equal() {
+        use core::hash::{BuildHasher, BuildHasherDefault};
+        let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+        let mut a = Text::<8>::from_str_lossy("abcdef");
+        a.clear();
+        a.push_str("ab");
+        let b = Text::<8>::from_str_lossy("ab");
+        assert_eq!(h.hash_one(a), h.hash_one(b));
+        assert_eq!(h.hash_one(b), h.hash_one("ab"));
     }
 }

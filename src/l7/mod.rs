@@ -206,7 +206,7 @@ impl L7Conn {
         if kind == SegmentKind::KeepAlive {
             return;
         }
-        if flags & ACK != 0 {
+        if flags & ACK != 0 && self.streams[side.other().index()].ack_matters(t.tcp.ack) {
             // What this side acknowledges may settle holes in the other side's stream.
             let o = side.other();
             let mut other = std::mem::take(&mut self.streams[o.index()]);
@@ -373,8 +373,13 @@ impl L7Conn {
                     return;
                 }
                 let mid = self.mid_stream || (self.tcp && self.streams[s].started_mid_stream());
-                self.state =
-                    State::Active(Box::new(AnySession::new(p, l4, mid, &cx.limits.parser)));
+                // Request texts are built only for records: most of a request's parse
+                // cost otherwise.
+                let parser = protocols::Limits {
+                    request_text: cx.records.is_some(),
+                    ..cx.limits.parser.clone()
+                };
+                self.state = State::Active(Box::new(AnySession::new(p, l4, mid, &parser)));
             }
             // TCP: keep what this side sent (bounded) even when it is not recognised: the
             // other side may still reveal the protocol (an odd request answered by
@@ -478,7 +483,7 @@ impl L7Conn {
                     }
                 },
                 Event::LoginFailed { code } => {
-                    *self.tally.codes.entry(*code).or_default() += 1;
+                    *self.tally.codes.entry(code) += 1;
                 }
                 Event::Encrypted => self.state = State::Opaque,
                 Event::Anomaly(a) => {
@@ -504,7 +509,7 @@ impl L7Conn {
         cx: &mut Ctx<'_>,
     ) {
         self.tally.responses += 1;
-        *self.tally.codes.entry(resp.code).or_default() += 1;
+        *self.tally.codes.entry(&resp.code) += 1;
         if resp.error {
             self.tally.errors += 1;
             self.tally.add_resource(&req.resource, 0, 1);

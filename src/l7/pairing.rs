@@ -58,12 +58,18 @@ impl Pairing {
 
     /// The request this response answers, if any is pending, with its record text.
     pub fn response(&mut self, resp: &Response) -> Option<(PendingRequest, Option<RequestText>)> {
-        let i = match resp.id {
-            Some(id) => self.queue.iter().position(|p| p.id == Some(id))?,
-            None => 0,
-        };
-        let req = self.queue.remove(i)?;
-        Some((req, self.texts.remove(i)))
+        match resp.id {
+            Some(id) => {
+                let i = self.queue.iter().position(|p| p.id == Some(id))?;
+                let req = self.queue.remove(i)?;
+                Some((req, self.texts.remove(i)))
+            }
+            // In order (all but DNS): the oldest, without the general removal's shuffling.
+            None => {
+                let req = self.queue.pop_front()?;
+                Some((req, self.texts.pop_front()))
+            }
+        }
     }
 
     /// Requests still waiting (the connection ended without their response).

@@ -227,11 +227,9 @@ impl Reassembly {
     pub fn peer_ack(&mut self, ack: u32, mut out: impl FnMut(Chunk<'_>)) {
         if self.held.is_empty() {
             // Bytes at the tail that the peer has and the capture never showed.
-            if let Some(exp) = self.expected {
-                if before(exp, ack) && ack.wrapping_sub(exp) < (1 << 30) && !self.closed {
-                    out(Chunk::Gap);
-                    self.expected = Some(ack);
-                }
+            if self.tail_missing(ack) {
+                out(Chunk::Gap);
+                self.expected = Some(ack);
             }
             return;
         }
@@ -254,6 +252,19 @@ impl Reassembly {
             self.drain(&mut out);
         }
         self.check_fin(&mut out);
+    }
+
+    /// Whether [`Reassembly::peer_ack`] would do anything for `ack` (checked per segment
+    /// before the stream is taken out of its connection).
+    pub fn ack_matters(&self, ack: u32) -> bool {
+        !self.held.is_empty() || self.tail_missing(ack)
+    }
+
+    fn tail_missing(&self, ack: u32) -> bool {
+        match self.expected {
+            Some(exp) => before(exp, ack) && ack.wrapping_sub(exp) < (1 << 30) && !self.closed,
+            None => false,
+        }
     }
 
     /// End of the connection: deliver everything held, reporting holes as gaps.

@@ -5,9 +5,14 @@
 use hdrhistogram::Histogram;
 
 const EXACT_MAX: usize = 512;
+/// Values kept inline before `exact` allocates: most connections have only a few.
+const FEW: usize = 8;
 
 #[derive(Clone, Debug, Default)]
 pub struct Digest {
+    /// Exact mode: the values are `few[..few_len]` followed by `exact`.
+    few: [u64; FEW],
+    few_len: u8,
     exact: Vec<u64>,
     hist: Option<Box<Histogram<u64>>>,
     count: u64,
@@ -41,12 +46,32 @@ impl Digest {
                 let _ = h.record(v);
             }
             None => {
-                self.exact.push(v);
-                if self.exact.len() > EXACT_MAX {
+                self.push_exact(v);
+                if self.exact_len() > EXACT_MAX {
                     self.spill();
                 }
             }
         }
+    }
+
+    fn push_exact(&mut self, v: u64) {
+        match self.few.get_mut(usize::from(self.few_len)) {
+            Some(slot) => {
+                *slot = v;
+                self.few_len += 1;
+            }
+            None => self.exact.push(v),
+        }
+    }
+
+    fn exact_len(&self) -> usize {
+        usize::from(self.few_len) + self.exact.len()
+    }
+
+    /// The values held in exact mode.
+    fn exact_values(&self) -> impl Iterator<Item = u64> + '_ {
+        let few = self.few.get(..usize::from(self.few_len)).unwrap_or(&[]);
+        few.iter().chain(&self.exact).copied()
     }
 
     fn spill(&mut self) {
@@ -55,11 +80,10 @@ impl Digest {
             Err(_) => return,
         };
         h.auto(true);
-        for v in self.exact.drain(..) {
-            {
-                let _ = h.record(v);
-            };
+        for v in self.exact_values() {
+            let _ = h.record(v);
         }
+        self.few_len = 0;
         self.exact = Vec::new();
         self.hist = Some(Box::new(h));
     }
@@ -74,12 +98,12 @@ impl Digest {
         self.max = self.max.max(o.max);
         self.count += o.count;
         self.sum += o.sum;
-        for v in &o.exact {
+        for v in o.exact_values() {
             match &mut self.hist {
                 Some(h) => {
-                    let _ = h.record(*v);
+                    let _ = h.record(v);
                 }
-                None => self.exact.push(*v),
+                None => self.push_exact(v),
             }
         }
         if let Some(oh) = &o.hist {
@@ -90,7 +114,7 @@ impl Digest {
                 let _ = h.add(oh.as_ref());
             }
         }
-        if self.hist.is_none() && self.exact.len() > EXACT_MAX {
+        if self.hist.is_none() && self.exact_len() > EXACT_MAX {
             self.spill();
         }
     }
@@ -107,7 +131,7 @@ impl Digest {
         match &self.hist {
             Some(h) => h.value_at_quantile(q).clamp(self.min, self.max),
             None => {
-                let mut v = self.exact.clone();
+                let mut v: Vec<u64> = self.exact_values().collect();
                 v.sort_unstable();
                 let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
                 v[rank - 1]
@@ -163,5 +187,37 @@ mod tests {
         assert_eq!(ab.summary(), ba.summary());
         let p90 = ab.summary().unwrap().p90 as f64;
         assert!((p90 - 90_000.0).abs() / 90_000.0 <= 0.01, "{p90}");
+    }
+    #[test]
+    fn inline_and_heap_values_count_alike() {
+        // 1..=20 shuffled: past the inline values, still exact.
+        let vals: Vec<u64> = (1..=20u64).map(|i| (i * 7) % 20 + 1).collect();
+        let mut one = Digest::default();
+        let mut merged = Digest::default();
+        for chunk in vals.chunks(3) {
+            let mut part = Digest::default();
+            for &v in chunk {
+                one.record(v);
+                part.record(v);
+            }
+            merged.merge(&part);
+        }
+        let s = one.summary().unwrap();
+        // Nearest rank over 1..=20: p50 = 10th, p90 = 18th, p99 = 20th.
+        assert_eq!(
+            (s.count, s.min, s.p50, s.p90, s.p99, s.max, s.mean),
+            (20, 1, 10, 18, 20, 20, 10)
+        );
+        assert_eq!(merged.summary(), Some(s));
+        // Crossing EXACT_MAX through merges of small parts spills like recording does.
+        let (mut big, mut parts) = (Digest::default(), Digest::default());
+        for i in 0..600u64 {
+            big.record(i * 37 % 1000);
+            let mut p = Digest::default();
+            p.record(i * 37 % 1000);
+            parts.merge(&p);
+        }
+        assert!(big.hist.is_some() && parts.hist.is_some());
+        assert_eq!(big.summary(), parts.summary());
     }
 }

@@ -1,12 +1,15 @@
 //! Per-edge aggregation: what the workers add up and the join stage merges.
 
-use std::collections::{BTreeSet, HashMap};
+mod counts;
+
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use protocols::event::{Code, Resource};
 
 use super::digest::Digest;
 use crate::flow::Endpoint;
+pub use counts::Counts;
 
 /// An edge: (client address, service, transport, protocol).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -25,11 +28,11 @@ pub struct L7Tally {
     pub requests: u64,
     pub responses: u64,
     pub errors: u64,
-    pub codes: HashMap<Code, u64, ahash::RandomState>,
+    pub codes: Counts<Code, u64>,
     /// Request-to-response latency, microseconds.
     pub latency_us: Digest,
     /// Per resource: requests and errors.
-    pub resources: HashMap<Resource, (u64, u64), ahash::RandomState>,
+    pub resources: Counts<Resource, (u64, u64)>,
     /// Resources not tracked because the per-edge resource limit was reached.
     pub resources_dropped: u64,
 }
@@ -42,11 +45,11 @@ impl L7Tally {
         self.requests += o.requests;
         self.responses += o.responses;
         self.errors += o.errors;
-        for (c, n) in &o.codes {
-            *self.codes.entry(*c).or_default() += n;
+        for (c, n) in o.codes.iter() {
+            *self.codes.entry(c) += n;
         }
         self.latency_us.merge(&o.latency_us);
-        for (r, (n, e)) in &o.resources {
+        for (r, (n, e)) in o.resources.iter() {
             self.add_resource(r, *n, *e);
         }
         self.resources_dropped += o.resources_dropped;
@@ -57,7 +60,7 @@ impl L7Tally {
             v.0 += requests;
             v.1 += errors;
         } else if self.resources.len() < MAX_RESOURCES {
-            self.resources.insert(*r, (requests, errors));
+            *self.resources.entry(r) = (requests, errors);
         } else {
             self.resources_dropped += requests;
         }

@@ -35,6 +35,7 @@ pub fn tiny_limits() -> Limits {
         max_resp_elements: 8,
         max_mysql_message: 256,
         max_pending: 4,
+        request_text: true,
     }
 }
 

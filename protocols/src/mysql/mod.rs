@@ -242,6 +242,8 @@ pub struct MysqlSession {
     max_buffered: usize,
     max_message: u64,
     pending_cap: usize,
+    /// Fill `Request::text` (records are written).
+    want_text: bool,
 
     client_phase: Phase,
     server_phase: Phase,
@@ -442,6 +444,7 @@ impl MysqlSession {
             max_buffered: limits.max_buffered.max(64),
             max_message: limits.max_mysql_message,
             pending_cap: limits.max_pending.clamp(1, MAX_PENDING),
+            want_text: limits.request_text,
             client_phase: Phase::Login,
             server_phase: Phase::Greeting,
             opaque: false,
@@ -709,11 +712,11 @@ impl MysqlSession {
             COM_QUERY => {
                 let sql = self.query_sql(body);
                 resource = sql::resource(sql);
-                text = Some(sql::scrubbed_text(sql));
+                text = self.want_text.then(|| sql::scrubbed_text(sql));
             }
             COM_STMT_PREPARE => {
                 resource = sql::resource(body);
-                text = Some(sql::scrubbed_text(body));
+                text = self.want_text.then(|| sql::scrubbed_text(body));
             }
             COM_INIT_DB => resource.push_str("INIT_DB"),
             COM_CHANGE_USER | COM_RESET_CONNECTION => {
@@ -742,7 +745,11 @@ impl MysqlSession {
                 resource.push_str(name);
             }
         }
-        let text = text.unwrap_or_else(|| RequestText::from_str_lossy(resource.as_str()));
+        let text = match text {
+            Some(t) => t,
+            None if self.want_text => RequestText::from_str_lossy(resource.as_str()),
+            None => RequestText::new(),
+        };
         self.req = Some(ReqInfo {
             cmd,
             resource,
