@@ -204,7 +204,9 @@ impl CaptureFile {
                     return Err(self.corrupt(&what));
                 }
             };
-            self.reader.consume(consumed);
+            // No shift per record: `consume` moves the rest of the buffer down whenever it
+            // is past half (a copy of every byte read); `refill` shifts only the cut tail.
+            self.reader.consume_noshift(consumed);
             self.offset += consumed as u64;
             match done {
                 Ok(true) => {
