@@ -380,7 +380,7 @@ impl LegIndex {
         // A slot is always in range; a missing one would answer "maybe".
         self.pending_counts
             .get(pending_slot(src, dst))
-            .map_or(true, |&c| c != 0)
+            .is_none_or(|&c| c != 0)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -742,9 +742,18 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let c = format!("10.213.{}.{}:{}", x % 3, (x >> 8) % 7, 40000 + (x >> 16) % 60);
+            let c = format!(
+                "10.213.{}.{}:{}",
+                x % 3,
+                (x >> 8) % 7,
+                40000 + (x >> 16) % 60
+            );
             let v = format!("10.213.9.{}:{}", (x >> 24) % 2, 80 + (x >> 32) % 2);
-            let (src, dst) = if (x >> 40) % 4 == 0 { (v, c) } else { (c, v) };
+            let (src, dst) = if (x >> 40).is_multiple_of(4) {
+                (v, c)
+            } else {
+                (c, v)
+            };
             let ts = i * (SEC / 1000); // 20 s in all: ten windows
             let before = ix.pending.len();
             match (x >> 44) % 3 {
