@@ -202,6 +202,7 @@ impl Decoder {
         self.decode_from(data, off, next, ts_ns, 0)
     }
 
+    #[inline]
     fn decode_from<'a>(
         &'a mut self,
         data: &'a [u8],
@@ -365,6 +366,7 @@ enum Step<'a> {
 }
 
 impl L4<'_> {
+    #[inline]
     fn classify<'a>(&self, payload: &'a [u8], may_tunnel: bool) -> Step<'a> {
         let h = self.hdr;
         match h.proto {
@@ -551,6 +553,7 @@ impl IpHeader {
     }
 }
 
+#[inline]
 fn parse_ip(data: &[u8], off: usize) -> Result<IpHeader, Outcome<'static>> {
     let Some(&first) = data.get(off) else {
         return Err(undecodable(Layer::Link, true));
@@ -562,6 +565,7 @@ fn parse_ip(data: &[u8], off: usize) -> Result<IpHeader, Outcome<'static>> {
     }
 }
 
+#[inline]
 fn parse_ipv4(data: &[u8], off: usize) -> Result<IpHeader, Outcome<'static>> {
     let Some(h) = data.get(off..off + 20) else {
         return Err(undecodable(Layer::Ipv4, true));
@@ -668,6 +672,7 @@ fn parse_ipv6(data: &[u8], off: usize) -> Result<IpHeader, Outcome<'static>> {
 }
 
 #[allow(clippy::too_many_arguments)]
+#[inline]
 fn tcp<'a>(
     src: IpAddr,
     dst: IpAddr,
@@ -715,6 +720,7 @@ fn tcp<'a>(
 }
 
 #[allow(clippy::too_many_arguments)]
+#[inline]
 fn udp<'a>(
     src: IpAddr,
     dst: IpAddr,

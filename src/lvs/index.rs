@@ -23,6 +23,12 @@ const SLOT_LEGS: usize = 4;
 
 type Tuple = (Endpoint, Endpoint);
 
+/// Counters of the pending-connection filter (32 KiB: stays in cache; a few thousand
+/// pending handshakes leave most of them zero).
+const PENDING_SLOTS: usize = 1 << 15;
+/// A counter that reached this has lost count: it stays "maybe" until the next sweep.
+const PENDING_STUCK: u8 = u8::MAX;
+
 #[derive(Clone, Copy, Debug)]
 struct SynEntry {
     isn: u32,
@@ -65,6 +71,10 @@ pub struct LegIndex {
     syns: HashMap<(IpAddr, u16), SynEntry, ahash::RandomState>,
     /// Connections whose first client payload has not been seen yet.
     pending: HashMap<(Tuple, u8), Pending, ahash::RandomState>,
+    /// How many tuples in `pending` fall on each [`pending_slot`]: a zero proves the tuple
+    /// has no entry, so most data packets skip hashing two endpoints for the map. Counted
+    /// on insert and remove, rebuilt from the map at each sweep.
+    pending_counts: Vec<u8>,
     /// First request bytes -> legs that sent them.
     payloads: HashMap<u64, Slot, ahash::RandomState>,
     /// Real-server legs whose TOA option was already looked up.
@@ -87,6 +97,7 @@ impl LegIndex {
             vlan_key,
             syns: HashMap::default(),
             pending: HashMap::default(),
+            pending_counts: vec![0; PENDING_SLOTS],
             payloads: HashMap::default(),
             toa_seen: HashMap::default(),
             hasher: ahash::RandomState::new(),
@@ -101,6 +112,7 @@ impl LegIndex {
     }
 
     /// Look at one packet; push tags for real-server legs recognised by it.
+    #[inline]
     pub fn observe(
         &mut self,
         t: &Transport,
@@ -114,6 +126,46 @@ impl LegIndex {
         } else if ts.saturating_sub(self.last_sweep) > self.window() {
             self.sweep(ts);
         }
+        // Most packets are none of: a SYN, a TOA carrier, the first payload of a connection
+        // whose SYN is pending, a DNS query. Decide that here, inline and without hashing;
+        // `evidence` checks each case again itself.
+        let relevant = match t.proto {
+            6 => {
+                let flags = t.tcp.flags;
+                flags & (SYN | ACK) == SYN
+                    || t.tcp.toa.is_some()
+                    || (flags & SYN == 0
+                        && t.payload_wire_len > 0
+                        && !payload.is_empty()
+                        && self.may_be_pending(
+                            &Endpoint {
+                                ip: t.src,
+                                port: t.sport,
+                            },
+                            &Endpoint {
+                                ip: t.dst,
+                                port: t.dport,
+                            },
+                        ))
+            }
+            17 => is_dns_query(payload),
+            _ => false,
+        };
+        if relevant {
+            self.evidence(t, payload, ts, vantage, out);
+        }
+    }
+
+    /// The work of [`LegIndex::observe`] for a packet that may carry evidence.
+    #[inline(never)]
+    fn evidence(
+        &mut self,
+        t: &Transport,
+        payload: &[u8],
+        ts: i64,
+        vantage: u16,
+        out: &mut Vec<Tag>,
+    ) {
         let src = Endpoint {
             ip: t.src,
             port: t.sport,
@@ -129,7 +181,9 @@ impl LegIndex {
                 let isn = t.tcp.seq;
                 if let Some(other) = self.syn(src, dst, vlan, isn, ts, vantage, out) {
                     // Paired on the SYNs (NAT): neither leg needs its first bytes indexed.
-                    self.pending.remove(&((src, other), 6));
+                    if self.pending.remove(&((src, other), 6)).is_some() {
+                        self.pending_count(&src, &other, false);
+                    }
                 } else {
                     self.insert_pending(((src, dst), 6), Pending { isn, ts }, ts);
                 }
@@ -139,8 +193,13 @@ impl LegIndex {
                     self.toa(src, dst, vlan, ip, port, ts, out);
                 }
             }
-            if t.payload_wire_len > 0 && flags & SYN == 0 && !payload.is_empty() {
+            if t.payload_wire_len > 0
+                && flags & SYN == 0
+                && !payload.is_empty()
+                && self.may_be_pending(&src, &dst)
+            {
                 if let Some(p) = self.pending.remove(&((src, dst), 6)) {
+                    self.pending_count(&src, &dst, false);
                     if ts.saturating_sub(p.ts) <= self.window() {
                         // Relative offset of this segment in the client's byte stream.
                         let offset = t.tcp.seq.wrapping_sub(p.isn).wrapping_sub(1);
@@ -296,7 +355,32 @@ impl LegIndex {
                 return;
             }
         }
-        self.pending.insert(k, p);
+        let ((src, dst), _) = k;
+        if self.pending.insert(k, p).is_none() {
+            self.pending_count(&src, &dst, true);
+        }
+    }
+
+    /// Count a tuple into (`add`) or out of the pending filter.
+    fn pending_count(&mut self, src: &Endpoint, dst: &Endpoint, add: bool) {
+        if let Some(c) = self.pending_counts.get_mut(pending_slot(src, dst)) {
+            if *c != PENDING_STUCK {
+                *c = if add {
+                    c.saturating_add(1)
+                } else {
+                    c.saturating_sub(1)
+                };
+            }
+        }
+    }
+
+    /// False when `pending` surely holds no entry for this tuple.
+    #[inline]
+    fn may_be_pending(&self, src: &Endpoint, dst: &Endpoint) -> bool {
+        // A slot is always in range; a missing one would answer "maybe".
+        self.pending_counts
+            .get(pending_slot(src, dst))
+            .is_none_or(|&c| c != 0)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -520,11 +604,18 @@ impl LegIndex {
         }
     }
 
+    #[cold]
     fn sweep(&mut self, ts: i64) {
         let w = self.window();
         self.last_sweep = ts;
         self.syns.retain(|_, e| ts.saturating_sub(e.ts) <= w);
         self.pending.retain(|_, p| ts.saturating_sub(p.ts) <= w);
+        self.pending_counts.fill(0);
+        for ((src, dst), _) in self.pending.keys() {
+            if let Some(c) = self.pending_counts.get_mut(pending_slot(src, dst)) {
+                *c = c.saturating_add(1);
+            }
+        }
         self.toa_seen.retain(|_, t| ts.saturating_sub(*t) <= w);
         self.payloads.retain(|_, s| {
             s.legs
@@ -538,6 +629,27 @@ impl LegIndex {
     pub fn entries(&self) -> usize {
         self.syns.len() + self.pending.len() + self.payloads.len() + self.toa_seen.len()
     }
+}
+
+/// The filter slot of a (source, destination) tuple: a fixed multiplicative hash, cheap next
+/// to the map's keyed one. Crafted collisions only cost the lookup the filter saves.
+#[inline]
+fn pending_slot(src: &Endpoint, dst: &Endpoint) -> usize {
+    fn fold(ip: &IpAddr) -> u64 {
+        match ip {
+            IpAddr::V4(a) => u64::from(u32::from(*a)),
+            IpAddr::V6(a) => {
+                let v = u128::from(*a);
+                (v as u64) ^ ((v >> 64) as u64).rotate_left(17)
+            }
+        }
+    }
+    let ports = (u64::from(src.port) << 16) | u64::from(dst.port);
+    let x = fold(&src.ip).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ fold(&dst.ip).rotate_left(29)
+        ^ ports.rotate_left(40);
+    let h = x.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    (h >> (64 - PENDING_SLOTS.trailing_zeros())) as usize
 }
 
 /// A VIP or a real server is a unicast address (LLMNR and mDNS queries go to groups).
@@ -609,6 +721,59 @@ mod tests {
     const VIP: &str = "10.213.9.10:80";
     const RS: &str = "10.213.1.11:80";
     const LOCAL: &str = "10.213.8.1:20000";
+
+    /// The pending filter never hides an entry: after every packet of a long mixed run
+    /// (SYNs, first and later payloads, both directions, window expiries, a map at its bound)
+    /// each pending tuple passes the filter and the counters add up to the map's size.
+    #[test]
+    fn the_pending_filter_never_hides_a_pending_connection() {
+        let mut ix = LegIndex::new(
+            LbOptions {
+                window_ns: 2 * SEC,
+                ..LbOptions::default()
+            },
+            200, // small: the map's bound and make_room are exercised too
+            false,
+        );
+        let mut out = Vec::new();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut removed_by_payload = 0;
+        for i in 0..20_000i64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let c = format!(
+                "10.213.{}.{}:{}",
+                x % 3,
+                (x >> 8) % 7,
+                40000 + (x >> 16) % 60
+            );
+            let v = format!("10.213.9.{}:{}", (x >> 24) % 2, 80 + (x >> 32) % 2);
+            let (src, dst) = if (x >> 40).is_multiple_of(4) {
+                (v, c)
+            } else {
+                (c, v)
+            };
+            let ts = i * (SEC / 1000); // 20 s in all: ten windows
+            let before = ix.pending.len();
+            match (x >> 44) % 3 {
+                0 => ix.observe(&pkt(&src, &dst, SYN, 1, 0), &[], ts, 0, &mut out),
+                _ => ix.observe(&pkt(&src, &dst, ACK, 2, 5), b"hello", ts, 0, &mut out),
+            }
+            if ix.pending.len() < before {
+                removed_by_payload += 1;
+            }
+            for ((a, b), _) in ix.pending.keys() {
+                assert!(ix.may_be_pending(a, b), "packet {i}: {a:?} -> {b:?} hidden");
+            }
+            if ix.pending_counts.iter().all(|&n| n != PENDING_STUCK) {
+                let total: usize = ix.pending_counts.iter().map(|&n| usize::from(n)).sum();
+                assert_eq!(total, ix.pending.len(), "packet {i}");
+            }
+        }
+        // The run really removed entries through first payloads (not only by expiry).
+        assert!(removed_by_payload > 100, "{removed_by_payload}");
+    }
 
     #[test]
     fn nat_legs_pair_on_address_port_and_isn() {
