@@ -138,7 +138,9 @@ impl Hasher for FixedHasher {
     }
     // Whole words in one step (`finish` mixes the result).
     fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+        self.0 = (self.0 ^ v)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
     }
     fn write_u128(&mut self, v: u128) {
         self.write_u64(v as u64);
