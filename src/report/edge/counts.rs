@@ -53,9 +53,11 @@ impl<K: Eq + Hash + Copy, V: Default> Counts<K, V> {
             let pos = match self.small.iter().position(|(x, _)| x == k) {
                 Some(i) => Some(i),
                 None if self.small.len() < SMALL => {
-                    // Grown one by one: most connections have one or two keys, and a
-                    // first push would otherwise reserve four (~460 bytes for resources).
-                    self.small.reserve_exact(1);
+                    // Most connections have one key: the first push would otherwise
+                    // reserve four (~460 bytes for resources). Later ones double as usual.
+                    if self.small.capacity() == 0 {
+                        self.small.reserve_exact(1);
+                    }
                     self.small.push((*k, V::default()));
                     Some(self.small.len() - 1)
                 }
