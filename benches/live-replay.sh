@@ -20,7 +20,9 @@
 # Environment: PACKETS (generated capture, default 2000000), RATES (pps list, default
 # "25000 50000 100000 200000 400000"; "top" is always appended), SECONDS_PER_RATE (default 5:
 # each paced run sends at most rate x seconds packets; top speed sends the whole capture),
-# THREADS (wiremap --threads, default: the number of CPUs).
+# THREADS (wiremap --threads, default: the number of CPUs), TOP_LOOPS (default 1: how many
+# times the top-speed run replays the capture, tcpreplay --loop; 4 x 4.5 M packets keep top
+# speed up for about a minute here).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,6 +31,7 @@ PACKETS=${PACKETS:-2000000}
 RATES=${RATES:-"25000 50000 100000 200000 400000"}
 SECS=${SECONDS_PER_RATE:-5}
 THREADS=${THREADS:-$(nproc)}
+TOP_LOOPS=${TOP_LOOPS:-1}
 RING_MB=64   # wiremap's default ring (src/capture/mod.rs DEFAULT_RING_MB); tcpdump -B gets the same
 
 [[ $EUID -eq 0 ]] || { echo "live-replay.sh: needs root (namespaces, packet sockets)" >&2; exit 2; }
@@ -87,7 +90,8 @@ run_one() {
     esac
     sleep 0.3
     if [[ $rate == top ]]; then
-        timeout 300 ip netns exec wg-cli tcpreplay -i wgc0 --topspeed "$WORK/replay.pcap" > "$rep" 2>&1
+        timeout $(( 300 * TOP_LOOPS )) ip netns exec wg-cli tcpreplay -i wgc0 --topspeed \
+            --loop="$TOP_LOOPS" "$WORK/replay.pcap" > "$rep" 2>&1
     else
         limit=$(( rate * SECS )); (( limit > PACKETS )) && limit=$PACKETS
         timeout $(( SECS * 4 + 60 )) ip netns exec wg-cli tcpreplay -i wgc0 --pps="$rate" --limit="$limit" \
