@@ -66,8 +66,16 @@ pub struct L7Conn {
     mid_stream: bool,
     /// A gap followed the bytes held during detection (replayed once a session exists).
     held_gap: [bool; 2],
-    /// A response that came while its request was still being sent.
-    early: Option<(protocols::Response, i64)>,
+    /// A response that came while its request was still being sent. Rare, so boxed (an
+    /// open connection does not carry a response inline); the box is kept once made.
+    early: Option<Box<Early>>,
+}
+
+/// An early response and its first packet's time, while `waiting`.
+struct Early {
+    waiting: bool,
+    resp: protocols::Response,
+    at: i64,
 }
 
 impl std::fmt::Debug for L7Conn {
@@ -456,7 +464,9 @@ impl L7Conn {
                     {
                         self.tally.requests += 1;
                         self.tally.add_resource(&r.resource, 1, 0);
-                        if let Some((resp, at)) = self.early.take() {
+                        if let Some(e) = self.early.as_deref_mut().filter(|e| e.waiting) {
+                            e.waiting = false;
+                            let (resp, at) = (e.resp.clone(), e.at);
                             if let Some((req, text)) = self.pairing.response(&resp) {
                                 self.answered(&req, text.as_ref(), &resp, at, cx);
                             }
@@ -477,8 +487,18 @@ impl L7Conn {
                             }
                             _ => false,
                         };
-                        if resp.id.is_none() && client_busy && self.early.is_none() {
-                            self.early = Some((resp.clone(), start));
+                        let waiting = self.early.as_ref().is_some_and(|e| e.waiting);
+                        if resp.id.is_none() && client_busy && !waiting {
+                            let e = self.early.get_or_insert_with(|| {
+                                Box::new(Early {
+                                    waiting: false,
+                                    resp: resp.clone(),
+                                    at: start,
+                                })
+                            });
+                            e.waiting = true;
+                            e.resp = resp.clone();
+                            e.at = start;
                         }
                     }
                 },
