@@ -66,7 +66,9 @@ pub struct Pairing {
 
 /// `bytes` (stored from a text of the same kind) back as that text.
 fn text<const N: usize>(bytes: Option<&[u8]>, cut: bool) -> protocols::Text<N> {
-    let s = bytes.and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("");
+    let s = bytes
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or("");
     protocols::Text::from_parts(s, cut)
 }
 
@@ -151,8 +153,8 @@ impl Pairing {
         let mid = at.saturating_add(usize::from(e.resource_len));
         let end = mid.saturating_add(usize::from(e.text_len));
         let resource = text(bytes.get(at..mid), e.flags & RESOURCE_CUT != 0);
-        let record = (e.flags & HAS_TEXT != 0)
-            .then(|| text(bytes.get(mid..end), e.flags & TEXT_CUT != 0));
+        let record =
+            (e.flags & HAS_TEXT != 0).then(|| text(bytes.get(mid..end), e.flags & TEXT_CUT != 0));
         let end = end.min(self.texts.len());
         self.texts.drain(at.min(end)..end);
         let req = PendingRequest {
@@ -215,7 +217,10 @@ mod tests {
         assert!(p.request(req(&long, None, 2), None, 8, &mut hits));
         assert!(p.request(req("", None, 3), Some(&RequestText::new()), 8, &mut hits));
         let (r, t) = p.response(&resp(None)).unwrap();
-        assert_eq!((r.resource.as_str(), r.start_ts, r.end_ts, r.bytes), ("GET /a", 1, 2, 10));
+        assert_eq!(
+            (r.resource.as_str(), r.start_ts, r.end_ts, r.bytes),
+            ("GET /a", 1, 2, 10)
+        );
         assert_eq!(t, Some(t1));
         let (r, t) = p.response(&resp(None)).unwrap();
         assert_eq!(r.resource, Resource::from_str_lossy(&long));

@@ -290,11 +290,11 @@ impl Reassembly {
     /// End of the connection: deliver everything held, reporting holes as gaps.
     pub fn flush(&mut self, mut out: impl FnMut(Chunk<'_>)) {
         while !self.held().is_empty() {
-            let earliest = self
-                .held()
-                .iter()
-                .map(|h| h.seq)
-                .reduce(|m, s| if before(s, m) { s } else { m });
+            let earliest =
+                self.held()
+                    .iter()
+                    .map(|h| h.seq)
+                    .reduce(|m, s| if before(s, m) { s } else { m });
             out(Chunk::Gap);
             self.expected = earliest;
             self.drain(&mut out);
