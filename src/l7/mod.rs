@@ -42,7 +42,8 @@ enum State {
     Detecting {
         tries: [u8; 2],
     },
-    Active(Box<AnySession>),
+    /// The session (boxed inside at its protocol's size).
+    Active(AnySession),
     /// Encrypted (TLS, MySQL after SSL): no more parsing.
     Opaque,
     Unknown,
@@ -387,7 +388,7 @@ impl L7Conn {
                     request_text: cx.records.is_some(),
                     ..cx.limits.parser.clone()
                 };
-                self.state = State::Active(Box::new(AnySession::new(p, l4, mid, &parser)));
+                self.state = State::Active(AnySession::new(p, l4, mid, &parser));
             }
             // TCP: keep what this side sent (bounded) even when it is not recognised: the
             // other side may still reveal the protocol (an odd request answered by
