@@ -846,9 +846,8 @@ pub struct HttpSession {
     want_text: bool,
     config: httparse::ParserConfig,
     half: [Half; 2],
-    /// The resource of the request being framed (to server), reported at its end (boxed
-    /// once per session to keep the session small next to the other protocols').
-    req: Box<Resource>,
+    /// The resource of the request being framed (to server), reported at its end.
+    req: Resource,
     /// Its record text: only when records are written (else it is empty, so not kept: an
     /// open connection then does not hold 256 bytes for it).
     req_text: Option<Box<RequestText>>,
@@ -890,7 +889,7 @@ impl HttpSession {
             want_text: limits.request_text,
             config,
             half: [Half::new(); 2],
-            req: Box::new(Resource::new()),
+            req: Resource::new(),
             req_text: limits.request_text.then(|| Box::new(RequestText::new())),
             status: 0,
             pending: VecDeque::new(),
@@ -919,7 +918,7 @@ impl HttpSession {
 
     /// The request now being framed.
     fn set_req(&mut self, resource: Resource, text: RequestText) {
-        *self.req = resource;
+        self.req = resource;
         if let Some(t) = &mut self.req_text {
             **t = text;
         }
@@ -930,7 +929,7 @@ impl HttpSession {
         let bytes = self.hr(dir).bytes;
         match dir {
             Direction::ToServer => out.push(Event::Request(Request {
-                resource: *self.req,
+                resource: self.req,
                 text: self.req_text.as_deref().copied().unwrap_or_default(),
                 id: None,
                 bytes,
