@@ -607,3 +607,19 @@ fn server_port_hint((sport, dport): (u16, u16), sender_is_client: Option<bool>) 
         None => dport,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every open connection with L7 state holds one of these (boxed): keep what is rarely
+    /// used out of line (100 k open connections make each byte here 100 kB).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn an_open_connection_stays_small() {
+        use std::mem::size_of;
+        // Beside the tally (the edge's counters, owned by the report).
+        let own = size_of::<super::L7Conn>() - size_of::<crate::report::L7Tally>();
+        assert!(own <= 256, "{own}");
+        assert!(size_of::<super::Reassembly>() <= 40);
+        assert_eq!(size_of::<protocols::AnySession>(), 16);
+    }
+}
