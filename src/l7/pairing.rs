@@ -2,7 +2,7 @@
 //!
 //! Pending requests live as long as their connection, and a capture holds many open
 //! connections at once, so they are kept small: a fixed 32-byte entry each, with the
-//! resource's text (and the record text, only when records are written) in one byte queue
+//! resource's text (and the record text, only when records are written) in one byte vector
 //! beside them, in the same order. Both queues start at what the first request needs (most
 //! connections never have two requests outstanding) and keep their capacity, so steady
 //! traffic does not allocate.
@@ -16,6 +16,8 @@ use crate::limits::LimitHits;
 
 #[derive(Debug, Clone)]
 pub struct PendingRequest {
+    /// Given back by [`Pairing::response`] only for an error response, its one use there
+    /// (rebuilding it checks its UTF-8 again, per response); empty otherwise.
     pub resource: Resource,
     pub id: Option<u32>,
     /// Packet time of the request's first and last packets.
@@ -61,7 +63,9 @@ impl Entry {
 pub struct Pairing {
     queue: VecDeque<Entry>,
     /// Each entry's resource bytes, then its record text's, back to back in queue order.
-    texts: VecDeque<u8>,
+    /// A plain vector: taking from the front moves what follows, which is nothing unless
+    /// requests are pipelined (and at most `max_pending_requests` entries' worth).
+    texts: Vec<u8>,
 }
 
 /// `bytes` (stored from a text of the same kind) back as that text.
@@ -87,7 +91,7 @@ impl Pairing {
             return false;
         }
         if self.queue.len() >= max.max(1) {
-            self.take(0);
+            self.take(0, false);
             hits.pending_requests_dropped += 1;
         }
         let resource = r.resource.as_str().as_bytes();
@@ -123,14 +127,14 @@ impl Pairing {
             self.texts
                 .reserve_exact(resource.len().saturating_add(text_bytes.len()));
         }
-        self.texts.extend(resource);
-        self.texts.extend(text_bytes);
+        self.texts.extend_from_slice(resource);
+        self.texts.extend_from_slice(text_bytes);
         true
     }
 
     /// A request with this id and resource is pending.
-    fn pending(&mut self, id: Option<u32>, resource: &Resource) -> bool {
-        let bytes = self.texts.make_contiguous();
+    fn pending(&self, id: Option<u32>, resource: &Resource) -> bool {
+        let bytes = &self.texts;
         let mut at = 0usize;
         for e in &self.queue {
             let len = usize::from(e.resource_len);
@@ -145,14 +149,22 @@ impl Pairing {
         false
     }
 
-    /// Remove the `i`th pending request.
-    fn take(&mut self, i: usize) -> Option<(PendingRequest, Option<RequestText>)> {
+    /// Remove the `i`th pending request (its resource left empty unless `with_resource`).
+    fn take(
+        &mut self,
+        i: usize,
+        with_resource: bool,
+    ) -> Option<(PendingRequest, Option<RequestText>)> {
         let at: usize = self.queue.iter().take(i).map(Entry::len).sum();
         let e = self.queue.remove(i)?;
-        let bytes = self.texts.make_contiguous();
+        let bytes = &self.texts;
         let mid = at.saturating_add(usize::from(e.resource_len));
         let end = mid.saturating_add(usize::from(e.text_len));
-        let resource = text(bytes.get(at..mid), e.flags & RESOURCE_CUT != 0);
+        let resource = if with_resource {
+            text(bytes.get(at..mid), e.flags & RESOURCE_CUT != 0)
+        } else {
+            Resource::new()
+        };
         let record =
             (e.flags & HAS_TEXT != 0).then(|| text(bytes.get(mid..end), e.flags & TEXT_CUT != 0));
         let end = end.min(self.texts.len());
@@ -174,12 +186,12 @@ impl Pairing {
             // In order (all but DNS): the oldest.
             None => 0,
         };
-        self.take(i)
+        self.take(i, resp.error)
     }
 
     /// Requests still waiting (the connection ended without their response).
     pub fn drain(&mut self) -> Vec<(PendingRequest, Option<RequestText>)> {
-        std::iter::from_fn(|| self.take(0)).collect()
+        std::iter::from_fn(|| self.take(0, true)).collect()
     }
 }
 
@@ -197,10 +209,11 @@ mod tests {
         }
     }
 
+    /// An error response: the resource comes back with it.
     fn resp(id: Option<u32>) -> Response {
         Response {
-            code: protocols::event::Code::from_str_lossy("200"),
-            error: false,
+            code: protocols::event::Code::from_str_lossy("500"),
+            error: true,
             kind: protocols::event::Code::from_str_lossy("200"),
             id,
             bytes: 1,
@@ -229,6 +242,19 @@ mod tests {
         let (r, t) = p.response(&resp(None)).unwrap();
         assert_eq!((r.resource.as_str(), t), ("", Some(RequestText::new())));
         assert!(p.response(&resp(None)).is_none());
+    }
+
+    #[test]
+    fn a_success_gives_no_resource_back() {
+        let mut p = Pairing::default();
+        let mut hits = LimitHits::default();
+        assert!(p.request(req("GET /a", None, 1), None, 8, &mut hits));
+        let ok = Response {
+            error: false,
+            ..resp(None)
+        };
+        let (r, _) = p.response(&ok).unwrap();
+        assert_eq!((r.resource.as_str(), r.start_ts), ("", 1));
     }
 
     #[test]
