@@ -846,9 +846,11 @@ pub struct HttpSession {
     want_text: bool,
     config: httparse::ParserConfig,
     half: [Half; 2],
-    /// The request being framed (to server), reported at its end (boxed once per session
-    /// to keep the session small next to the other protocols').
-    req: Box<Request>,
+    /// The resource of the request being framed (to server), reported at its end.
+    req: Resource,
+    /// Its record text: only when records are written (else it is empty, so not kept: an
+    /// open connection then does not hold 256 bytes for it).
+    req_text: Option<Box<RequestText>>,
     /// Status of the response being framed (to client).
     status: u16,
     /// Methods of requests still waiting for their final response (oldest first).
@@ -887,12 +889,8 @@ impl HttpSession {
             want_text: limits.request_text,
             config,
             half: [Half::new(); 2],
-            req: Box::new(Request {
-                resource: Resource::new(),
-                text: RequestText::new(),
-                id: None,
-                bytes: 0,
-            }),
+            req: Resource::new(),
+            req_text: limits.request_text.then(|| Box::new(RequestText::new())),
             status: 0,
             pending: VecDeque::new(),
             header_store,
@@ -918,13 +916,23 @@ impl HttpSession {
         }
     }
 
+    /// The request now being framed.
+    fn set_req(&mut self, resource: Resource, text: RequestText) {
+        self.req = resource;
+        if let Some(t) = &mut self.req_text {
+            **t = text;
+        }
+    }
+
     /// Report the message of `dir` with the bytes consumed so far and expect a new head.
     fn complete(&mut self, dir: Direction, out: &mut Events) {
         let bytes = self.hr(dir).bytes;
         match dir {
             Direction::ToServer => out.push(Event::Request(Request {
+                resource: self.req,
+                text: self.req_text.as_deref().copied().unwrap_or_default(),
+                id: None,
                 bytes,
-                ..(*self.req).clone()
             })),
             Direction::ToClient => {
                 let code = status_code(self.status);
@@ -1069,8 +1077,7 @@ impl HttpSession {
                 h.partial_known = seen.is_some();
                 if let Some(head) = seen {
                     h.bytes = head.len as u64;
-                    self.req.resource = head.resource;
-                    self.req.text = head.text;
+                    self.set_req(head.resource, head.text);
                 }
                 return (0, false);
             }
@@ -1107,8 +1114,7 @@ impl HttpSession {
         }
         self.push_pending(head.method);
         self.connect_sent = head.method == MethodKind::Connect;
-        self.req.resource = head.resource;
-        self.req.text = head.text;
+        self.set_req(head.resource, head.text);
         let h = self.h(dir);
         h.head_partial = false;
         h.partial_known = false;

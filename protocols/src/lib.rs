@@ -101,15 +101,15 @@ pub trait Session {
     fn in_message(&self, dir: Direction) -> bool;
 }
 
-/// A session of any protocol, dispatched without a trait object. The caller boxes it whole;
-/// the two large sessions are boxed again inside, so the enum is the size of an HTTP one.
+/// A session of any protocol, dispatched without a trait object. Each session is boxed on
+/// its own, at its own size (they differ several times over), so the enum is two words and
+/// a connection holds it inline: one allocation per session, of the size its protocol needs.
 pub enum AnySession {
-    Http(http::HttpSession),
-    Dns(dns::DnsSession),
-    /// MySQL and Redis are boxed: each is more than three times the size of the others, and
-    /// inline they would make every connection (HTTP, DNS) pay for it.
+    Http(Box<http::HttpSession>),
+    Dns(Box<dns::DnsSession>),
     Mysql(Box<mysql::MysqlSession>),
     Redis(Box<redis::RedisSession>),
+    /// Holds nothing: not boxed.
     Tls(tls::TlsSession),
 }
 
@@ -124,8 +124,8 @@ impl AnySession {
         limits: &Limits,
     ) -> Self {
         match protocol {
-            Protocol::Http => AnySession::Http(http::HttpSession::new(limits)),
-            Protocol::Dns => AnySession::Dns(dns::DnsSession::new(transport, limits)),
+            Protocol::Http => AnySession::Http(Box::new(http::HttpSession::new(limits))),
+            Protocol::Dns => AnySession::Dns(Box::new(dns::DnsSession::new(transport, limits))),
             Protocol::Mysql => {
                 AnySession::Mysql(Box::new(mysql::MysqlSession::new(mid_stream, limits)))
             }
@@ -146,8 +146,8 @@ impl AnySession {
 
     fn inner(&mut self) -> &mut dyn Session {
         match self {
-            AnySession::Http(s) => s,
-            AnySession::Dns(s) => s,
+            AnySession::Http(s) => s.as_mut(),
+            AnySession::Dns(s) => s.as_mut(),
             AnySession::Mysql(s) => s.as_mut(),
             AnySession::Redis(s) => s.as_mut(),
             AnySession::Tls(s) => s,

@@ -704,6 +704,10 @@ impl Reader {
     }
 
     fn push(&mut self, ty: u8, remaining: u64, streamed: bool) {
+        if self.stack.capacity() == 0 {
+            // Commands and most replies nest one level: an open connection keeps one frame.
+            self.stack.reserve_exact(1);
+        }
         self.stack.push(Frame {
             remaining,
             index: 0,
@@ -975,9 +979,9 @@ struct Cmd {
     arg_len: usize,
     arg_total: u64,
     resource: Resource,
-    text: RequestText,
-    /// Fill `text` (records are written); without it only the name is looked at.
-    want_text: bool,
+    /// The record text: only when records are written (without it only the name is looked
+    /// at, and an open connection does not hold 256 bytes for it).
+    text: Option<Box<RequestText>>,
     scrub: Scrub,
     hide_next: u8,
     sub: Option<SubKind>,
@@ -991,8 +995,7 @@ impl Cmd {
             arg_len: 0,
             arg_total: 0,
             resource: Resource::new(),
-            text: RequestText::new(),
-            want_text,
+            text: want_text.then(|| Box::new(RequestText::new())),
             scrub: Scrub::None,
             hide_next: 0,
             sub: None,
@@ -1005,7 +1008,9 @@ impl Cmd {
         self.arg_total = 0;
         // `Text` equality and hashing look at the stored text only, so clearing is enough.
         self.resource.clear();
-        self.text.clear();
+        if let Some(t) = self.text.as_deref_mut() {
+            t.clear();
+        }
         self.scrub = Scrub::None;
         self.hide_next = 0;
         self.sub = None;
@@ -1018,7 +1023,7 @@ impl Cmd {
 
     fn arg_data(&mut self, chunk: &[u8]) {
         // Without text only the command name (argument 0) is needed.
-        if !self.want_text && self.argc > 0 {
+        if self.text.is_none() && self.argc > 0 {
             return;
         }
         let start = self.arg_len;
@@ -1051,10 +1056,10 @@ impl Cmd {
             let name = up.get(..arg.len()).unwrap_or(&[]);
             self.resource.clear();
             self.resource.push_bytes_lossy(name);
-            if self.want_text {
-                self.text.push_bytes_lossy(name);
+            if let Some(t) = self.text.as_deref_mut() {
+                t.push_bytes_lossy(name);
                 if cut {
-                    self.text.push_str("...");
+                    t.push_str("...");
                 }
             }
             self.scrub = match name {
@@ -1069,21 +1074,24 @@ impl Cmd {
             self.sub = if cut { None } else { SubKind::from_word(name) };
             return;
         }
-        if !self.want_text {
+        if self.text.is_none() {
             // Scrubbing state only decides what the text shows.
             return;
         }
         let hide = self.hide(idx, arg, cut);
-        if self.text.is_cut() {
+        let Some(text) = self.text.as_deref_mut() else {
+            return;
+        };
+        if text.is_cut() {
             return;
         }
-        self.text.push_char(' ');
+        text.push_char(' ');
         if hide {
-            self.text.push_char('?');
+            text.push_char('?');
         } else {
-            self.text.push_bytes_lossy(arg);
+            text.push_bytes_lossy(arg);
             if cut {
-                self.text.push_str("...");
+                text.push_str("...");
             }
         }
     }
@@ -1152,7 +1160,7 @@ fn emit_request(cmd: &Cmd, subs: &mut Subs, bytes: u64, out: &mut Events) {
     }
     out.push(Event::Request(Request {
         resource: cmd.resource,
-        text: cmd.text,
+        text: cmd.text.as_deref().copied().unwrap_or_default(),
         id: None,
         bytes,
     }));
@@ -1300,6 +1308,10 @@ impl Subs {
         if self.queue.len() >= self.max {
             out.push(Event::Anomaly(Anomaly::LimitExceeded));
             self.queue.pop_front();
+        }
+        if self.queue.capacity() == 0 {
+            // Most connections wait for one reply at a time.
+            self.queue.reserve_exact(1);
         }
         self.queue.push_back(entry);
     }

@@ -18,6 +18,9 @@ impl<const N: usize> Default for Text<N> {
 }
 
 impl<const N: usize> Text<N> {
+    /// Most bytes a text holds.
+    pub const CAPACITY: usize = N;
+
     pub const fn new() -> Self {
         Text {
             buf: [0; N],
@@ -30,6 +33,14 @@ impl<const N: usize> Text<N> {
     pub fn from_str_lossy(s: &str) -> Self {
         let mut t = Self::new();
         t.push_str(s);
+        t
+    }
+
+    /// A text kept elsewhere as its stored text and cut flag (see [`Text::is_cut`]), back
+    /// as it was.
+    pub fn from_parts(s: &str, cut: bool) -> Self {
+        let mut t = Self::from_str_lossy(s);
+        t.cut |= cut;
         t
     }
 

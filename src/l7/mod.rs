@@ -42,7 +42,8 @@ enum State {
     Detecting {
         tries: [u8; 2],
     },
-    Active(Box<AnySession>),
+    /// The session (boxed inside at its protocol's size).
+    Active(AnySession),
     /// Encrypted (TLS, MySQL after SSL): no more parsing.
     Opaque,
     Unknown,
@@ -66,8 +67,16 @@ pub struct L7Conn {
     mid_stream: bool,
     /// A gap followed the bytes held during detection (replayed once a session exists).
     held_gap: [bool; 2],
-    /// A response that came while its request was still being sent.
-    early: Option<(protocols::Response, i64)>,
+    /// A response that came while its request was still being sent. Rare, so boxed (an
+    /// open connection does not carry a response inline); the box is kept once made.
+    early: Option<Box<Early>>,
+}
+
+/// An early response and its first packet's time, while `waiting`.
+struct Early {
+    waiting: bool,
+    resp: protocols::Response,
+    at: i64,
 }
 
 impl std::fmt::Debug for L7Conn {
@@ -379,7 +388,7 @@ impl L7Conn {
                     request_text: cx.records.is_some(),
                     ..cx.limits.parser.clone()
                 };
-                self.state = State::Active(Box::new(AnySession::new(p, l4, mid, &parser)));
+                self.state = State::Active(AnySession::new(p, l4, mid, &parser));
             }
             // TCP: keep what this side sent (bounded) even when it is not recognised: the
             // other side may still reveal the protocol (an odd request answered by
@@ -456,7 +465,9 @@ impl L7Conn {
                     {
                         self.tally.requests += 1;
                         self.tally.add_resource(&r.resource, 1, 0);
-                        if let Some((resp, at)) = self.early.take() {
+                        if let Some(e) = self.early.as_deref_mut().filter(|e| e.waiting) {
+                            e.waiting = false;
+                            let (resp, at) = (e.resp.clone(), e.at);
                             if let Some((req, text)) = self.pairing.response(&resp) {
                                 self.answered(&req, text.as_ref(), &resp, at, cx);
                             }
@@ -477,8 +488,18 @@ impl L7Conn {
                             }
                             _ => false,
                         };
-                        if resp.id.is_none() && client_busy && self.early.is_none() {
-                            self.early = Some((resp.clone(), start));
+                        let waiting = self.early.as_ref().is_some_and(|e| e.waiting);
+                        if resp.id.is_none() && client_busy && !waiting {
+                            let e = self.early.get_or_insert_with(|| {
+                                Box::new(Early {
+                                    waiting: false,
+                                    resp: resp.clone(),
+                                    at: start,
+                                })
+                            });
+                            e.waiting = true;
+                            e.resp = resp.clone();
+                            e.at = start;
                         }
                     }
                 },
@@ -584,5 +605,21 @@ fn server_port_hint((sport, dport): (u16, u16), sender_is_client: Option<bool>) 
         Some(false) => sport,
         None if KNOWN.contains(&sport) && !KNOWN.contains(&dport) => sport,
         None => dport,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every open connection with L7 state holds one of these (boxed): keep what is rarely
+    /// used out of line (100 k open connections make each byte here 100 kB).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn an_open_connection_stays_small() {
+        use std::mem::size_of;
+        // Beside the tally (the edge's counters, owned by the report).
+        let own = size_of::<super::L7Conn>() - size_of::<crate::report::L7Tally>();
+        assert!(own <= 256, "{own}");
+        assert!(size_of::<super::Reassembly>() <= 40);
+        assert_eq!(size_of::<protocols::AnySession>(), 16);
     }
 }

@@ -39,12 +39,20 @@ struct Held {
     len: usize,
 }
 
+/// Segments waiting behind a hole. Boxed: most directions never hold one, and every open
+/// connection would otherwise carry both vectors inline, twice.
+#[derive(Debug, Default)]
+struct OutOfOrder {
+    held: Vec<Held>,
+    arena: Vec<u8>,
+}
+
 #[derive(Debug, Default)]
 pub struct Reassembly {
     expected: Option<u32>,
     mid_stream: bool,
-    held: Vec<Held>,
-    arena: Vec<u8>,
+    /// Made on the first segment after a hole, then kept (as the arena's capacity is).
+    ooo: Option<Box<OutOfOrder>>,
     fin_seq: Option<u32>,
     closed: bool,
     pub last_ts: i64,
@@ -64,7 +72,11 @@ impl Reassembly {
 
     /// Bytes held out of order.
     pub fn held_bytes(&self) -> usize {
-        self.arena.len()
+        self.ooo.as_ref().map_or(0, |o| o.arena.len())
+    }
+
+    fn held(&self) -> &[Held] {
+        self.ooo.as_deref().map_or(&[], |o| &o.held)
     }
 
     /// True if this direction's first byte was not seen from its start (no SYN).
@@ -149,19 +161,19 @@ impl Reassembly {
         out: &mut impl FnMut(Chunk<'_>),
     ) {
         if self
-            .held
+            .held()
             .iter()
             .any(|h| h.seq == seq && h.wire_len >= wire_len)
         {
             return; // a copy of a held segment
         }
-        let full = self.held.len() >= MAX_SEGMENTS
-            || self.arena.len() + payload.len() > limits.max_reassembly_bytes_per_direction;
+        let full = self.held().len() >= MAX_SEGMENTS
+            || self.held_bytes() + payload.len() > limits.max_reassembly_bytes_per_direction;
         if full {
             // Give up on the hole: resume at the earliest segment we have (held or this).
             *dropped += 1;
             let earliest =
-                self.held
+                self.held()
                     .iter()
                     .map(|h| h.seq)
                     .fold(seq, |m, s| if before(s, m) { s } else { m });
@@ -178,9 +190,10 @@ impl Reassembly {
             self.drain(out);
             return;
         }
-        let at = self.arena.len();
-        self.arena.extend_from_slice(payload);
-        self.held.push(Held {
+        let o = self.ooo.get_or_insert_with(Box::default);
+        let at = o.arena.len();
+        o.arena.extend_from_slice(payload);
+        o.held.push(Held {
             seq,
             ts,
             wire_len,
@@ -192,29 +205,36 @@ impl Reassembly {
     /// Deliver held segments that now touch `expected`.
     fn drain(&mut self, out: &mut impl FnMut(Chunk<'_>)) {
         while let Some(exp) = self.expected {
-            let Some(i) = self.held.iter().position(|h| !before(exp, h.seq)) else {
+            let Some(o) = self.ooo.as_deref_mut() else {
                 break;
             };
-            let h = self.held.swap_remove(i);
-            let arena = std::mem::take(&mut self.arena);
+            let Some(i) = o.held.iter().position(|h| !before(exp, h.seq)) else {
+                break;
+            };
+            let h = o.held.swap_remove(i);
+            let arena = std::mem::take(&mut o.arena);
             let bytes =
                 h.at.checked_add(h.len)
                     .and_then(|end| arena.get(h.at..end))
                     .unwrap_or_default();
             self.take(h.seq, bytes, h.wire_len, h.ts, out);
-            self.arena = arena;
+            if let Some(o) = self.ooo.as_deref_mut() {
+                o.arena = arena;
+            }
         }
-        if self.held.is_empty() {
-            self.arena.clear();
-            if self.arena.capacity() > KEEP_CAPACITY {
-                self.arena = Vec::new();
+        if let Some(o) = self.ooo.as_deref_mut() {
+            if o.held.is_empty() {
+                o.arena.clear();
+                if o.arena.capacity() > KEEP_CAPACITY {
+                    o.arena = Vec::new();
+                }
             }
         }
     }
 
     fn check_fin(&mut self, out: &mut impl FnMut(Chunk<'_>)) {
         if let (Some(f), Some(e)) = (self.fin_seq, self.expected) {
-            if !before(e, f) && self.held.is_empty() && !self.closed {
+            if !before(e, f) && self.held().is_empty() && !self.closed {
                 self.closed = true;
                 out(Chunk::Fin);
             }
@@ -225,7 +245,7 @@ impl Reassembly {
     /// got those bytes; the capture did not), so report it now and deliver what follows,
     /// instead of waiting for the end of the connection.
     pub fn peer_ack(&mut self, ack: u32, mut out: impl FnMut(Chunk<'_>)) {
-        if self.held.is_empty() {
+        if self.held().is_empty() {
             // Bytes at the tail that the peer has and the capture never showed.
             if self.tail_missing(ack) {
                 out(Chunk::Gap);
@@ -233,17 +253,17 @@ impl Reassembly {
             }
             return;
         }
-        while !self.held.is_empty() {
+        while !self.held().is_empty() {
             let Some(exp) = self.expected else { return };
             let earliest =
-                self.held
+                self.held()
                     .iter()
                     .map(|h| h.seq)
                     .fold(ack, |m, s| if before(s, m) { s } else { m });
             // Only a hole that lies wholly below the acknowledgment is known lost.
             if !before(exp, earliest)
                 || before(ack, earliest)
-                || earliest == ack && !self.held.iter().any(|h| h.seq == ack)
+                || earliest == ack && !self.held().iter().any(|h| h.seq == ack)
             {
                 return;
             }
@@ -257,7 +277,7 @@ impl Reassembly {
     /// Whether [`Reassembly::peer_ack`] would do anything for `ack` (checked per segment
     /// before the stream is taken out of its connection).
     pub fn ack_matters(&self, ack: u32) -> bool {
-        !self.held.is_empty() || self.tail_missing(ack)
+        !self.held().is_empty() || self.tail_missing(ack)
     }
 
     fn tail_missing(&self, ack: u32) -> bool {
@@ -269,12 +289,12 @@ impl Reassembly {
 
     /// End of the connection: deliver everything held, reporting holes as gaps.
     pub fn flush(&mut self, mut out: impl FnMut(Chunk<'_>)) {
-        while !self.held.is_empty() {
-            let earliest = self
-                .held
-                .iter()
-                .map(|h| h.seq)
-                .reduce(|m, s| if before(s, m) { s } else { m });
+        while !self.held().is_empty() {
+            let earliest =
+                self.held()
+                    .iter()
+                    .map(|h| h.seq)
+                    .reduce(|m, s| if before(s, m) { s } else { m });
             out(Chunk::Gap);
             self.expected = earliest;
             self.drain(&mut out);

@@ -184,7 +184,6 @@ struct Framer {
 struct ReqInfo {
     cmd: u8,
     resource: Resource,
-    text: RequestText,
 }
 
 /// A command waiting for its response.
@@ -267,6 +266,9 @@ pub struct MysqlSession {
 
     // Client side.
     req: Option<ReqInfo>,
+    /// Its record text: only when records are written (else empty, so not kept: an open
+    /// connection then does not hold 256 bytes for it).
+    req_text: Option<Box<RequestText>>,
     pending: VecDeque<Pending>,
     stmts: Vec<(u32, Resource)>,
     stmt_next: usize,
@@ -459,6 +461,7 @@ impl MysqlSession {
             detect_compression: mid_stream,
             fr: [Framer::default(); 2],
             req: None,
+            req_text: limits.request_text.then(|| Box::new(RequestText::new())),
             // Grown on first use: most connections never prepare a statement and have one
             // command in flight, and 100 k open connections pay for every byte reserved here.
             pending: VecDeque::new(),
@@ -745,16 +748,10 @@ impl MysqlSession {
                 resource.push_str(name);
             }
         }
-        let text = match text {
-            Some(t) => t,
-            None if self.want_text => RequestText::from_str_lossy(resource.as_str()),
-            None => RequestText::new(),
-        };
-        self.req = Some(ReqInfo {
-            cmd,
-            resource,
-            text,
-        });
+        if let Some(t) = self.req_text.as_deref_mut() {
+            *t = text.unwrap_or_else(|| RequestText::from_str_lossy(resource.as_str()));
+        }
+        self.req = Some(ReqInfo { cmd, resource });
     }
 
     /// The SQL of a COM_QUERY: after the query attributes when CLIENT_QUERY_ATTRIBUTES
@@ -782,13 +779,17 @@ impl MysqlSession {
         let bytes = self.wire_size(Direction::ToServer, logical);
         out.push(Event::Request(Request {
             resource: req.resource,
-            text: req.text,
+            text: self.req_text.as_deref().copied().unwrap_or_default(),
             id: None,
             bytes,
         }));
         if self.pending.len() >= self.pending_cap {
             self.pending.pop_front();
             out.push(Event::Anomaly(Anomaly::LimitExceeded));
+        }
+        if self.pending.capacity() == 0 {
+            // Most connections wait for one response at a time.
+            self.pending.reserve_exact(1);
         }
         self.pending.push_back(Pending {
             cmd: req.cmd,
