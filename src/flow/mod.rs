@@ -54,6 +54,10 @@ pub struct Flow {
     pub lb: Option<Box<crate::lvs::Stitch>>,
     pub(crate) lru_prev: u32,
     pub(crate) lru_next: u32,
+    /// The expiry list the flow is on ([`Flow::timeout_class`] when it was last linked).
+    pub(crate) lru_list: u8,
+    /// Packet time of the flow's last move to the front of its list.
+    pub(crate) lru_ts: i64,
 }
 
 impl Flow {
@@ -85,6 +89,8 @@ impl Flow {
             lb: None,
             lru_prev: table::NIL,
             lru_next: table::NIL,
+            lru_list: 0,
+            lru_ts: ts,
         }
     }
 
@@ -92,18 +98,30 @@ impl Flow {
         self.rst_seen || (self.fin[0] && self.fin[1])
     }
 
+    /// Which idle timeout applies now: 0 UDP, 1 closed, 2 attempt, 3 established. The flow
+    /// table keeps one expiry list per class, so every list expires in the order it is
+    /// linked (see `table`).
+    pub fn timeout_class(&self) -> u8 {
+        if !self.tcp {
+            0
+        } else if self.closed() {
+            1
+        } else if !self.established {
+            2
+        } else {
+            3
+        }
+    }
+
     /// True if a packet at `ts` can no longer belong to this flow (idle too long for its
     /// state). Checked on arrival, so results do not depend on when tables are swept.
     pub fn expired(&self, ts: i64, limits: &crate::limits::Limits) -> bool {
         let idle = ts.saturating_sub(self.last_ts);
-        let timeout = if !self.tcp {
-            limits.udp_timeout_ns
-        } else if self.closed() {
-            limits.tcp_closed_linger_ns
-        } else if !self.established {
-            limits.tcp_attempt_timeout_ns
-        } else {
-            limits.tcp_idle_timeout_ns
+        let timeout = match self.timeout_class() {
+            0 => limits.udp_timeout_ns,
+            1 => limits.tcp_closed_linger_ns,
+            2 => limits.tcp_attempt_timeout_ns,
+            _ => limits.tcp_idle_timeout_ns,
         };
         idle > timeout
     }

@@ -1,7 +1,10 @@
 //! A worker's flow table: a chunked slab of flows, an open-addressing index holding only
 //! slab ids and hash bits (keyed hashing, so crafted 5-tuples cannot force collisions), and
-//! an intrusive LRU list used to expire idle flows and to evict the least recently seen one
-//! when the table is full. Memory grows in fixed chunks with the number of concurrent flows
+//! intrusive LRU lists used to expire idle flows and to evict the least recently seen one
+//! when the table is full. There is one list per idle timeout (UDP, closed, attempt,
+//! established): in a single list a busy connection with a 300 s timeout at the old end
+//! would hold back every closed one behind it, whose 10 s linger had long passed, and memory
+//! would grow with the length of the capture instead of with the flows open at once. Memory grows in fixed chunks with the number of concurrent flows
 //! (no doubling spikes for flows), and nothing is allocated once the chunks exist.
 //!
 //! The index is written here rather than taken from hashbrown because its layout is known:
@@ -157,10 +160,23 @@ pub struct FlowTable {
     next_fresh: u32,
     free: Vec<u32>,
     len: usize,
-    head: u32,
-    tail: u32,
+    /// Per timeout class ([`Flow::timeout_class`]): most recent first.
+    lists: [List; LISTS],
     max: usize,
 }
+
+const LISTS: usize = 4;
+
+#[derive(Clone, Copy)]
+struct List {
+    head: u32,
+    tail: u32,
+}
+
+const EMPTY_LIST: List = List {
+    head: NIL,
+    tail: NIL,
+};
 
 impl FlowTable {
     pub fn new(max: usize) -> Self {
@@ -171,8 +187,7 @@ impl FlowTable {
             next_fresh: 0,
             free: Vec::new(),
             len: 0,
-            head: NIL,
-            tail: NIL,
+            lists: [EMPTY_LIST; LISTS],
             max: max.clamp(1, NIL as usize - 1),
         }
     }
@@ -283,10 +298,11 @@ impl FlowTable {
             }
         };
         let h = self.hash(&flow.key);
+        let (list, ts) = (flow.timeout_class(), flow.last_ts);
         *self.slot_mut(id) = Some(flow);
         self.index.insert(h, id);
         self.len += 1;
-        self.link_front(id);
+        self.link_front(id, list, ts);
         id
     }
 
@@ -306,26 +322,51 @@ impl FlowTable {
         flow
     }
 
-    /// Mark a flow as just seen.
-    pub fn touch(&mut self, id: u32) {
-        if self.head != id {
+    /// Mark a flow as seen at `ts`: the front of its list.
+    pub fn touch(&mut self, id: u32, ts: i64) {
+        let list = self.get(id).lru_list;
+        self.unlink(id);
+        self.link_front(id, list, ts);
+    }
+
+    /// Move a flow whose state changed its idle timeout to the list of that timeout.
+    pub fn relist(&mut self, id: u32) {
+        let f = self.get(id);
+        let (list, ts) = (f.timeout_class(), f.last_ts);
+        if list != f.lru_list {
             self.unlink(id);
-            self.link_front(id);
+            self.link_front(id, list, ts);
         }
     }
 
-    /// The least recently seen flow.
+    /// The least recently seen flow (to within the worker's touch interval).
     pub fn oldest(&self) -> Option<u32> {
-        (self.tail != NIL).then_some(self.tail)
+        self.lists
+            .iter()
+            .filter(|l| l.tail != NIL)
+            .min_by_key(|l| self.get(l.tail).lru_ts)
+            .map(|l| l.tail)
     }
 
-    /// The ids of every flow, most recent first, into `out` (reused).
+    /// A flow idle past its timeout at `now`, if the old end of a list holds one. Each list
+    /// has one timeout and is ordered by time of last touch, so once a list's oldest flow
+    /// is still live the rest of that list is too (to within the touch interval).
+    pub fn expired(&self, now: i64, limits: &crate::limits::Limits) -> Option<u32> {
+        self.lists
+            .iter()
+            .map(|l| l.tail)
+            .find(|&t| t != NIL && self.get(t).expired(now, limits))
+    }
+
+    /// The ids of every flow into `out` (reused).
     pub fn ids(&self, out: &mut Vec<u32>) {
         out.clear();
-        let mut id = self.head;
-        while id != NIL && out.len() < self.len {
-            out.push(id);
-            id = self.get(id).lru_next;
+        for l in &self.lists {
+            let mut id = l.head;
+            while id != NIL && out.len() < self.len {
+                out.push(id);
+                id = self.get(id).lru_next;
+            }
         }
     }
 
@@ -338,35 +379,42 @@ impl FlowTable {
         out
     }
 
-    fn link_front(&mut self, id: u32) {
-        let old = self.head;
+    fn link_front(&mut self, id: u32, list: u8, ts: i64) {
+        let list = usize::from(list).min(LISTS - 1);
+        let old = self.lists[list].head;
         {
             let f = self.get_mut(id);
             f.lru_prev = NIL;
             f.lru_next = old;
+            f.lru_list = list as u8;
+            f.lru_ts = ts;
         }
         if old != NIL {
             self.get_mut(old).lru_prev = id;
         } else {
-            self.tail = id;
+            self.lists[list].tail = id;
         }
-        self.head = id;
+        self.lists[list].head = id;
     }
 
     fn unlink(&mut self, id: u32) {
-        let (prev, next) = {
+        let (prev, next, list) = {
             let f = self.get(id);
-            (f.lru_prev, f.lru_next)
+            (
+                f.lru_prev,
+                f.lru_next,
+                usize::from(f.lru_list).min(LISTS - 1),
+            )
         };
         if prev != NIL {
             self.get_mut(prev).lru_next = next;
-        } else if self.head == id {
-            self.head = next;
+        } else if self.lists[list].head == id {
+            self.lists[list].head = next;
         }
         if next != NIL {
             self.get_mut(next).lru_prev = prev;
-        } else if self.tail == id {
-            self.tail = prev;
+        } else if self.lists[list].tail == id {
+            self.lists[list].tail = prev;
         }
         let f = self.get_mut(id);
         f.lru_prev = NIL;
@@ -403,7 +451,7 @@ mod tests {
         // The oldest is the first inserted until it is touched.
         assert_eq!(t.get(t.oldest().unwrap()).key, key(0));
         let first = t.find(&key(0)).unwrap();
-        t.touch(first);
+        t.touch(first, 10_000);
         assert_eq!(t.get(t.oldest().unwrap()).key, key(1));
         let f = t.remove(id);
         assert_eq!(f.key, key(7));
@@ -413,6 +461,44 @@ mod tests {
         assert_eq!(again, id);
         assert_eq!(t.drain().len(), 5000);
         assert!(t.is_empty());
+    }
+
+    /// A closed connection expires after its short linger even when a busy connection with
+    /// the long idle timeout was linked before it; eviction takes the least recently seen
+    /// flow across the lists.
+    #[test]
+    fn each_timeout_expires_in_its_own_list() {
+        let limits = crate::limits::Limits::default();
+        let sec = 1_000_000_000i64;
+        let mut t = FlowTable::new(10);
+        let mut busy = Flow::new(key(1), 0, 0, true);
+        busy.established = true;
+        let busy = t.insert(busy);
+        let closing = t.insert(Flow::new(key(2), 0, sec, true));
+        let dns = t.insert(Flow::new(key(3), 0, 2 * sec, false));
+        assert_eq!(t.oldest(), Some(busy));
+        {
+            let f = t.get_mut(closing);
+            f.established = true;
+            f.fin = [true, true];
+            f.last_ts = 3 * sec;
+        }
+        t.relist(closing);
+        t.get_mut(busy).last_ts = 20 * sec;
+        t.touch(busy, 20 * sec);
+        assert_eq!(t.oldest(), Some(dns));
+        // At 14 s only the closed one is past its timeout (10 s linger); at 63 s the UDP
+        // flow too (60 s); the busy one, seen at 20 s, lasts to 320 s.
+        assert_eq!(t.expired(14 * sec, &limits), Some(closing));
+        t.remove(closing);
+        assert_eq!(t.expired(14 * sec, &limits), None);
+        assert_eq!(t.expired(63 * sec, &limits), Some(dns));
+        t.remove(dns);
+        assert_eq!(t.expired(319 * sec, &limits), None);
+        assert_eq!(t.expired(321 * sec, &limits), Some(busy));
+        let mut ids = Vec::new();
+        t.ids(&mut ids);
+        assert_eq!(ids, vec![busy]);
     }
 
     /// The index against a model, with hashes forced into few home slots so probe runs

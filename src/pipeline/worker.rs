@@ -349,10 +349,11 @@ impl Worker {
             }
             None => self.create(key, m.vantage, ts, tcp),
         };
-        // Keep LRU order to within 50 ms of packet time: moving a busy flow to the front
-        // on every packet costs two cache misses for no change in what expires or is evicted.
-        if ts.saturating_sub(self.table.get(id).last_ts) > self.lru_touch_ns {
-            self.table.touch(id);
+        // Keep LRU order to within `lru_touch_ns` of packet time: moving a busy flow to the
+        // front on every packet costs two cache misses for no change in what expires or is
+        // evicted.
+        if ts.saturating_sub(self.table.get(id).lru_ts) > self.lru_touch_ns {
+            self.table.touch(id, ts);
         }
         let l7_on = self.l7;
         let flow = self.table.get_mut(id);
@@ -385,7 +386,13 @@ impl Worker {
             // Where each direction stood before this segment: seeds L7 reassembly when the
             // first payload creates it (SYN-only attempts never pay for L7 state).
             let before = [flow.seq[0].next(), flow.seq[1].next()];
+            let class = flow.timeout_class();
             let kind = flow.update_tcp(side, t, payload.len(), ts);
+            if flow.timeout_class() != class {
+                // Established or closed: another idle timeout, another expiry list.
+                self.table.relist(id);
+            }
+            let flow = self.table.get_mut(id);
             if t.tcp.flags & (SYN | ACK) == (SYN | ACK) && flow.client == Some(side.other()) {
                 self.out.syn_servers.insert(key.endpoint(side));
             }
@@ -505,12 +512,8 @@ impl Worker {
     /// Expire idle flows from the old end of the LRU list. Only frees memory: a packet
     /// for an expired flow would have started a new one anyway.
     fn sweep(&mut self) {
-        while let Some(old) = self.table.oldest() {
-            if self.table.get(old).expired(self.now, &self.limits) {
-                self.finish(old);
-            } else {
-                break;
-            }
+        while let Some(old) = self.table.expired(self.now, &self.limits) {
+            self.finish(old);
         }
     }
 
@@ -835,5 +838,52 @@ mod tests {
             parts.iter().map(|r| r.limits.lb_stitch_late).sum::<u64>(),
             1
         );
+    }
+
+    /// A full table evicts the flow seen least recently, not the one opened first: a busy
+    /// connection keeps its place however long ago it started.
+    #[test]
+    fn a_full_table_evicts_the_least_recently_seen_flow() {
+        let srv = ep("10.0.1.1:80");
+        let (a, b, c) = (
+            ep("10.0.0.1:1000"),
+            ep("10.0.0.2:1000"),
+            ep("10.0.0.3:1000"),
+        );
+        let mut w = Worker::new(
+            Limits::default(),
+            2,
+            false,
+            false,
+            None,
+            None,
+            LbOptions::default(),
+        );
+        let pos = AtomicU64::new(0);
+        let mut batch = Batch::with_capacity();
+        let mut order = 0;
+        let mut send = |w: &mut Worker, from: Endpoint, at_ms: i64| {
+            batch.push(
+                seg(from, srv, 1, 1, ACK, 0),
+                at_ms * SEC / 1000,
+                0,
+                order,
+                &[],
+            );
+            order += 1;
+            w.process_batch(&batch, &pos);
+            batch.clear();
+        };
+        send(&mut w, a, 0);
+        send(&mut w, b, 200);
+        // a every half second: never idle for long, but seen well after b
+        for at in (500..=3000).step_by(500) {
+            send(&mut w, a, at);
+        }
+        send(&mut w, c, 4000); // evicts b
+        send(&mut w, a, 4500); // still a's first flow
+        let r = w.into_result();
+        assert_eq!(r.limits.flows_evicted, 1);
+        assert_eq!(r.flows, 3);
     }
 }
