@@ -49,6 +49,12 @@ pub struct Limits {
 
 const SEC: i64 = 1_000_000_000;
 
+/// Resources counted per tally (a connection's, an edge's): past it the least requested
+/// gives way to the new one (`report::TopResources`), counted in
+/// `LimitHits::resources_displaced`. 64 holds an edge's top 10 with room to spare for
+/// the skew real traffic has, at about 8 KiB for a full edge.
+pub const RESOURCES_PER_TALLY: usize = 64;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -102,6 +108,10 @@ pub struct LimitHits {
     /// Live fanout: packets processed before every ring had read past their time, because
     /// the worker's reorder buffer was full (they may be out of order).
     pub reorder_forced: u64,
+    /// Resources that gave their place in a full per-connection or per-edge list to another
+    /// one ([`RESOURCES_PER_TALLY`]); from then on that edge's `top_resources` counts are
+    /// lower bounds (requests seen since each entry came in).
+    pub resources_displaced: u64,
 }
 
 impl LimitHits {
@@ -117,5 +127,6 @@ impl LimitHits {
         self.lb_stitch_late += o.lb_stitch_late;
         self.lb_clients_dropped += o.lb_clients_dropped;
         self.reorder_forced += o.reorder_forced;
+        self.resources_displaced += o.resources_displaced;
     }
 }

@@ -604,3 +604,78 @@ fn overlapping_fragments_first_copy_wins() {
     assert_eq!(v6["top_resources"][0]["resource"], "aaab.example A");
     assert_eq!(u(&v6["packets"]["to_server"]), 3);
 }
+
+/// URLs that carry ids make every request a new resource. The edge keeps a bounded list,
+/// counts each displacement, and the resources that carry most requests keep exact counts
+/// (they were seen before the list filled and never gave way): what the client sent says
+/// how many. With two workers each keeps its own list and the join merges them.
+#[test]
+fn resources_with_ids_keep_the_heavy_hitters_exact() {
+    let (mut recs, mut home, mut cart, mut cart_errors) = (Vec::new(), 0u64, 0u64, 0u64);
+    for conn in 0..20u32 {
+        let mut c = TcpConv::new(
+            ([10, 9, 3, 1], 41000 + conn as u16),
+            ([10, 9, 0, 9], 80),
+            (7, 9),
+        );
+        for i in 0..100u32 {
+            let n = conn * 100 + i;
+            let (path, status) = match n % 10 {
+                0..=2 => {
+                    home += 1;
+                    ("/home".to_string(), "200 OK")
+                }
+                3 | 4 => {
+                    cart += 1;
+                    if n % 20 == 3 {
+                        cart_errors += 1;
+                        ("/cart".to_string(), "503 Busy")
+                    } else {
+                        ("/cart".to_string(), "200 OK")
+                    }
+                }
+                _ => (format!("/api/v1/items/{n}/reviews?page=1"), "200 OK"),
+            };
+            c.send(
+                true,
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            );
+            c.send(
+                false,
+                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+            );
+        }
+        c.close();
+        // One connection after the other in packet time.
+        for r in &mut c.recs {
+            r.ts_sec += conn * 10;
+        }
+        recs.extend(c.recs);
+    }
+    let dir = tmpdir("resource-ids");
+    let f = dir.join("ids.pcap");
+    write_pcap(&f, 1, &recs);
+    for threads in ["1", "2"] {
+        let doc = analyze(&["--threads", threads, f.to_str().unwrap()]);
+        let e = edge(&doc, "10.9.3.1", "10.9.0.9:80", Some("http"));
+        assert_eq!(u(&e["requests"]), 2000);
+        let top = e["top_resources"].as_array().unwrap();
+        assert_eq!(top.len(), 10);
+        assert_eq!(top[0]["resource"], "GET /home");
+        assert_eq!((u(&top[0]["requests"]), u(&top[0]["errors"])), (home, 0));
+        assert_eq!(top[1]["resource"], "GET /cart");
+        assert_eq!(
+            (u(&top[1]["requests"]), u(&top[1]["errors"])),
+            (cart, cart_errors)
+        );
+        // 1,000 distinct id URLs through lists of 64.
+        assert!(
+            u(&doc["limits"]["resources_displaced"]) >= 900,
+            "{:#}",
+            doc["limits"]
+        );
+        for r in &top[2..] {
+            assert!(u(&r["requests"]) <= 1, "{r}");
+        }
+    }
+}

@@ -56,6 +56,11 @@ impl<const N: usize> Text<N> {
         core::str::from_utf8(self.used()).unwrap_or("")
     }
 
+    /// The stored bytes: whole UTF-8 characters, so `as_str` of them never fails.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.used()
+    }
+
     /// The stored bytes (whole UTF-8 characters).
     fn used(&self) -> &[u8] {
         let len = usize::from(self.len).min(N);

@@ -1,6 +1,7 @@
 //! Per-edge aggregation: what the workers add up and the join stage merges.
 
 mod counts;
+mod top;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -10,6 +11,7 @@ use protocols::event::{Code, Resource};
 use super::digest::Digest;
 use crate::flow::Endpoint;
 pub use counts::Counts;
+pub use top::TopResources;
 
 /// An edge: (client address, service, transport, protocol).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -31,14 +33,9 @@ pub struct L7Tally {
     pub codes: Counts<Code, u64>,
     /// Request-to-response latency, microseconds.
     pub latency_us: Digest,
-    /// Per resource: requests and errors.
-    pub resources: Counts<Resource, (u64, u64)>,
-    /// Resources not tracked because the per-edge resource limit was reached.
-    pub resources_dropped: u64,
+    /// Per resource: requests and errors (bounded; see [`TopResources`]).
+    pub resources: TopResources,
 }
-
-/// Most distinct resources tracked per edge (top-10 is taken from these).
-pub const MAX_RESOURCES: usize = 4096;
 
 impl L7Tally {
     pub fn merge(&mut self, o: &L7Tally) {
@@ -49,21 +46,11 @@ impl L7Tally {
             *self.codes.entry(c) += n;
         }
         self.latency_us.merge(&o.latency_us);
-        for (r, (n, e)) in o.resources.iter() {
-            self.add_resource(r, *n, *e);
-        }
-        self.resources_dropped += o.resources_dropped;
+        self.resources.merge(&o.resources);
     }
 
     pub fn add_resource(&mut self, r: &Resource, requests: u64, errors: u64) {
-        if let Some(v) = self.resources.get_mut(r) {
-            v.0 += requests;
-            v.1 += errors;
-        } else if self.resources.len() < MAX_RESOURCES {
-            *self.resources.entry(r) = (requests, errors);
-        } else {
-            self.resources_dropped += requests;
-        }
+        self.resources.add(r, requests, errors);
     }
 }
 

@@ -10,7 +10,7 @@ pub mod time;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 pub use digest::{Digest, Summary};
-pub use edge::{EdgeAgg, EdgeKey, L7Tally, NatAgg, MAX_RESOURCES};
+pub use edge::{EdgeAgg, EdgeKey, L7Tally, NatAgg};
 
 use crate::flow::{Endpoint, Flow, FlowKey, Side};
 use crate::limits::LimitHits;
@@ -423,6 +423,7 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
     let mut edge_docs = Vec::with_capacity(edges.len());
     for ((client, server, transport, protocol), a) in edges {
         totals.l7_requests += a.l7.requests;
+        limits.resources_displaced += a.l7.resources.displaced;
         if let Some(n) = &a.nat {
             limits.lb_clients_dropped += n.dropped;
         }
@@ -481,7 +482,7 @@ fn edge_doc(
     let mut resources: Vec<(String, u64, u64)> =
         a.l7.resources
             .iter()
-            .map(|(r, (n, e))| (r.as_str().to_string(), *n, *e))
+            .map(|(r, n, e)| (r.to_string(), n, e))
             .collect();
     // Most requests first; ties by name so the order is stable.
     resources.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
