@@ -166,6 +166,8 @@ pub struct FlowTable {
 }
 
 const LISTS: usize = 4;
+/// Most flows eviction moves to the front before taking the oldest regardless.
+const EVICT_MOVES: usize = 16;
 
 #[derive(Clone, Copy)]
 struct List {
@@ -348,6 +350,22 @@ impl FlowTable {
             .map(|l| l.tail)
     }
 
+    /// A flow to evict when the table is full: the oldest of the lists' old ends that had
+    /// no packet since it was last moved; those that had go to the front first (their place
+    /// may be an eighth of a timeout stale), at most [`EVICT_MOVES`], then the oldest goes.
+    pub fn evictable(&mut self) -> Option<u32> {
+        for _ in 0..EVICT_MOVES {
+            let id = self.oldest()?;
+            let f = self.get(id);
+            if f.last_ts <= f.lru_ts {
+                return Some(id);
+            }
+            let ts = f.last_ts;
+            self.touch(id, ts);
+        }
+        self.oldest()
+    }
+
     /// A flow idle past its timeout at `now`, if the old end of a list holds one. Each list
     /// has one timeout and is ordered by time of last touch, so once a list's oldest flow
     /// is still live the rest of that list is too (to within the touch interval).
@@ -453,6 +471,11 @@ mod tests {
         let first = t.find(&key(0)).unwrap();
         t.touch(first, 10_000);
         assert_eq!(t.get(t.oldest().unwrap()).key, key(1));
+        // Eviction gives a flow seen since its last move a second chance.
+        let second = t.find(&key(1)).unwrap();
+        t.get_mut(second).last_ts = 20_000;
+        let e = t.evictable().unwrap();
+        assert_eq!(t.get(e).key, key(2));
         let f = t.remove(id);
         assert_eq!(f.key, key(7));
         assert!(t.find(&key(7)).is_none());
