@@ -151,16 +151,21 @@ impl ConnSummary {
     }
 }
 
+/// Maps a worker updates per connection (edges) or per SYN-ACK (servers): keyed with aHash
+/// rather than SipHash, which showed in profiles; iteration order never reaches the output.
+pub type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
+pub type FastSet<K> = HashSet<K, ahash::RandomState>;
+
 /// What one worker hands to the join stage.
 #[derive(Debug, Default)]
 pub struct WorkerResult {
-    pub edges: HashMap<EdgeKey, EdgeAgg>,
+    pub edges: FastMap<EdgeKey, EdgeAgg>,
     /// Connections whose opener was not seen: oriented in the join stage.
     pub undetermined: Vec<ConnSummary>,
     /// Endpoints seen answering a SYN.
-    pub syn_servers: HashSet<Endpoint>,
+    pub syn_servers: FastSet<Endpoint>,
     /// Failed attempts folded into their service when the edge limit was reached.
-    pub folded_failed: HashMap<Endpoint, u64>,
+    pub folded_failed: FastMap<Endpoint, u64>,
     pub flows: u64,
     pub failed_connections: u64,
     pub other_vantage_packets: u64,
@@ -187,7 +192,7 @@ pub struct ReaderStats {
 /// Pick the server of a connection whose opener was not seen (the contract's rules):
 /// an endpoint seen answering a SYN elsewhere; else what L7 recognised; else the port
 /// below 1024; else the lower port.
-fn server_side(c: &ConnSummary, syn_servers: &HashSet<Endpoint>) -> Side {
+fn server_side(c: &ConnSummary, syn_servers: &FastSet<Endpoint>) -> Side {
     let a = syn_servers.contains(&c.key.a);
     let b = syn_servers.contains(&c.key.b);
     if a != b {
@@ -235,7 +240,7 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
         kind,
         lb_config,
     } = input;
-    let mut syn_servers = HashSet::new();
+    let mut syn_servers = FastSet::default();
     for r in &results {
         syn_servers.extend(r.syn_servers.iter().copied());
     }
