@@ -159,7 +159,7 @@ struct LanePart {
 }
 
 enum Body {
-    Worker(WorkerResult),
+    Worker(Box<WorkerResult>),
     Lane(LanePart),
 }
 
@@ -314,7 +314,7 @@ fn send_worker_parts(w: &mut Worker, party: usize, parts: &Sender<Part>) {
         let _ = parts.send(Part {
             party,
             index,
-            body: r.map(Body::Worker),
+            body: r.map(|r| Body::Worker(Box::new(r))),
             last: false,
         });
     }
@@ -699,7 +699,7 @@ pub fn run(
         if let Some(body) = part.body {
             let e = pending.entry(part.index).or_default();
             match body {
-                Body::Worker(r) => e.0.push(r),
+                Body::Worker(r) => e.0.push(*r),
                 Body::Lane(l) => add_lane(&mut e.1, l),
             }
         }
@@ -835,7 +835,7 @@ fn finish_worker(w: Worker, party: usize, parts: &Sender<Part>) {
     let _ = parts.send(Part {
         party,
         index,
-        body: Some(Body::Worker(r)),
+        body: Some(Body::Worker(Box::new(r))),
         last: true,
     });
 }
