@@ -300,15 +300,24 @@ impl L7Conn {
                     return;
                 }
                 if let State::Detecting { .. } = self.state {
-                    self.detect(side, bytes, cx);
+                    // Nothing held yet (a connection's first segment, as a rule): recognise
+                    // the protocol on the segment itself, and copy it only if it must wait.
+                    let direct = self.tcp
+                        && bytes.len() <= DETECT_BYTES
+                        && self.carry.iter().all(Vec::is_empty);
+                    self.detect(side, bytes, direct, cx);
                     if let State::Active(_) = self.state {
                         // Feed what detection held: the client's bytes first (requests
                         // precede their responses), then the server's.
                         let client = self.client.unwrap_or(side);
                         for sd in [client, client.other()] {
-                            let held = std::mem::take(&mut self.carry[sd.index()]);
-                            if !held.is_empty() {
-                                self.feed(sd, &held, ts, cx);
+                            if direct && sd == side {
+                                self.feed(sd, bytes, ts, cx);
+                            } else {
+                                let held = std::mem::take(&mut self.carry[sd.index()]);
+                                if !held.is_empty() {
+                                    self.feed(sd, &held, ts, cx);
+                                }
                             }
                             if std::mem::take(&mut self.held_gap[sd.index()]) {
                                 self.deliver(sd, Chunk::Gap, ts, cx);
@@ -322,7 +331,10 @@ impl L7Conn {
         }
     }
 
-    fn detect(&mut self, side: Side, bytes: &[u8], cx: &mut Ctx<'_>) {
+    /// Try to recognise the protocol with `bytes` from `side` added to what is held.
+    /// `direct`: nothing is held and `bytes` fits the bound, so they are looked at in place
+    /// and copied only if recognition must wait for more.
+    fn detect(&mut self, side: Side, bytes: &[u8], direct: bool, cx: &mut Ctx<'_>) {
         let s = side.index();
         let State::Detecting { tries } = &mut self.state else {
             return;
@@ -331,7 +343,9 @@ impl L7Conn {
         let give_up = tries[s] > DETECT_TRIES;
         let other_gave_up = tries[side.other().index()] > DETECT_TRIES;
         let carry = &mut self.carry[s];
-        if self.tcp {
+        if direct {
+            // Looked at in place below.
+        } else if self.tcp {
             let room = DETECT_BYTES.saturating_sub(carry.len());
             carry.extend_from_slice(&bytes[..bytes.len().min(room)]);
             if bytes.len() > room {
@@ -355,7 +369,8 @@ impl L7Conn {
         );
         let hint = server_port_hint((sender, receiver), self.client.map(|c| c == side));
         let l4 = if self.tcp { L4::Tcp } else { L4::Udp };
-        match protocols::detect(l4, dir, carry, hint) {
+        let input: &[u8] = if direct { bytes } else { carry };
+        match protocols::detect(l4, dir, input, hint) {
             Detection::Found(p, role) => {
                 let client = if role == Role::Request {
                     side
@@ -394,6 +409,9 @@ impl L7Conn {
             // other side may still reveal the protocol (an odd request answered by
             // "HTTP/1.1 400"), and then these bytes are the request.
             Detection::NeedMore | Detection::Unknown if self.tcp && !(give_up && other_gave_up) => {
+                if direct {
+                    self.carry[s].extend_from_slice(bytes);
+                }
             }
             Detection::NeedMore | Detection::Unknown => {
                 self.carry[0].clear();
