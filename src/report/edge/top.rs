@@ -88,6 +88,16 @@ impl TopResources {
         }
     }
 
+    /// Lowest estimate first; ties by name (then the cut flag), so no outcome depends on
+    /// the order entries arrived in.
+    fn rank(&self, x: &Entry, y: &Entry) -> std::cmp::Ordering {
+        x.tracked
+            .upper()
+            .cmp(&y.tracked.upper())
+            .then_with(|| self.name(x).cmp(self.name(y)))
+            .then_with(|| x.cut.cmp(&y.cut))
+    }
+
     fn find(&self, hash: u32, text: &[u8], cut: bool) -> Option<usize> {
         self.entries.iter().position(|e| {
             e.hash == hash
@@ -150,14 +160,9 @@ impl TopResources {
         }
         // Full: the entry with the lowest estimate goes (ties: the smallest name, so the
         // result does not depend on arrival order within a tie).
-        let Some(gone) = (0..self.entries.len()).min_by(|&a, &b| {
-            let (x, y) = (&self.entries[a], &self.entries[b]);
-            x.tracked
-                .upper()
-                .cmp(&y.tracked.upper())
-                .then_with(|| self.name(x).cmp(self.name(y)))
-                .then_with(|| x.cut.cmp(&y.cut))
-        }) else {
+        let Some(gone) =
+            (0..self.entries.len()).min_by(|&a, &b| self.rank(&self.entries[a], &self.entries[b]))
+        else {
             return;
         };
         let old = self.entries[gone];
@@ -198,17 +203,10 @@ impl TopResources {
         let mut order: Vec<usize> = Vec::new();
         let full = self.entries.len() + o.entries.len() > RESOURCES_PER_TALLY;
         if full {
-            // Heaviest first, then by name: a fixed order, so the same inputs give the
-            // same entries.
+            // Heaviest first (ties in reverse name order): a fixed order, so the same
+            // inputs give the same entries.
             order.extend(0..o.entries.len());
-            order.sort_unstable_by(|&a, &b| {
-                let (x, y) = (&o.entries[a], &o.entries[b]);
-                y.tracked
-                    .upper()
-                    .cmp(&x.tracked.upper())
-                    .then_with(|| o.name(x).cmp(o.name(y)))
-                    .then_with(|| x.cut.cmp(&y.cut))
-            });
+            order.sort_unstable_by(|&a, &b| o.rank(&o.entries[a], &o.entries[b]).reverse());
         }
         let mut add = |e: &Entry| self.add_tracked(e.hash, o.name(e), e.cut, e.tracked);
         if full {
