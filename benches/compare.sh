@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Times wiremap against its peers on the same capture, in one run, and prints ratios.
 #
-#   benches/compare.sh [--packets N] [--flows C] [--max-requests Q] [--runs R] [--scaling] [--keep]
+#   benches/compare.sh [--packets N] [--flows C] [--max-requests Q] [--runs R] [--scaling]
+#                      [--lengths "N1 N2 ..."] [--keep]
 #
 # A capture of N packets with about C concurrent connections (mixed HTTP, Redis, MySQL, DNS;
 # wiremap-gen) is analysed in turn by: wiremap analyze, ndpiReader -i FILE, tshark -r FILE
@@ -10,7 +11,9 @@
 # wiremap's speed as a ratio to each. Machines here are noisy: read the ratios and medians.
 # --max-requests caps requests per TCP connection (wiremap-gen): with 1, 1 M packets can hold
 # 100 k connections open at once. --scaling adds wiremap with 1 and 2 threads, and 10k / 100k /
-# 1M concurrent flows.
+# 1M concurrent flows. --lengths adds wiremap's peak RSS on captures of each length with the
+# same concurrency (C), and the edges and flows tracked: memory should follow the flows open at
+# once and the edges, not the length of the capture (each N needs N x ~480 bytes of /tmp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +22,7 @@ FLOWS=100000
 RUNS=3
 MAXREQ=0
 SCALING=0
+LENGTHS=""
 KEEP=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -27,8 +31,9 @@ while [[ $# -gt 0 ]]; do
     --runs) RUNS=$2; shift 2 ;;
     --max-requests) MAXREQ=$2; shift 2 ;;
     --scaling) SCALING=1; shift ;;
+    --lengths) LENGTHS=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    *) echo "usage: $0 [--packets N] [--flows C] [--max-requests Q] [--runs R] [--scaling] [--keep]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--packets N] [--flows C] [--max-requests Q] [--runs R] [--scaling] [--lengths \"N1 N2 ...\"] [--keep]" >&2; exit 2 ;;
   esac
 done
 for tool in tshark tcpdump ndpiReader /usr/bin/time; do
@@ -102,5 +107,23 @@ if [[ $SCALING == 1 ]]; then
   done | while IFS=$'\t' read -r label stats; do
     read -r secs rss <<<"$stats"
     awk -v l="$label" -v s="$secs" -v r="$rss" -v n="$N" 'BEGIN {printf "%-34s %12.2f %14.0f %12.0f\n", l, s, n/s, r/1024}'
+  done
+fi
+
+if [[ -n $LENGTHS ]]; then
+  echo
+  echo "memory by capture length: $FLOWS concurrent flows asked for, one run each"
+  printf '%-12s %12s %12s %10s %14s\n' packets seconds "peak RSS MB" edges displaced
+  for n in $LENGTHS; do
+    f=$(capture "$n" "$FLOWS")
+    /usr/bin/time -o "$WORK/time" -f "%e %M" "$WIREMAP" analyze -q "$f" >"$WORK/doc.json" 2>/dev/null
+    read -r secs rss <"$WORK/time"
+    python3 - "$n" "$secs" "$rss" "$WORK/doc.json" <<'PY'
+import json, sys
+n, secs, rss, path = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+d = json.load(open(path))
+print(f"{n:<12} {secs:12.2f} {rss / 1024:12.0f} {len(d['edges']):10d} {d['limits']['resources_displaced']:14d}")
+PY
+    [[ $KEEP == 1 ]] || rm -f "$f"
   done
 fi

@@ -86,3 +86,78 @@ fn generated_traffic_matches_by_construction() {
     let two = run(&["analyze", "-q", "--threads", "2", &pcap]).stdout;
     assert_eq!(one, two);
 }
+
+/// Latency percentiles: a few busy edges (hundreds of responses each, past the 64 values kept
+/// exactly) against the per-exchange latencies of the same run's records. Count, min, max and
+/// mean are exact; p50, p90 and p99 are nearest-rank within 1 % (plus the 1 µs truncation).
+/// Also the same with one worker and with two: the sketch merges exactly.
+#[test]
+fn latency_percentiles_match_the_exchanges_within_one_percent() {
+    let dir = tmpdir("gen-latency");
+    let (pcap, _) = generate(
+        &dir,
+        &[
+            "--packets",
+            "100000",
+            "--flows-concurrent",
+            "200",
+            "--clients",
+            "4",
+            "--seed",
+            "11",
+        ],
+    );
+    let records = dir.join("records.jsonl");
+    let doc = analyze(&["--records", records.to_str().unwrap(), &pcap]);
+    let mut per_edge: std::collections::BTreeMap<(String, String, String), Vec<u64>> =
+        Default::default();
+    for line in std::fs::read_to_string(&records).unwrap().lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        // Records do not say the transport; DNS runs over UDP and TCP on the same service.
+        if r["protocol"] == "dns" {
+            continue;
+        }
+        if let Some(l) = r["latency_us"].as_u64() {
+            let k = (
+                r["client"].as_str().unwrap().to_string(),
+                r["server"].as_str().unwrap().to_string(),
+                r["protocol"].as_str().unwrap().to_string(),
+            );
+            per_edge.entry(k).or_default().push(l);
+        }
+    }
+    let mut checked = 0;
+    for e in doc["edges"].as_array().unwrap() {
+        let k = (
+            e["client"].as_str().unwrap().to_string(),
+            e["server"].as_str().unwrap().to_string(),
+            e["protocol"].as_str().unwrap().to_string(),
+        );
+        let Some(v) = per_edge.get_mut(&k) else {
+            continue;
+        };
+        v.sort_unstable();
+        let l = &e["latency_us"];
+        let n = v.len() as u64;
+        assert_eq!(u(&l["count"]), n, "{k:?}");
+        assert_eq!(u(&l["min"]), v[0], "{k:?}");
+        assert_eq!(u(&l["max"]), v[v.len() - 1], "{k:?}");
+        assert_eq!(u(&l["mean"]), v.iter().sum::<u64>() / n, "{k:?}");
+        for (q, f) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
+            let rank = ((q * n as f64).ceil() as usize).clamp(1, v.len());
+            let want = v[rank - 1] as f64;
+            let got = u(&l[f]) as f64;
+            assert!(
+                (got - want).abs() <= want * 0.01 + 1.0,
+                "{k:?} {f}: {got} vs {want} over {n}"
+            );
+        }
+        if n > 64 {
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "only {checked} edges past the exact values");
+    let one = run(&["analyze", "-q", "--threads", "1", &pcap]).stdout;
+    let two = run(&["analyze", "-q", "--threads", "2", &pcap]).stdout;
+    assert_eq!(one, two);
+}
