@@ -52,7 +52,7 @@ const SEC: i64 = 1_000_000_000;
 /// Resources counted per tally (a connection's, an edge's): past it the least requested
 /// gives way to the new one (`report::TopResources`), counted in
 /// `LimitHits::resources_displaced`. 64 holds an edge's top 10 with room to spare for
-/// the skew real traffic has, at about 8 KiB for a full edge.
+/// the skew real traffic has, at 4 KiB for a full list (plus resources over 30 bytes).
 pub const RESOURCES_PER_TALLY: usize = 64;
 
 impl Default for Limits {

@@ -4,8 +4,12 @@
 //! when the table is full. There is one list per idle timeout (UDP, closed, attempt,
 //! established): in a single list a busy connection with a 300 s timeout at the old end
 //! would hold back every closed one behind it, whose 10 s linger had long passed, and memory
-//! would grow with the length of the capture instead of with the flows open at once. Memory grows in fixed chunks with the number of concurrent flows
-//! (no doubling spikes for flows), and nothing is allocated once the chunks exist.
+//! would grow with the length of the capture instead of with the flows open at once. A
+//! packet moves its flow to the front only after an eighth of its list's timeout (the
+//! worker decides), so a list's order may be that stale.
+//!
+//! Memory grows in fixed chunks with the number of concurrent flows (no doubling spikes
+//! for flows), and nothing is allocated once the chunks exist.
 //!
 //! The index is written here rather than taken from hashbrown because its layout is known:
 //! the worker prefetches the index slot and then the flow of packets a few places ahead in
