@@ -337,7 +337,7 @@ fn analyze(a: AnalyzeArgs) -> ExitCode {
         progress: !a.quiet,
         lb,
     };
-    let analysis = match pipeline::analyze(&opts) {
+    let mut analysis = match pipeline::analyze(&opts) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("wiremap: {e}");
@@ -351,27 +351,23 @@ fn analyze(a: AnalyzeArgs) -> ExitCode {
     for w in &analysis.warnings {
         eprintln!("wiremap: warning: {w}");
     }
-    let mut json = match serde_json::to_vec_pretty(&analysis.document) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("wiremap: cannot serialise the document: {e}");
-            return ExitCode::from(EXIT_INTERNAL);
-        }
+
+    let fault = analysis.fault.map(|f| f.to_string());
+    let document = &mut analysis.document;
+    let mut write = |out: &mut dyn Write| -> std::io::Result<()> {
+        wiremap::report::doc::write_json_pretty(document, out)?;
+        out.write_all(b"\n")?;
+        out.flush()
+    };
+    let written = match &a.output {
+        Some(path) => std::fs::File::create(path)
+            .and_then(|mut f| write(&mut f))
+            .map_err(|e| format!("{path}: {e}")),
+        None => write(&mut std::io::stdout().lock()).map_err(|e| format!("standard output: {e}")),
     };
     // The process ends next: freeing tens of thousands of edges one allocation at a time
     // would only delay the exit.
-    let fault = analysis.fault.map(|f| f.to_string());
     std::mem::forget(analysis.document);
-    json.push(b'\n');
-    let written = match &a.output {
-        Some(path) => std::fs::write(path, &json).map_err(|e| format!("{path}: {e}")),
-        None => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(&json)
-                .and_then(|_| out.flush())
-                .map_err(|e| format!("standard output: {e}"))
-        }
-    };
     if let Err(e) = written {
         eprintln!("wiremap: cannot write the document: {e}");
         return ExitCode::from(EXIT_INTERNAL);

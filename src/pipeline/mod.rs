@@ -124,12 +124,12 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
     };
     let (result_tx, result_rx) = bounded::<(usize, Result<WorkerResult, String>)>(threads);
     let mut senders: Vec<Sender<Batch>> = Vec::with_capacity(threads);
-    let (recycle_tx, recycle_rx) = bounded::<Batch>(threads * 8);
+    let (recycle_tx, recycle_rx) = bounded::<Batch>(threads * 20);
     let mut handles = Vec::with_capacity(threads);
     let positions: Vec<Arc<AtomicU64>> =
         (0..threads).map(|_| Arc::new(AtomicU64::new(0))).collect();
     for (i, position) in positions.iter().enumerate() {
-        let (tx, rx) = bounded::<Batch>(4);
+        let (tx, rx) = bounded::<Batch>(16);
         senders.push(tx);
         let recycle = recycle_tx.clone();
         let results = result_tx.clone();

@@ -20,6 +20,9 @@ pub struct Document {
     pub limits: LimitHits,
     pub nodes: Vec<NodeDoc>,
     pub edges: Vec<EdgeDoc>,
+    /// What the join no longer needs, freed with the document.
+    #[serde(skip)]
+    pub spent: super::join::Spent,
 }
 
 #[derive(Serialize, Debug)]
@@ -164,4 +167,250 @@ pub struct NatDoc {
     /// The director's local addresses (FULLNAT).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lb_local: Option<Vec<String>>,
+}
+
+/// Edges serialised per piece: small enough that pieces in flight cost little memory,
+/// large enough that handing them over costs nothing.
+const EDGES_PER_PIECE: usize = 512;
+
+/// Write the document as pretty JSON: byte for byte what `serde_json::to_vec_pretty` gives,
+/// with the edges serialised on several threads. On a capture with tens of thousands of
+/// edges the document is tens of MB, and serialising it on one thread took a twentieth of a
+/// run. Pieces are written in order as they are ready, a few at a time, so the whole text
+/// is never held.
+pub fn write_json_pretty(doc: &mut Document, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let edges = std::mem::take(&mut doc.edges);
+    let head = serde_json::to_vec_pretty(&*doc);
+    doc.edges = edges;
+    let mut head = head.map_err(std::io::Error::other)?;
+    // With no edges the text ends `"edges": []` and the closing brace of the document.
+    const EMPTY_TAIL: &[u8] = b"[]\n}";
+    let parts = super::join::parts_for(doc.edges.len());
+    if parts == 1 || !head.ends_with(EMPTY_TAIL) {
+        let text = serde_json::to_vec_pretty(&*doc).map_err(std::io::Error::other)?;
+        return out.write_all(&text);
+    }
+    head.truncate(head.len() - EMPTY_TAIL.len() + 1);
+    out.write_all(&head)?;
+    let pieces: Vec<&[EdgeDoc]> = doc.edges.chunks(EDGES_PER_PIECE).collect();
+    std::thread::scope(|s| -> std::io::Result<()> {
+        // Helper h serialises pieces h, h + parts, ...; each hands them over in order.
+        let mut inboxes = Vec::with_capacity(parts);
+        for h in 0..parts {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<serde_json::Result<Vec<u8>>>(2);
+            inboxes.push(rx);
+            let mine: Vec<&[EdgeDoc]> = pieces.iter().skip(h).step_by(parts).copied().collect();
+            s.spawn(move || {
+                for piece in mine {
+                    if tx.send(edges_text(piece)).is_err() {
+                        return; // the writer stopped (a write error)
+                    }
+                }
+            });
+        }
+        for i in 0..pieces.len() {
+            let text = inboxes
+                .get(i % parts)
+                .and_then(|rx| rx.recv().ok())
+                .ok_or_else(|| std::io::Error::other("a serialising thread stopped"))?
+                .map_err(std::io::Error::other)?;
+            // The first element opens with a newline, not a comma.
+            let text = if i == 0 {
+                text.get(1..).unwrap_or_default()
+            } else {
+                &text[..]
+            };
+            out.write_all(text)?;
+        }
+        Ok(())
+    })?;
+    out.write_all(b"\n  ]\n}")
+}
+
+/// Edges as elements of the document's `edges` array, each preceded by its separator.
+fn edges_text(edges: &[EdgeDoc]) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(edges.len() * 1536);
+    for e in edges {
+        // Each edge is an element of the top-level object's array: two levels deep.
+        out.extend_from_slice(b",\n    ");
+        let mut ser = serde_json::Serializer::with_formatter(&mut out, Nested::new(2));
+        e.serialize(&mut ser)?;
+    }
+    Ok(out)
+}
+
+/// serde_json's pretty layout (two-space indent), starting `depth` levels in.
+struct Nested {
+    depth: usize,
+    has_value: bool,
+}
+
+impl Nested {
+    fn new(depth: usize) -> Self {
+        Nested {
+            depth,
+            has_value: false,
+        }
+    }
+
+    fn indent<W: ?Sized + std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        for _ in 0..self.depth {
+            w.write_all(b"  ")?;
+        }
+        Ok(())
+    }
+}
+
+impl serde_json::ser::Formatter for Nested {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(b"[")
+    }
+
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth -= 1;
+        if self.has_value {
+            w.write_all(b"\n")?;
+            self.indent(w)?;
+        }
+        w.write_all(b"]")
+    }
+
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        w.write_all(if first { b"\n" } else { b",\n" })?;
+        self.indent(w)
+    }
+
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(b"{")
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth -= 1;
+        if self.has_value {
+            w.write_all(b"\n")?;
+            self.indent(w)?;
+        }
+        w.write_all(b"}")
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        w.write_all(if first { b"\n" } else { b",\n" })?;
+        self.indent(w)
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edge(i: usize) -> EdgeDoc {
+        let d = |n: usize| Directional {
+            to_server: n as u64,
+            to_client: 2 * n as u64,
+        };
+        EdgeDoc {
+            client: format!("10.0.{}.{}", i / 250, i % 250),
+            server: "10.9.0.1:80".into(),
+            transport: if i.is_multiple_of(5) { "udp" } else { "tcp" },
+            protocol: "http",
+            connections: i as u64,
+            failed_connections: (!i.is_multiple_of(5)).then_some(1),
+            packets: d(i),
+            bytes: d(i * 100),
+            requests: (i % 3) as u64,
+            responses: (i % 3) as u64,
+            errors: 0,
+            latency_us: (!i.is_multiple_of(3)).then_some(Latency {
+                count: 1,
+                min: 5,
+                p50: 5,
+                p90: 5,
+                p99: 5,
+                max: 5,
+                mean: 5,
+            }),
+            // Empty and non-empty maps and arrays, nested: every layout rule shows.
+            codes: (0..i % 3).map(|c| (format!("{}", 200 + c), 1)).collect(),
+            top_resources: (!i.is_multiple_of(3)).then(|| {
+                (0..i % 4)
+                    .map(|r| ResourceDoc {
+                        resource: format!("GET /\"{r}\"\n"),
+                        requests: 1,
+                        errors: 0,
+                    })
+                    .collect()
+            }),
+            tcp: (!i.is_multiple_of(5)).then(|| TcpDoc {
+                rtt_us: i.is_multiple_of(2).then_some(7),
+                retransmissions: 0,
+                resets: 0,
+                missed_bytes: 0,
+            }),
+            nat: i.is_multiple_of(7).then(|| NatDoc {
+                mode: "nat",
+                evidence: vec!["syn"],
+                clients: Vec::new(),
+                lb_local: i.is_multiple_of(2).then(|| vec!["10.1.1.1".into()]),
+            }),
+        }
+    }
+
+    fn document(edges: usize) -> Document {
+        Document {
+            schema: SCHEMA,
+            generator: Generator {
+                name: "wiremap",
+                version: "test",
+            },
+            sources: Vec::new(),
+            window: Window {
+                start: "a".into(),
+                end: "b".into(),
+            },
+            totals: Totals::default(),
+            limits: LimitHits::default(),
+            nodes: Vec::new(),
+            edges: (0..edges).map(edge).collect(),
+            spent: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_parallel_writer_writes_what_serde_json_writes() {
+        // Below, at and well above the size where edges are serialised in parallel.
+        for n in [0, 1, 3, 4_095, 4_096, 9_001] {
+            let mut doc = document(n);
+            let want = serde_json::to_vec_pretty(&doc).unwrap();
+            let mut got = Vec::new();
+            write_json_pretty(&mut doc, &mut got).unwrap();
+            assert!(got == want, "{n} edges: the texts differ");
+            assert_eq!(doc.edges.len(), n, "the document keeps its edges");
+        }
+    }
 }

@@ -5,6 +5,7 @@
 mod digest;
 pub mod doc;
 mod edge;
+mod join;
 pub mod time;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -229,6 +230,59 @@ fn client_id(k: &EdgeKey) -> String {
     }
 }
 
+fn doc_key(k: &EdgeKey) -> join::DocKey {
+    (
+        client_id(k),
+        k.server.id(),
+        if k.udp { "udp" } else { "tcp" },
+        k.protocol,
+    )
+}
+
+/// Load-balancer nodes named by edges: VIP node id -> (VIP, real-server ids), and a
+/// director's local address -> real-server ids. Sets, so workers' parts join in any order.
+#[derive(Default)]
+struct LbNodes {
+    vips: BTreeMap<String, (Endpoint, BTreeSet<String>)>,
+    locals: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl LbNodes {
+    /// What one worker's edge (before any merge) says.
+    fn note(&mut self, k: &EdgeKey, a: &EdgeAgg) {
+        if let Some(port) = k.vip_port {
+            let vip = Endpoint { ip: k.client, port };
+            self.vips
+                .entry(vip.id())
+                .or_insert_with(|| (vip, BTreeSet::new()))
+                .1
+                .insert(k.server.id());
+        } else if a
+            .nat
+            .as_ref()
+            .is_some_and(|n| n.evidence & crate::lvs::evidence::LB_LOCAL != 0)
+        {
+            self.locals
+                .entry(k.client.to_string())
+                .or_default()
+                .insert(k.server.id());
+        }
+    }
+
+    fn absorb(&mut self, o: LbNodes) {
+        for (id, (vip, servers)) in o.vips {
+            self.vips
+                .entry(id)
+                .or_insert_with(|| (vip, BTreeSet::new()))
+                .1
+                .extend(servers);
+        }
+        for (id, servers) in o.locals {
+            self.locals.entry(id).or_default().extend(servers);
+        }
+    }
+}
+
 /// Merge worker results into the document.
 pub fn build_document(input: DocumentInput<'_>) -> Document {
     let DocumentInput {
@@ -257,31 +311,8 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
     limits.fragments_dropped += reader.fragments_dropped;
     limits.lb_index_full += reader.lb_index_full;
     let mut lb_duplicates = 0u64;
-    // Load balancers: VIP node id -> (VIP, backends); director local addresses likewise.
-    let mut vips: BTreeMap<String, (Endpoint, BTreeSet<String>)> = BTreeMap::new();
-    let mut locals: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-
-    // Sorted by the contract's edge key (string ids).
-    let mut edges: BTreeMap<(String, String, &'static str, &'static str), EdgeAgg> =
-        BTreeMap::new();
     let mut folded: BTreeMap<Endpoint, u64> = BTreeMap::new();
-    // Moved in when the edge is new (most are): merging into an empty sum would copy every
-    // latency sample and resource of the edge once more.
-    let add = |edges: &mut BTreeMap<_, EdgeAgg>, k: EdgeKey, a: EdgeAgg| {
-        let key = (
-            client_id(&k),
-            k.server.id(),
-            if k.udp { "udp" } else { "tcp" },
-            k.protocol,
-        );
-        match edges.entry(key) {
-            std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert(a);
-            }
-            std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().merge(&a),
-        }
-    };
-    let mut server_of: HashMap<String, Endpoint> = HashMap::new();
+    let mut per_worker = Vec::with_capacity(results.len());
     for r in results {
         totals.flows += r.flows;
         totals.failed_connections += r.failed_connections;
@@ -291,50 +322,48 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
         for (ep, n) in r.folded_failed {
             *folded.entry(ep).or_default() += n;
         }
-        for (k, a) in r.edges {
-            server_of.insert(k.server.id(), k.server);
-            if let Some(port) = k.vip_port {
-                let vip = Endpoint { ip: k.client, port };
-                vips.entry(vip.id())
-                    .or_insert_with(|| (vip, BTreeSet::new()))
-                    .1
-                    .insert(k.server.id());
-            } else if a
-                .nat
-                .as_ref()
-                .is_some_and(|n| n.evidence & crate::lvs::evidence::LB_LOCAL != 0)
-            {
-                locals
-                    .entry(k.client.to_string())
-                    .or_default()
-                    .insert(k.server.id());
-            }
-            add(&mut edges, k, a);
-        }
-        for c in r.undetermined {
+        per_worker.push((r.edges, r.undetermined));
+    }
+    let parts = join::parts_for(per_worker.iter().map(|(e, _)| e.len()).sum());
+
+    // Each worker's edges keyed by their ids and sorted, one thread per worker; connections
+    // whose opener was not seen are oriented now that every worker's SYN answers are known.
+    let keyed = join::par_map(per_worker, parts, |(edges, undetermined)| {
+        let mut lb = LbNodes::default();
+        let edges = edges.into_iter().inspect(|(k, a)| lb.note(k, a));
+        let undetermined = undetermined.into_iter().map(|c| {
             let client = c
                 .client
                 .unwrap_or_else(|| server_side(&c, &syn_servers).other());
-            let (k, a) = c.into_edge(client);
-            server_of.insert(k.server.id(), k.server);
-            add(&mut edges, k, a);
-        }
+            c.into_edge(client)
+        });
+        // A worker's connections without an opener merge after its edges.
+        let list = join::sorted_by_key(edges.chain(undetermined), doc_key);
+        (list, lb)
+    });
+    // Load balancers: VIP node id -> (VIP, backends); director local addresses likewise.
+    let mut lb = LbNodes::default();
+    let mut lists = Vec::with_capacity(keyed.len());
+    for (list, l) in keyed {
+        lb.absorb(l);
+        lists.push(list);
     }
+    let LbNodes { mut vips, locals } = lb;
+    let mut spent = join::Spent::default();
+    let mut edges = join::merge_sorted(lists, parts, &mut spent);
 
     // The edge limit: edges with real traffic first; failed-only edges while room remains.
-    let working = edges.values().filter(|a| !a.only_failed()).count();
+    let working = edges.iter().filter(|e| !e.agg.only_failed()).count();
     let mut room = max_edges.saturating_sub(working);
-    edges.retain(|(_, server, _, _), a| {
-        if !a.only_failed() {
+    edges.retain(|e| {
+        if !e.agg.only_failed() {
             return true;
         }
         if room > 0 {
             room -= 1;
             return true;
         }
-        if let Some(ep) = server_of.get(server) {
-            *folded.entry(*ep).or_default() += a.failed_connections;
-        }
+        *folded.entry(e.edge.server).or_default() += e.agg.failed_connections;
         limits.edges_folded += 1;
         false
     });
@@ -344,37 +373,39 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
     let mut services: BTreeMap<String, (Endpoint, BTreeSet<&'static str>, u64)> = BTreeMap::new();
     // Configured backends of every VIP that is a node (a client leg seen without the other).
     if let Some(cfg) = lb_config {
-        for (_, server, _, _) in edges.keys() {
-            if let Some(ep) = server_of.get(server) {
-                let backends = cfg.backends(ep);
-                if !backends.is_empty() {
-                    let e = vips
-                        .entry(server.clone())
-                        .or_insert_with(|| (*ep, BTreeSet::new()));
-                    e.1.extend(backends.iter().map(Endpoint::id));
-                }
+        for e in &edges {
+            let ep = &e.edge.server;
+            let backends = cfg.backends(ep);
+            if !backends.is_empty() {
+                let v = vips
+                    .entry(e.key.1.clone())
+                    .or_insert_with(|| (*ep, BTreeSet::new()));
+                v.1.extend(backends.iter().map(Endpoint::id));
             }
         }
         for (ep, backends) in vips.values_mut() {
             backends.extend(cfg.backends(ep).iter().map(Endpoint::id));
         }
     }
-    for ((client, server, _, proto), a) in &edges {
+    for e in &edges {
+        let (client, server, _, proto) = &e.key;
         if let Some((ep, _)) = vips.get(client) {
             // A VIP as the client of its real servers: the node is the load balancer.
-            let e = services
+            let v = services
                 .entry(client.clone())
                 .or_insert((*ep, BTreeSet::new(), 0));
-            e.1.insert(proto);
-        } else {
+            v.1.insert(proto);
+        } else if !clients.contains(client) {
             clients.insert(client.clone());
         }
-        let ep = server_of[server];
-        let e = services
-            .entry(server.clone())
-            .or_insert((ep, BTreeSet::new(), 0));
-        e.1.insert(proto);
-        e.2 += a.failed_connections;
+        let v = match services.get_mut(server) {
+            Some(v) => v,
+            None => services
+                .entry(server.clone())
+                .or_insert((e.edge.server, BTreeSet::new(), 0)),
+        };
+        v.1.insert(proto);
+        v.2 += e.agg.failed_connections;
     }
     for (ep, n) in &folded {
         let e = services.entry(ep.id()).or_insert((*ep, BTreeSet::new(), 0));
@@ -425,14 +456,22 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
     }
     nodes.sort_by(|a, b| a.id.cmp(&b.id));
 
-    let mut edge_docs = Vec::with_capacity(edges.len());
-    for ((client, server, transport, protocol), a) in edges {
-        totals.l7_requests += a.l7.requests;
-        limits.resources_displaced += a.l7.resources.displaced;
-        if let Some(n) = &a.nat {
+    for e in &edges {
+        totals.l7_requests += e.agg.l7.requests;
+        limits.resources_displaced += e.agg.l7.resources.displaced;
+        if let Some(n) = &e.agg.nat {
             limits.lb_clients_dropped += n.dropped;
         }
-        edge_docs.push(edge_doc(client, server, transport, protocol, a));
+    }
+    let docs = join::par_map(edges, parts, |e| {
+        let (client, server, transport, protocol) = e.key;
+        (edge_doc(client, server, transport, protocol, &e.agg), e.agg)
+    });
+    let mut edge_docs = Vec::with_capacity(docs.len());
+    spent.0.reserve(docs.len());
+    for (d, agg) in docs {
+        edge_docs.push(d);
+        spent.0.push(agg);
     }
     // An exchange seen on both legs of a load balancer counts once.
     totals.l7_requests = totals.l7_requests.saturating_sub(lb_duplicates);
@@ -473,6 +512,7 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
         limits,
         nodes,
         edges: edge_docs,
+        spent,
     }
 }
 
@@ -481,7 +521,7 @@ fn edge_doc(
     server: String,
     transport: &'static str,
     protocol: &'static str,
-    a: EdgeAgg,
+    a: &EdgeAgg,
 ) -> EdgeDoc {
     let tcp = transport == "tcp";
     let mut resources: Vec<(String, u64, u64)> =
