@@ -423,8 +423,8 @@ impl Reader {
                     t.proto,
                     0,
                 );
-                let n = self.senders.len() as u64;
-                let w = (key.dispatch_hash() % n) as usize;
+                let n = self.senders.len();
+                let w = key.worker(n);
                 self.batches[w].push(t, pkt.ts_ns, pkt.vantage, order, payload);
                 if let Some(lvs) = self.lvs.as_mut() {
                     lvs.observe(&t, payload, pkt.ts_ns, pkt.vantage, &mut self.tags);
@@ -449,7 +449,7 @@ impl Reader {
                 }
                 for tag in self.tags.drain(..) {
                     // The worker that owns the tagged leg (dispatch ignores VLANs).
-                    let to = (FlowKey { vlan: 0, ..tag.key }.dispatch_hash() % n) as usize;
+                    let to = FlowKey { vlan: 0, ..tag.key }.worker(n);
                     if let Some(b) = self.batches.get_mut(to) {
                         b.push_tag(tag);
                     }
