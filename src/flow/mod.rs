@@ -52,12 +52,6 @@ pub struct Flow {
     pub reported: Option<Box<crate::report::Reported>>,
     /// Load-balancer stitching of this (real-server) leg, when there is any.
     pub lb: Option<Box<crate::lvs::Stitch>>,
-    pub(crate) lru_prev: u32,
-    pub(crate) lru_next: u32,
-    /// The expiry list the flow is on ([`Flow::timeout_class`] when it was last linked).
-    pub(crate) lru_list: u8,
-    /// Packet time of the flow's last move to the front of its list.
-    pub(crate) lru_ts: i64,
 }
 
 impl Flow {
@@ -87,10 +81,6 @@ impl Flow {
             l7_done: None,
             reported: None,
             lb: None,
-            lru_prev: table::NIL,
-            lru_next: table::NIL,
-            lru_list: 0,
-            lru_ts: ts,
         }
     }
 
