@@ -15,6 +15,9 @@ use protocols::event::Resource;
 
 use crate::limits::RESOURCES_PER_TALLY;
 
+// Entry positions are kept in bytes on the stack (merge order, compaction).
+const _: () = assert!(RESOURCES_PER_TALLY <= 256);
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Tracked {
     /// Requests and errors seen since the entry came in.
@@ -180,19 +183,35 @@ impl TopResources {
     }
 
     /// Drop the texts of displaced entries (at most half the buffer, so the buffer stays
-    /// within twice the live texts).
+    /// within twice the live texts). In place: a fresh buffer per compaction was an
+    /// allocation every few requests on an edge whose resources carry ids.
     fn compact(&mut self) {
-        let mut names = Vec::with_capacity(self.names.len().saturating_sub(self.garbage) + 96);
-        for e in &mut self.entries {
-            let len = usize::from(e.len);
-            if len > INLINE {
-                let s = e.start as usize;
-                let text = self.names.get(s..s + len).unwrap_or(&[]);
-                e.start = names.len() as u32;
-                names.extend_from_slice(text);
+        // Live long texts in buffer order, each moved down to the end of the ones before.
+        let mut long = [0u8; RESOURCES_PER_TALLY];
+        let mut n = 0;
+        for (i, e) in self.entries.iter().enumerate() {
+            if usize::from(e.len) > INLINE {
+                if let Some(slot) = long.get_mut(n) {
+                    *slot = i as u8;
+                    n += 1;
+                }
             }
         }
-        self.names = names;
+        let long = long.get_mut(..n).unwrap_or_default();
+        long.sort_unstable_by_key(|&i| self.entries.get(usize::from(i)).map_or(0, |e| e.start));
+        let mut end = 0usize;
+        for &i in long.iter() {
+            let Some(e) = self.entries.get_mut(usize::from(i)) else {
+                continue;
+            };
+            let (s, len) = (e.start as usize, usize::from(e.len));
+            if s + len <= self.names.len() {
+                self.names.copy_within(s..s + len, end);
+            }
+            e.start = end as u32;
+            end += len;
+        }
+        self.names.truncate(end);
         self.garbage = 0;
     }
 
@@ -200,23 +219,30 @@ impl TopResources {
     /// another's).
     pub fn merge(&mut self, o: &TopResources) {
         self.displaced += o.displaced;
-        let mut order: Vec<usize> = Vec::new();
         let full = self.entries.len() + o.entries.len() > RESOURCES_PER_TALLY;
-        if full {
+        if full && o.entries.len() > 1 {
             // Heaviest first (ties in reverse name order): a fixed order, so the same
             // inputs give the same entries.
-            order.extend(0..o.entries.len());
-            order.sort_unstable_by(|&a, &b| o.rank(&o.entries[a], &o.entries[b]).reverse());
-        }
-        let mut add = |e: &Entry| self.add_tracked(e.hash, o.name(e), e.cut, e.tracked);
-        if full {
-            order
-                .iter()
-                .filter_map(|&i| o.entries.get(i))
-                .for_each(&mut add);
+            let mut order = [0u8; RESOURCES_PER_TALLY];
+            let n = o.entries.len().min(RESOURCES_PER_TALLY);
+            for (i, slot) in order.iter_mut().enumerate().take(n) {
+                *slot = i as u8;
+            }
+            let order = order.get_mut(..n).unwrap_or_default();
+            order.sort_unstable_by(|&a, &b| {
+                o.rank(&o.entries[usize::from(a)], &o.entries[usize::from(b)])
+                    .reverse()
+            });
+            for &i in order.iter() {
+                if let Some(e) = o.entries.get(usize::from(i)) {
+                    self.add_tracked(e.hash, o.name(e), e.cut, e.tracked);
+                }
+            }
         } else {
-            // Nothing can be displaced, so the order does not matter.
-            o.entries.iter().for_each(add);
+            // Nothing can be displaced (or only by one entry): the order does not matter.
+            for e in &o.entries {
+                self.add_tracked(e.hash, o.name(e), e.cut, e.tracked);
+            }
         }
     }
 
