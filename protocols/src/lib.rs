@@ -114,6 +114,21 @@ pub enum AnySession {
 }
 
 impl AnySession {
+    /// Where the session's state lives and how large it is, for a caller that wants it
+    /// loaded into the cache before feeding it (nothing is read or written here).
+    pub fn memory(&self) -> (*const u8, usize) {
+        fn span<T>(b: &T) -> (*const u8, usize) {
+            (b as *const T as *const u8, std::mem::size_of::<T>())
+        }
+        match self {
+            AnySession::Http(b) => span(&**b),
+            AnySession::Dns(b) => span(&**b),
+            AnySession::Mysql(b) => span(&**b),
+            AnySession::Redis(b) => span(&**b),
+            AnySession::Tls(t) => span(t),
+        }
+    }
+
     /// A fresh session for `protocol`. `mid_stream` is true when the connection's start was
     /// not seen (no handshake): sessions that depend on the start (MySQL's greeting and
     /// login) must then start in their command phase.

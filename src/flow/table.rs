@@ -274,6 +274,17 @@ impl FlowTable {
         }
     }
 
+    /// Start loading the parser session of flow `id` (its L7 state should be in cache).
+    pub fn prefetch_session(&self, id: u32) {
+        if let Some((p, len)) = self
+            .slot(id)
+            .and_then(|f| f.l7.as_deref())
+            .and_then(crate::l7::L7Conn::session_memory)
+        {
+            prefetch_span(p, len);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -89,6 +89,14 @@ impl std::fmt::Debug for L7Conn {
 }
 
 impl L7Conn {
+    /// The parser session's memory, once there is one (see [`AnySession::memory`]).
+    pub fn session_memory(&self) -> Option<(*const u8, usize)> {
+        match &self.state {
+            State::Active(s) => Some(s.memory()),
+            _ => None,
+        }
+    }
+
     pub fn new(tcp: bool) -> L7Conn {
         L7Conn {
             tcp,

@@ -17,6 +17,7 @@ use crate::report::{ConnSummary, EdgeAgg, EdgeKey, NatAgg, WorkerResult};
 const PREFETCH_INDEX_AHEAD: usize = 6;
 const PREFETCH_FLOW_AHEAD: usize = 4;
 const PREFETCH_L7_AHEAD: usize = 2;
+const PREFETCH_SESSION_AHEAD: usize = 1;
 
 pub struct Worker {
     table: FlowTable,
@@ -280,8 +281,8 @@ impl Worker {
     }
 
     /// Ask for the state of the packets `k` places ahead (`hash_ahead(k)`: their table hash):
-    /// the index slot 6 ahead, the flow 4 ahead, its L7 state 2 ahead, each stage finding
-    /// in cache what the one before it asked for.
+    /// the index slot 6 ahead, the flow 4 ahead, its L7 state 2 ahead, its parser session
+    /// 1 ahead, each stage finding in cache what the one before it asked for.
     fn prefetch_ahead(&self, hash_ahead: impl Fn(usize) -> Option<u32>) {
         if let Some(h) = hash_ahead(PREFETCH_INDEX_AHEAD) {
             self.table.prefetch_index(h);
@@ -291,6 +292,9 @@ impl Worker {
         }
         if let Some(id) = hash_ahead(PREFETCH_L7_AHEAD).and_then(|h| self.table.probable(h)) {
             self.table.prefetch_l7(id);
+        }
+        if let Some(id) = hash_ahead(PREFETCH_SESSION_AHEAD).and_then(|h| self.table.probable(h)) {
+            self.table.prefetch_session(id);
         }
     }
 
