@@ -493,15 +493,15 @@ fn capture(c: CaptureArgs) -> ExitCode {
         None => Box::new(std::io::stdout()),
     };
     let lines = interval.is_some();
-    let mut emit = |doc: &wiremap::report::doc::Document| -> std::io::Result<()> {
-        let mut json = if lines {
-            serde_json::to_vec(doc)
+    let mut emit = |doc: &mut wiremap::report::doc::Document| -> std::io::Result<()> {
+        if lines {
+            let mut json = serde_json::to_vec(doc).map_err(std::io::Error::other)?;
+            json.push(b'\n');
+            out.write_all(&json)?;
         } else {
-            serde_json::to_vec_pretty(doc)
+            wiremap::report::doc::write_json_pretty(doc, &mut out)?;
+            out.write_all(b"\n")?;
         }
-        .map_err(std::io::Error::other)?;
-        json.push(b'\n');
-        out.write_all(&json)?;
         out.flush()
     };
     match wiremap::capture::run(&opts, &mut emit) {

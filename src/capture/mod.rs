@@ -458,7 +458,7 @@ fn record_writer(path: &Option<String>, threads: usize) -> Result<RecordChannel,
 /// Run a capture until `--duration`, SIGINT or SIGTERM; hand each document to `emit`.
 pub fn run(
     opts: &CaptureOptions,
-    emit: &mut dyn FnMut(&Document) -> std::io::Result<()>,
+    emit: &mut dyn FnMut(&mut Document) -> std::io::Result<()>,
 ) -> Result<Summary, CaptureError> {
     let iface = Interface::lookup(&opts.interface).map_err(CaptureError::Setup)?;
     let program: Vec<Insn> = match &opts.filter {
@@ -677,7 +677,7 @@ pub fn run(
                 break;
             }
             let (k, (results, lane)) = entry.remove_entry();
-            let doc = build(
+            let mut doc = build(
                 opts,
                 &iface,
                 version,
@@ -689,7 +689,7 @@ pub fn run(
                 lane,
                 summary,
             );
-            emit(&doc)?;
+            emit(&mut doc)?;
             summary.documents += 1;
         }
         Ok(())
