@@ -413,4 +413,34 @@ mod tests {
             assert_eq!(doc.edges.len(), n, "the document keeps its edges");
         }
     }
+
+    /// A writer that fails once `left` bytes are taken (a closed pipe, a full disk).
+    struct FailsAfter {
+        left: usize,
+    }
+
+    impl std::io::Write for FailsAfter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.left == 0 {
+                return Err(std::io::Error::other("no space left"));
+            }
+            let n = buf.len().min(self.left);
+            self.left -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_writer_stops_the_writing_threads_and_reports_the_error() {
+        let mut doc = document(20_000);
+        for left in [0, 10, 700_000] {
+            let mut out = FailsAfter { left };
+            let err = write_json_pretty(&mut doc, &mut out).unwrap_err();
+            assert_eq!(err.to_string(), "no space left");
+        }
+    }
 }
