@@ -3,12 +3,14 @@
 //! LRU lists used to expire idle flows and to evict the least recently seen one when the
 //! table is full. The lists' links live in a dense array beside the slab, not in the flows:
 //! moving a flow rewrites its neighbours' links, and as fields of flows hundreds of bytes
-//! apart those were two cache misses per move (4 % of a worker's time in a profile). There is one list per idle timeout (UDP, closed, attempt,
-//! established): in a single list a busy connection with a 300 s timeout at the old end
-//! would hold back every closed one behind it, whose 10 s linger had long passed, and memory
-//! would grow with the length of the capture instead of with the flows open at once. A
-//! packet moves its flow to the front only after an eighth of its list's timeout (the
-//! worker decides), so a list's order may be that stale.
+//! apart those were two cache misses per move (4 % of a worker's time in a profile).
+//!
+//! There is one list per idle timeout (UDP, closed, attempt, established): in a single list
+//! a busy connection with a 300 s timeout at the old end would hold back every closed one
+//! behind it, whose 10 s linger had long passed, and memory would grow with the length of
+//! the capture instead of with the flows open at once. A packet moves its flow to the front
+//! only after an eighth of its list's timeout (the worker decides), so a list's order may be
+//! that stale.
 //!
 //! Memory grows in fixed chunks with the number of concurrent flows (no doubling spikes
 //! for flows), and nothing is allocated once the chunks exist.
