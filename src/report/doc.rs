@@ -179,16 +179,23 @@ const EDGES_PER_PIECE: usize = 512;
 /// run. Pieces are written in order as they are ready, a few at a time, so the whole text
 /// is never held.
 pub fn write_json_pretty(doc: &mut Document, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let whole = |doc: &Document, out: &mut dyn std::io::Write| {
+        let text = serde_json::to_vec_pretty(doc).map_err(std::io::Error::other)?;
+        out.write_all(&text)
+    };
+    let parts = super::join::parts_for(doc.edges.len());
+    if parts == 1 {
+        return whole(doc, out);
+    }
     let edges = std::mem::take(&mut doc.edges);
     let head = serde_json::to_vec_pretty(&*doc);
     doc.edges = edges;
     let mut head = head.map_err(std::io::Error::other)?;
-    // With no edges the text ends `"edges": []` and the closing brace of the document.
+    // With no edges the text ends `"edges": []` and the closing brace of the document
+    // (`edges` is the last field; anything else would be a change to `Document`).
     const EMPTY_TAIL: &[u8] = b"[]\n}";
-    let parts = super::join::parts_for(doc.edges.len());
-    if parts == 1 || !head.ends_with(EMPTY_TAIL) {
-        let text = serde_json::to_vec_pretty(&*doc).map_err(std::io::Error::other)?;
-        return out.write_all(&text);
+    if !head.ends_with(EMPTY_TAIL) {
+        return whole(doc, out);
     }
     head.truncate(head.len() - EMPTY_TAIL.len() + 1);
     out.write_all(&head)?;
