@@ -23,8 +23,15 @@ fn read_all(path: &str) -> Vec<OwnedPacket> {
     let mut out = Vec::new();
     loop {
         let mut p = OwnedPacket::default();
-        match f.next_packet(&mut v, &mut p) {
-            Ok(ReadOutcome::Packet) => out.push(p),
+        let mut span = None;
+        match f.next_packet(&mut v, &mut p, &mut span) {
+            Ok(ReadOutcome::Packet) => {
+                if let Some(s) = span {
+                    p.data = f.bytes(s).to_vec();
+                    f.release(s);
+                }
+                out.push(p)
+            }
             _ => break,
         }
     }

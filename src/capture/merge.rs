@@ -394,7 +394,7 @@ mod tests {
         loop {
             input.fill(&mut vantages).unwrap();
             let Some(slot) = input.pop() else { break };
-            let p = input.packet(slot).unwrap().clone();
+            let p = input.packet(slot).unwrap().to_owned_packet();
             input.release(slot);
             if let Outcome::Flow(t, payload) = dec.decode(p.linktype, &p.data, p.ts_ns) {
                 let lane = &mut lanes[(n % 2) as usize];

@@ -207,7 +207,7 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
         let Some(idx) = next else { break };
         let Some(slot) = inputs[idx].pop() else { break };
         if let Some(pkt) = inputs[idx].packet(slot) {
-            if let Err(e) = reader.packet(pkt.view(), &mut vantages, filter.as_mut()) {
+            if let Err(e) = reader.packet(pkt, &mut vantages, filter.as_mut()) {
                 return Err(RunError::Filter(e));
             }
         }
@@ -343,6 +343,18 @@ pub struct PacketRef<'a> {
     pub wire_len: u32,
     pub vantage: u16,
     pub data: &'a [u8],
+}
+
+impl PacketRef<'_> {
+    pub fn to_owned_packet(&self) -> OwnedPacket {
+        OwnedPacket {
+            ts_ns: self.ts_ns,
+            linktype: self.linktype,
+            wire_len: self.wire_len,
+            vantage: self.vantage,
+            data: self.data.to_vec(),
+        }
+    }
 }
 
 impl OwnedPacket {

@@ -1,5 +1,6 @@
-//! pcap and pcapng files, read with `pcap-parser` (pure Rust, streaming, exposes pcapng
-//! interfaces and their timestamp resolutions, which libpcap's reader hides).
+//! pcap and pcapng files. pcapng is read with `pcap-parser` (pure Rust, streaming, exposes
+//! pcapng interfaces and their timestamp resolutions, which libpcap's reader hides); classic
+//! pcap's fixed records are read in place, in chunks the packets point into (`legacy`).
 
 use std::fs::File;
 use std::io::Read;
@@ -8,6 +9,7 @@ use pcap_parser::pcapng::Block;
 use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{PcapBlockOwned, PcapError};
 
+use super::legacy::{LegacyReader, Next, Span};
 use super::{OwnedPacket, Vantages};
 
 /// Why a file could not be read. Displayed as one line naming the file.
@@ -73,14 +75,39 @@ enum Format {
     Unknown,
 }
 
+/// How records are read.
+enum Records {
+    /// pcapng (blocks of many kinds), through `pcap-parser`'s streaming reader.
+    Blocks(Box<dyn PcapReaderIterator + Send>),
+    /// Classic pcap, with its file header (taken when the first record is asked for, where
+    /// the vantage point is assigned).
+    Legacy(LegacyReader, Option<pcap_parser::PcapHeader>),
+}
+
 /// One open capture file, yielding packets in file order.
 pub struct CaptureFile {
     pub path: String,
-    reader: Box<dyn PcapReaderIterator + Send>,
+    records: Records,
+    at: Position,
+}
+
+/// What reading has learnt so far.
+struct Position {
     format: Format,
+    /// Bytes consumed.
     offset: u64,
     max_record: usize,
     last_ts_ns: i64,
+}
+
+impl Position {
+    fn corrupt(&self, path: &str, what: &str) -> InputError {
+        InputError::Corrupt {
+            path: path.to_string(),
+            offset: self.offset,
+            what: what.to_string(),
+        }
+    }
 }
 
 const INITIAL_BUFFER: usize = 1 << 20;
@@ -117,7 +144,38 @@ impl CaptureFile {
         if got < 4 || !known {
             return Err(InputError::NotCapture(path.to_string()));
         }
-        let file = File::open(path).map_err(|e| InputError::Open(path.to_string(), e))?;
+        let mut file = File::open(path).map_err(|e| InputError::Open(path.to_string(), e))?;
+        let max_record = max_record.max(INITIAL_BUFFER);
+        if u32::from_le_bytes(magic) != 0x0a0d0d0a {
+            let cut = || InputError::Corrupt {
+                path: path.to_string(),
+                offset: 0,
+                what: "the file header is cut short".into(),
+            };
+            let mut head = [0u8; 24];
+            file.read_exact(&mut head).map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => cut(),
+                _ => InputError::Read(path.to_string(), e.to_string()),
+            })?;
+            let header = match pcap_parser::parse_pcap_header(&head) {
+                Ok((_, h)) => h,
+                Err(_) => return Err(InputError::NotCapture(path.to_string())),
+            };
+            let big_endian = header.is_bigendian();
+            return Ok(CaptureFile {
+                path: path.to_string(),
+                records: Records::Legacy(
+                    LegacyReader::new(file, big_endian, max_record),
+                    Some(header),
+                ),
+                at: Position {
+                    format: Format::Unknown,
+                    offset: head.len() as u64,
+                    max_record,
+                    last_ts_ns: 0,
+                },
+            });
+        }
         // Classic pcap reads in small steps: what the kernel just copied in is parsed while it
         // is still in the cache (measured: a 1 MiB buffer had left L2 before its end was
         // parsed). Records that do not fit grow the buffer to 2 * INITIAL_BUFFER at once, the
@@ -145,130 +203,205 @@ impl CaptureFile {
         })?;
         Ok(CaptureFile {
             path: path.to_string(),
-            reader,
-            format: Format::Unknown,
-            offset: 0,
-            max_record: max_record.max(INITIAL_BUFFER),
-            last_ts_ns: 0,
+            records: Records::Blocks(reader),
+            at: Position {
+                format: Format::Unknown,
+                offset: 0,
+                max_record,
+                last_ts_ns: 0,
+            },
         })
     }
 
     /// Read the next packet into `out` (its buffer is reused). Non-packet blocks are
-    /// handled on the way (interfaces registered as vantage points).
+    /// handled on the way (interfaces registered as vantage points). For classic pcap the
+    /// bytes stay in the file's chunk: `span` says where (see [`CaptureFile::bytes`]), and
+    /// [`CaptureFile::release`] must be called when they are no longer needed.
     pub fn next_packet(
         &mut self,
         vantages: &mut Vantages,
         out: &mut OwnedPacket,
+        span: &mut Option<Span>,
     ) -> Result<ReadOutcome, InputError> {
-        loop {
-            // Every pcapng block is at least 12 bytes (type and two lengths); pcap-parser
-            // 0.17 underflows on a shorter process-information block (found by fuzzing).
-            if matches!(self.format, Format::PcapNg { .. })
-                && self.declared_record_len().is_some_and(|n| n < 12)
-            {
-                return Err(self.corrupt("a block shorter than its 12-byte frame"));
-            }
-            let (consumed, done) = match self.reader.next() {
-                Ok((consumed, block)) => {
-                    let done = handle_block(
-                        &self.path,
-                        &mut self.format,
-                        vantages,
-                        block,
-                        out,
-                        &mut self.last_ts_ns,
-                    );
-                    (consumed, done)
-                }
-                Err(PcapError::Eof) => return Ok(ReadOutcome::End),
-                Err(PcapError::Incomplete(_)) => {
-                    self.refill()?;
-                    continue;
-                }
-                Err(PcapError::BufferTooSmall) => {
-                    let cap = self.reader.data().len().max(INITIAL_BUFFER);
-                    let want = cap.saturating_mul(2);
-                    if want > self.max_record.saturating_mul(2) || !self.reader.grow(want) {
-                        return Err(self.corrupt("a record larger than the record limit"));
-                    }
-                    self.refill()?;
-                    continue;
-                }
-                Err(PcapError::UnexpectedEof) => {
-                    // A record that claims more than any sane record is corruption, not a cut.
-                    if self
-                        .declared_record_len()
-                        .is_some_and(|n| n > self.max_record)
-                    {
-                        return Err(
-                            self.corrupt("a record claims more bytes than the record limit")
-                        );
-                    }
-                    return Ok(ReadOutcome::Cut {
-                        offset: self.offset,
-                    });
-                }
-                Err(e) => {
-                    let what = match e {
-                        PcapError::NomError(_, kind) => format!("unparsable block ({kind:?})"),
-                        other => format!("{other}"),
-                    };
-                    return Err(self.corrupt(&what));
-                }
-            };
-            // No shift per record: `consume` moves the rest of the buffer down whenever it
-            // is past half (a copy of every byte read); `refill` shifts only the cut tail.
-            self.reader.consume_noshift(consumed);
-            self.offset += consumed as u64;
-            match done {
-                Ok(true) => {
-                    if out.data.len() > self.max_record {
-                        return Err(self.corrupt("a record larger than the record limit"));
-                    }
-                    return Ok(ReadOutcome::Packet);
-                }
-                Ok(false) => continue,
-                Err(what) => return Err(self.corrupt(&what)),
+        *span = None;
+        match &mut self.records {
+            Records::Blocks(r) => next_block(&self.path, &mut self.at, r.as_mut(), vantages, out),
+            Records::Legacy(r, header) => {
+                next_legacy(&self.path, &mut self.at, r, header, vantages, out, span)
             }
         }
     }
 
-    /// The length the next (incomplete) record declares, when its header is there.
-    fn declared_record_len(&self) -> Option<usize> {
-        let d = self.reader.data();
-        let field = |at: usize, be: bool| {
-            let b: [u8; 4] = d.get(at..at + 4)?.try_into().ok()?;
-            Some(if be {
-                u32::from_be_bytes(b)
-            } else {
-                u32::from_le_bytes(b)
-            } as usize)
-        };
-        match self.format {
-            Format::Pcap { big_endian, .. } => field(8, big_endian),
-            Format::PcapNg { big_endian, .. } => field(4, big_endian),
-            Format::Unknown => None,
+    /// A packet's bytes, kept in the file's chunk (a `span` from `next_packet`).
+    pub fn bytes(&self, span: Span) -> &[u8] {
+        match &self.records {
+            Records::Legacy(r, _) => r.bytes(span),
+            Records::Blocks(_) => &[],
         }
     }
 
-    fn refill(&mut self) -> Result<(), InputError> {
-        self.reader
-            .refill()
-            .map_err(|e| InputError::Read(self.path.clone(), format!("{e}")))
-    }
-
-    fn corrupt(&self, what: &str) -> InputError {
-        InputError::Corrupt {
-            path: self.path.clone(),
-            offset: self.offset,
-            what: what.to_string(),
+    /// The caller no longer needs the bytes of `span`.
+    pub fn release(&mut self, span: Span) {
+        if let Records::Legacy(r, _) = &mut self.records {
+            r.release(span);
         }
     }
 
     /// Bytes consumed so far (for progress).
     pub fn offset(&self) -> u64 {
-        self.offset
+        self.at.offset
     }
+}
+
+/// The next packet of a classic pcap file (see [`CaptureFile::next_packet`]).
+fn next_legacy(
+    path: &str,
+    at: &mut Position,
+    r: &mut LegacyReader,
+    header: &mut Option<pcap_parser::PcapHeader>,
+    vantages: &mut Vantages,
+    out: &mut OwnedPacket,
+    span: &mut Option<Span>,
+) -> Result<ReadOutcome, InputError> {
+    if let Some(h) = header.take() {
+        let block = PcapBlockOwned::LegacyHeader(h);
+        let mut ts = at.last_ts_ns;
+        let _ = handle_block(path, &mut at.format, vantages, block, out, &mut ts);
+    }
+    let Format::Pcap {
+        linktype,
+        nanos,
+        vantage,
+        ..
+    } = at.format
+    else {
+        return Err(at.corrupt(path, "packet record before the file header"));
+    };
+    match r.next() {
+        Ok(Next::Record(h, place)) => {
+            let frac = if nanos {
+                i64::from(h.ts_frac)
+            } else {
+                i64::from(h.ts_frac) * 1000
+            };
+            out.ts_ns = i64::from(h.ts_sec) * 1_000_000_000 + frac;
+            out.linktype = linktype;
+            out.vantage = vantage;
+            out.wire_len = h.origlen.max(h.caplen);
+            out.data.clear();
+            at.last_ts_ns = out.ts_ns;
+            at.offset += 16 + u64::from(h.caplen);
+            *span = Some(place);
+            Ok(ReadOutcome::Packet)
+        }
+        Ok(Next::End) => Ok(ReadOutcome::End),
+        Ok(Next::Cut) => Ok(ReadOutcome::Cut { offset: at.offset }),
+        Ok(Next::TooLarge) => {
+            Err(at.corrupt(path, "a record claims more bytes than the record limit"))
+        }
+        Err(e) => Err(InputError::Read(path.to_string(), e.to_string())),
+    }
+}
+
+/// The next packet of a pcapng file, through `pcap-parser` (see
+/// [`CaptureFile::next_packet`]).
+fn next_block(
+    path: &str,
+    at: &mut Position,
+    reader: &mut (dyn PcapReaderIterator + Send),
+    vantages: &mut Vantages,
+    out: &mut OwnedPacket,
+) -> Result<ReadOutcome, InputError> {
+    loop {
+        // Every pcapng block is at least 12 bytes (type and two lengths); pcap-parser
+        // 0.17 underflows on a shorter process-information block (found by fuzzing).
+        if matches!(at.format, Format::PcapNg { .. })
+            && declared_record_len(&at.format, reader.data()).is_some_and(|n| n < 12)
+        {
+            return Err(at.corrupt(path, "a block shorter than its 12-byte frame"));
+        }
+        let (consumed, done) = match reader.next() {
+            Ok((consumed, block)) => {
+                let done = handle_block(
+                    path,
+                    &mut at.format,
+                    vantages,
+                    block,
+                    out,
+                    &mut at.last_ts_ns,
+                );
+                (consumed, done)
+            }
+            Err(PcapError::Eof) => return Ok(ReadOutcome::End),
+            Err(PcapError::Incomplete(_)) => {
+                refill(path, reader)?;
+                continue;
+            }
+            Err(PcapError::BufferTooSmall) => {
+                let cap = reader.data().len().max(INITIAL_BUFFER);
+                let want = cap.saturating_mul(2);
+                if want > at.max_record.saturating_mul(2) || !reader.grow(want) {
+                    return Err(at.corrupt(path, "a record larger than the record limit"));
+                }
+                refill(path, reader)?;
+                continue;
+            }
+            Err(PcapError::UnexpectedEof) => {
+                // A record that claims more than any sane record is corruption, not a cut.
+                if declared_record_len(&at.format, reader.data()).is_some_and(|n| n > at.max_record)
+                {
+                    return Err(
+                        at.corrupt(path, "a record claims more bytes than the record limit")
+                    );
+                }
+                return Ok(ReadOutcome::Cut { offset: at.offset });
+            }
+            Err(e) => {
+                let what = match e {
+                    PcapError::NomError(_, kind) => format!("unparsable block ({kind:?})"),
+                    other => format!("{other}"),
+                };
+                return Err(at.corrupt(path, &what));
+            }
+        };
+        // No shift per record: `consume` moves the rest of the buffer down whenever it
+        // is past half (a copy of every byte read); `refill` shifts only the cut tail.
+        reader.consume_noshift(consumed);
+        at.offset += consumed as u64;
+        match done {
+            Ok(true) => {
+                if out.data.len() > at.max_record {
+                    return Err(at.corrupt(path, "a record larger than the record limit"));
+                }
+                return Ok(ReadOutcome::Packet);
+            }
+            Ok(false) => continue,
+            Err(what) => return Err(at.corrupt(path, &what)),
+        }
+    }
+}
+
+/// The length the next (incomplete) record declares, when its header is in `d`.
+fn declared_record_len(format: &Format, d: &[u8]) -> Option<usize> {
+    let field = |at: usize, be: bool| {
+        let b: [u8; 4] = d.get(at..at + 4)?.try_into().ok()?;
+        Some(if be {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        } as usize)
+    };
+    match *format {
+        Format::Pcap { big_endian, .. } => field(8, big_endian),
+        Format::PcapNg { big_endian, .. } => field(4, big_endian),
+        Format::Unknown => None,
+    }
+}
+
+fn refill(path: &str, reader: &mut (dyn PcapReaderIterator + Send)) -> Result<(), InputError> {
+    reader
+        .refill()
+        .map_err(|e| InputError::Read(path.to_string(), format!("{e}")))
 }
 
 /// Handle one block: Ok(true) when `out` now holds a packet.

@@ -8,9 +8,11 @@
 //! The live AF_PACKET source joins here later; both yield [`Packet`]s.
 
 mod file;
+mod legacy;
 mod reorder;
 
 pub use file::{CaptureFile, InputError, ReadOutcome};
+pub use legacy::Span;
 pub use reorder::OrderedFile;
 
 /// One packet as read, before decoding. `data` is what the capture holds; `wire_len` is

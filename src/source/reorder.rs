@@ -5,12 +5,14 @@
 //! multi-queue NICs reorder slightly. A small window puts them back in order, so "the
 //! vantage point that saw a connection first" means first in time. The window is bounded in
 //! packets, bytes and packet time; a packet displaced further than that is processed late,
-//! never dropped. Buffers are recycled.
+//! never dropped. Buffers are recycled; classic pcap packets are not copied at all, they
+//! stay in the file's chunk until released.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
-use super::{CaptureFile, InputError, OwnedPacket, ReadOutcome, Vantages};
+use super::{CaptureFile, InputError, OwnedPacket, ReadOutcome, Span, Vantages};
+use crate::pipeline::PacketRef;
 
 /// Most packets held to reorder one file.
 pub const WINDOW_PACKETS: usize = 4_096;
@@ -46,9 +48,25 @@ fn prefetch(data: &[u8]) {
     let _ = data;
 }
 
+/// A held packet: its bytes in `packet.data`, or in the file's chunk at `span`.
+#[derive(Default)]
+struct Slot {
+    packet: OwnedPacket,
+    span: Option<Span>,
+}
+
+impl Slot {
+    fn len(&self) -> usize {
+        match self.span {
+            Some(s) => s.len as usize,
+            None => self.packet.data.len(),
+        }
+    }
+}
+
 pub struct OrderedFile {
     pub file: CaptureFile,
-    slots: Vec<OwnedPacket>,
+    slots: Vec<Slot>,
     free: Vec<usize>,
     /// Packets that arrived in time order (the common case): a FIFO, no heap work.
     in_order: VecDeque<(i64, u64, usize)>,
@@ -107,16 +125,19 @@ impl OrderedFile {
             let slot = match self.free.pop() {
                 Some(s) if s < self.slots.len() => s,
                 _ => {
-                    self.slots.push(OwnedPacket::default());
+                    self.slots.push(Slot::default());
                     self.slots.len().saturating_sub(1)
                 }
             };
             let Some(buf) = self.slots.get_mut(slot) else {
                 break; // cannot happen: the slot was just checked or pushed
             };
-            match self.file.next_packet(vantages, buf) {
+            match self
+                .file
+                .next_packet(vantages, &mut buf.packet, &mut buf.span)
+            {
                 Ok(ReadOutcome::Packet) => {
-                    let p = &*buf;
+                    let p = &buf.packet;
                     let entry = (p.ts_ns, self.seq, slot);
                     if p.ts_ns >= self.newest {
                         self.in_order.push_back(entry);
@@ -124,7 +145,7 @@ impl OrderedFile {
                         self.late.push(Reverse(entry));
                     }
                     self.newest = self.newest.max(p.ts_ns);
-                    self.held_bytes += p.data.len();
+                    self.held_bytes += buf.len();
                     self.seq += 1;
                 }
                 Ok(ReadOutcome::End) => {
@@ -170,25 +191,43 @@ impl OrderedFile {
             .get(PREFETCH_AHEAD - 1)
             .and_then(|&(_, _, s)| self.slots.get(s))
         {
-            prefetch(&p.data);
+            prefetch(self.bytes(p));
         }
-        let len = self.slots.get(slot).map_or(0, |p| p.data.len());
+        let len = self.slots.get(slot).map_or(0, Slot::len);
         self.held_bytes = self.held_bytes.saturating_sub(len);
         Some(slot)
     }
 
+    fn bytes<'a>(&'a self, s: &'a Slot) -> &'a [u8] {
+        match s.span {
+            Some(span) => self.file.bytes(span),
+            None => &s.packet.data,
+        }
+    }
+
     /// The packet in `slot` (a slot from [`OrderedFile::pop`]).
-    pub fn packet(&self, slot: usize) -> Option<&OwnedPacket> {
-        self.slots.get(slot)
+    pub fn packet(&self, slot: usize) -> Option<PacketRef<'_>> {
+        let s = self.slots.get(slot)?;
+        let p = &s.packet;
+        Some(PacketRef {
+            ts_ns: p.ts_ns,
+            linktype: p.linktype,
+            wire_len: p.wire_len,
+            vantage: p.vantage,
+            data: self.bytes(s),
+        })
     }
 
     pub fn release(&mut self, slot: usize) {
-        let Some(p) = self.slots.get_mut(slot) else {
+        let Some(s) = self.slots.get_mut(slot) else {
             return;
         };
+        if let Some(span) = s.span.take() {
+            self.file.release(span);
+        }
         // Keep buffers of ordinary size; let an occasional huge record's memory go.
-        if p.data.capacity() > 1 << 20 {
-            p.data = Vec::new();
+        if s.packet.data.capacity() > 1 << 20 {
+            s.packet.data = Vec::new();
         }
         self.free.push(slot);
     }

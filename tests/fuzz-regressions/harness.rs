@@ -326,6 +326,7 @@ pub fn capture_file(data: &[u8]) {
     if let Ok(mut file) = CaptureFile::open(&p, 16 << 20) {
         let mut vantages = Vantages::new(false);
         let mut pkt = OwnedPacket::default();
+        let mut span = None;
         // Every packet needs at least 16 bytes of the file: more calls than that is a hang.
         let bound = data.len() / 16 + 16;
         let mut calls = 0;
@@ -336,9 +337,14 @@ pub fn capture_file(data: &[u8]) {
                 "next_packet called {calls} times on {} bytes",
                 data.len()
             );
-            match file.next_packet(&mut vantages, &mut pkt) {
+            match file.next_packet(&mut vantages, &mut pkt, &mut span) {
                 Ok(ReadOutcome::Packet) => {
                     assert!(usize::from(pkt.vantage) < vantages.list.len().max(1));
+                    if let Some(s) = span {
+                        // Classic pcap: the bytes are in the file's chunk, as long as declared.
+                        assert_eq!(file.bytes(s).len(), s.len as usize);
+                        file.release(s);
+                    }
                 }
                 Ok(ReadOutcome::End) | Ok(ReadOutcome::Cut { .. }) | Err(_) => break,
             }
