@@ -276,14 +276,15 @@ impl FlowTable {
         }
     }
 
-    /// Start loading the parser session of flow `id` (its L7 state should be in cache).
+    /// Start loading the parser session, pending requests and tally vectors of flow `id`
+    /// (its L7 state should be in cache).
     pub fn prefetch_session(&self, id: u32) {
-        if let Some((p, len)) = self
-            .slot(id)
-            .and_then(|f| f.l7.as_deref())
-            .and_then(crate::l7::L7Conn::session_memory)
-        {
-            prefetch_span(p, len);
+        if let Some(conn) = self.slot(id).and_then(|f| f.l7.as_deref()) {
+            conn.side_memory(|p, len| {
+                if len > 0 {
+                    prefetch_span(p, len);
+                }
+            });
         }
     }
 

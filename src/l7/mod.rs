@@ -89,11 +89,22 @@ impl std::fmt::Debug for L7Conn {
 }
 
 impl L7Conn {
-    /// The parser session's memory, once there is one (see [`AnySession::memory`]).
-    pub fn session_memory(&self) -> Option<(*const u8, usize)> {
-        match &self.state {
-            State::Active(s) => Some(s.memory()),
-            _ => None,
+    /// The memory a packet of this connection may touch beyond the state itself: the
+    /// parser session (see [`AnySession::memory`]), the pending requests and the tally's
+    /// vectors (each a separate allocation, cold at many open connections). For a
+    /// prefetch: `f` gets each place and length; nothing is read. The session whole (it
+    /// is read from several places), the vectors' first lines (a lookup usually ends at
+    /// the first entry).
+    pub fn side_memory(&self, mut f: impl FnMut(*const u8, usize)) {
+        const FIRST_LINES: usize = 128;
+        if let State::Active(s) = &self.state {
+            let (p, len) = s.memory();
+            f(p, len);
+        }
+        let [queue, texts] = self.pairing.memory();
+        let (codes, resources) = (self.tally.codes.memory(), self.tally.resources.memory());
+        for (p, len) in [queue, texts, codes, resources] {
+            f(p, len.min(FIRST_LINES));
         }
     }
 

@@ -189,6 +189,16 @@ impl Pairing {
         self.take(i, resp.error)
     }
 
+    /// Where the oldest pending requests and their texts are (for a prefetch; nothing is
+    /// read).
+    pub fn memory(&self) -> [(*const u8, usize); 2] {
+        let front = self.queue.as_slices().0;
+        [
+            (front.as_ptr().cast(), std::mem::size_of_val(front)),
+            (self.texts.as_ptr(), self.texts.len()),
+        ]
+    }
+
     /// Requests still waiting (the connection ended without their response).
     pub fn drain(&mut self) -> Vec<(PendingRequest, Option<RequestText>)> {
         std::iter::from_fn(|| self.take(0, true)).collect()

@@ -71,6 +71,14 @@ impl<K: Eq + Hash + Copy, V: Default> Counts<K, V> {
             .or_default()
     }
 
+    /// Where the short vector's entries are (for a prefetch; nothing is read).
+    pub fn memory(&self) -> (*const u8, usize) {
+        (
+            self.small.as_ptr().cast(),
+            std::mem::size_of_val(self.small.as_slice()),
+        )
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         let small = self.small.iter().map(|(k, v)| (k, v));
         small.chain(self.map.iter().flat_map(|m| m.iter()))

@@ -81,6 +81,14 @@ impl TopResources {
         self.entries.is_empty()
     }
 
+    /// Where the entries are (for a prefetch; nothing is read).
+    pub fn memory(&self) -> (*const u8, usize) {
+        (
+            self.entries.as_ptr().cast(),
+            std::mem::size_of_val(self.entries.as_slice()),
+        )
+    }
+
     fn name<'a>(&'a self, e: &'a Entry) -> &'a [u8] {
         let len = usize::from(e.len);
         if len <= INLINE {
