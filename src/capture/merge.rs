@@ -137,9 +137,14 @@ impl Merge {
     }
 
     /// Hand packets to `f` earliest first, as far as every lane vouches for (`bounds`: each
-    /// lane's watermark, read before the last `push` of forwarded batches). Returns how many
+    /// lane's watermark, read before the last `push` of forwarded batches). `f` gets the
+    /// packet's batch, the packet, its index in the batch and its lane. Returns how many
     /// went early because the queues were over their bound.
-    pub fn run(&mut self, bounds: &[i64], mut f: impl FnMut(&Batch, &PacketMeta, usize)) -> u64 {
+    pub fn run(
+        &mut self,
+        bounds: &[i64],
+        mut f: impl FnMut(&Batch, &PacketMeta, usize, usize),
+    ) -> u64 {
         let mut forced = 0;
         loop {
             let mut best: Option<(i64, usize)> = None;
@@ -195,13 +200,13 @@ impl Merge {
     }
 
     /// Hand out lane `li`'s next packet with its index in its batch (where its tags are).
-    fn pop(&mut self, li: usize, f: &mut impl FnMut(&Batch, &PacketMeta, usize)) {
+    fn pop(&mut self, li: usize, f: &mut impl FnMut(&Batch, &PacketMeta, usize, usize)) {
         let q = &mut self.lanes[li];
         let Some(b) = q.batches.front() else { return };
         let Some(m) = b.packets.get(q.head) else {
             return;
         };
-        f(b, m, q.head);
+        f(b, m, q.head, li);
         self.held = self
             .held
             .saturating_sub(m.payload_len as usize + META_BYTES);
@@ -286,7 +291,7 @@ mod tests {
         m.push(0, &first);
         m.push(0, &batch(&[4]));
         let mut seen = Vec::new();
-        m.run(&[DONE], |b, p, i| {
+        m.run(&[DONE], |b, p, i, _| {
             for (_, t) in b.tags.iter().filter(|(at, _)| *at as usize == i) {
                 seen.push((t.key.a.port.max(t.key.b.port), p.ts_ns));
             }
@@ -297,7 +302,7 @@ mod tests {
 
     fn run(m: &mut Merge, bounds: &[i64]) -> (Vec<i64>, u64) {
         let mut out = Vec::new();
-        let forced = m.run(bounds, |b, p, _| {
+        let forced = m.run(bounds, |b, p, _, _| {
             // The payload travels with its packet.
             assert_eq!(b.payload(p), &p.ts_ns.to_be_bytes());
             out.push(p.ts_ns);
@@ -461,7 +466,10 @@ mod tests {
             if k + 1 == steps {
                 bounds = [DONE; 2];
             }
-            assert_eq!(m.run(&bounds, |b, p, i| merged.process_one(b, p, i)), 0);
+            assert_eq!(
+                m.run(&bounds, |b, p, i, lane| merged.process_one(b, p, i, lane)),
+                0
+            );
         }
         assert!(m.is_empty());
         assert_eq!(edges(merged), want, "merged by time");

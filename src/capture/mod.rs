@@ -963,9 +963,9 @@ impl Owner {
         }
         let w = &mut self.worker;
         let position = &self.fw.position;
-        let forced = merge.run(&self.bounds, |b, m, i| {
+        let forced = merge.run(&self.bounds, |b, m, i, lane| {
             position.store(m.order, Ordering::Relaxed);
-            w.process_one(b, m, i)
+            w.process_one(b, m, i, lane)
         });
         w.end_run();
         if forced > 0 {
