@@ -699,7 +699,7 @@ impl EdgeSink<'_> {
             Entry::Occupied(mut e) => e.get_mut().merge(&agg),
             Entry::Vacant(v) => {
                 if room || !agg.only_failed() {
-                    v.insert(agg);
+                    v.insert(Box::new(agg));
                 } else {
                     // A flood of failed attempts must not grow the edge map without bound.
                     *self.out.folded_failed.entry(k.server).or_default() += agg.failed_connections;

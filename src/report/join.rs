@@ -77,14 +77,14 @@ where
 
 /// Key `edges` and sort them by key, equal keys in their given order.
 pub(super) fn sorted_by_key(
-    edges: impl Iterator<Item = (EdgeKey, EdgeAgg)>,
+    edges: impl Iterator<Item = (EdgeKey, Box<EdgeAgg>)>,
     key: impl Fn(&EdgeKey) -> DocKey,
 ) -> Vec<Keyed> {
     let mut list: Vec<Keyed> = edges
         .map(|(edge, agg)| Keyed {
             key: key(&edge),
             edge,
-            agg: Box::new(agg),
+            agg,
         })
         .collect();
     // Stable: equal keys keep their order.

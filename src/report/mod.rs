@@ -160,7 +160,10 @@ pub type FastSet<K> = HashSet<K, ahash::RandomState>;
 /// What one worker hands to the join stage.
 #[derive(Debug, Default)]
 pub struct WorkerResult {
-    pub edges: FastMap<EdgeKey, EdgeAgg>,
+    /// Boxed: an aggregate is hundreds of bytes, and inline ones made the map's buckets
+    /// that large (every growth moved them all, and a lookup's key compare touched a line
+    /// of its own per bucket); the join stage moves them as boxes too.
+    pub edges: FastMap<EdgeKey, Box<EdgeAgg>>,
     /// Connections whose opener was not seen: oriented in the join stage.
     pub undetermined: Vec<ConnSummary>,
     /// Endpoints seen answering a SYN.
@@ -335,7 +338,8 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
             let client = c
                 .client
                 .unwrap_or_else(|| server_side(&c, &syn_servers).other());
-            c.into_edge(client)
+            let (k, a) = c.into_edge(client);
+            (k, Box::new(a))
         });
         // A worker's connections without an opener merge after its edges.
         let list = join::sorted_by_key(edges.chain(undetermined), doc_key);
