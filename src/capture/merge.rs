@@ -25,9 +25,6 @@ pub const DONE: i64 = i64::MAX;
 /// What one queued packet costs against the bound: its payload and its record.
 const META_BYTES: usize = std::mem::size_of::<PacketMeta>();
 
-/// Emptied batches a merge keeps for reuse (more go back to the shared pool or are freed).
-const SPARE_BATCHES: usize = 8;
-
 /// One watermark per lane, shared by all threads.
 pub struct Watermarks(Vec<AtomicI64>);
 
@@ -76,11 +73,10 @@ impl Lane {
 /// One worker's queues, one per lane.
 pub struct Merge {
     lanes: Vec<Lane>,
+    /// Finished batches: the caller takes them back (`take_spare`).
     spare: Vec<Batch>,
     held: usize,
     max_bytes: usize,
-    /// Batches ever allocated by this merge (tests: the steady state allocates none).
-    created: usize,
 }
 
 impl Merge {
@@ -90,7 +86,6 @@ impl Merge {
             spare: Vec::new(),
             held: 0,
             max_bytes,
-            created: 0,
         }
     }
 
@@ -103,37 +98,60 @@ impl Merge {
         self.lanes.iter().all(|l| l.head().is_none())
     }
 
-    /// Queue a copy of `src`'s packets (in their order) as lane `lane`'s, with the
-    /// load-balancer tags the reader put between them, each before the same packet.
-    pub fn push(&mut self, lane: usize, src: &Batch) {
+    /// Queue `batch` as lane `lane`'s next packets, as it is (no copy): the reader's own
+    /// batches and forwarded ones alike. Its load-balancer tags stay before the packets the
+    /// reader put them before; tags after its last packet go before the lane's next packet.
+    pub fn push_batch(&mut self, lane: usize, mut batch: Batch) {
         let Some(q) = self.lanes.get_mut(lane) else {
             return;
         };
-        let mut tags = src.tags.iter().peekable();
-        for (i, m) in src.packets.iter().enumerate() {
-            let payload = src.payload(m);
-            if !matches!(q.batches.back(), Some(b) if !b.is_full()) {
-                let b = match self.spare.pop() {
-                    Some(b) => b,
-                    None => {
-                        self.created += 1;
-                        Batch::with_capacity()
-                    }
-                };
-                q.batches.push_back(b);
-            }
-            if let Some(b) = q.batches.back_mut() {
-                for tag in q.trailing.drain(..) {
-                    b.push_tag(tag);
-                }
-                while let Some((_, tag)) = tags.next_if(|(at, _)| *at as usize <= i) {
-                    b.push_tag(*tag);
-                }
-                b.push(m.t, m.ts_ns, m.vantage, m.order, payload);
-                self.held = self.held.saturating_add(payload.len() + META_BYTES);
-            }
+        batch.mark = None;
+        if !q.trailing.is_empty() {
+            // Tags are rare: rebuilding the list costs nothing in the common case.
+            let mut tags: Vec<(u32, crate::lvs::Tag)> =
+                q.trailing.drain(..).map(|t| (0, t)).collect();
+            tags.append(&mut batch.tags);
+            batch.tags = tags;
         }
-        q.trailing.extend(tags.map(|(_, tag)| *tag));
+        let n = batch.packets.len() as u32;
+        if batch.tags.iter().any(|(at, _)| *at >= n) {
+            q.trailing.extend(
+                batch
+                    .tags
+                    .iter()
+                    .filter(|(at, _)| *at >= n)
+                    .map(|(_, t)| *t),
+            );
+            batch.tags.retain(|(at, _)| *at < n);
+        }
+        if batch.packets.is_empty() {
+            batch.clear();
+            self.spare.push(batch);
+            return;
+        }
+        let bytes: usize = batch
+            .packets
+            .iter()
+            .map(|m| m.payload_len as usize + META_BYTES)
+            .sum();
+        self.held = self.held.saturating_add(bytes);
+        q.batches.push_back(batch);
+    }
+
+    /// An emptied batch the merge has finished with, for the caller to fill or give back.
+    pub fn take_spare(&mut self) -> Option<Batch> {
+        self.spare.pop()
+    }
+
+    /// Keep an empty batch for later (`take_spare`).
+    pub fn give_spare(&mut self, mut b: Batch) {
+        b.clear();
+        self.spare.push(b);
+    }
+
+    /// Emptied batches held.
+    pub fn spares(&self) -> usize {
+        self.spare.len()
     }
 
     /// Hand packets to `f` earliest first, as far as every lane vouches for (`bounds`: each
@@ -215,16 +233,9 @@ impl Merge {
             return;
         }
         q.head = 0;
-        if q.batches.len() == 1 {
-            // The only batch: emptied in place, it takes the next packets.
-            if let Some(b) = q.batches.front_mut() {
-                b.clear();
-            }
-        } else if let Some(mut b) = q.batches.pop_front() {
+        if let Some(mut b) = q.batches.pop_front() {
             b.clear();
-            if self.spare.len() < SPARE_BATCHES {
-                self.spare.push(b);
-            }
+            self.spare.push(b);
         }
     }
 }
@@ -288,8 +299,8 @@ mod tests {
         }
         first.push_tag(tag(1002));
         let mut m = Merge::new(1, 1 << 20);
-        m.push(0, &first);
-        m.push(0, &batch(&[4]));
+        m.push_batch(0, first);
+        m.push_batch(0, batch(&[4]));
         let mut seen = Vec::new();
         m.run(&[DONE], |b, p, i, _| {
             for (_, t) in b.tags.iter().filter(|(at, _)| *at as usize == i) {
@@ -313,8 +324,8 @@ mod tests {
     #[test]
     fn interleaves_lanes_by_time_and_waits_for_the_slowest() {
         let mut m = Merge::new(2, 1 << 20);
-        m.push(0, &batch(&[1, 3, 5]));
-        m.push(1, &batch(&[2, 4, 6]));
+        m.push_batch(0, batch(&[1, 3, 5]));
+        m.push_batch(1, batch(&[2, 4, 6]));
         // Lane 0 has said nothing yet: once its queue is empty, lane 1's 6 must wait.
         let (out, forced) = run(&mut m, &[i64::MIN, i64::MIN]);
         assert_eq!(out, vec![1, 2, 3, 4, 5]);
@@ -333,10 +344,10 @@ mod tests {
         // The bad case: the owner's ring ran ahead (a response at 20) of a request (10)
         // read by another lane and forwarded late.
         let mut m = Merge::new(2, 1 << 20);
-        m.push(0, &batch(&[20, 30]));
+        m.push_batch(0, batch(&[20, 30]));
         // Lane 1 has vouched for nothing past 5: nothing goes.
         assert!(run(&mut m, &[30, 5]).0.is_empty());
-        m.push(1, &batch(&[10]));
+        m.push_batch(1, batch(&[10]));
         assert_eq!(run(&mut m, &[30, 25]).0, vec![10, 20]);
         assert_eq!(m.safe(&[30, 25]), 25);
         assert_eq!(run(&mut m, &[DONE, DONE]).0, vec![30]);
@@ -347,33 +358,34 @@ mod tests {
     fn past_the_bound_the_earliest_goes_anyway_and_is_counted() {
         let per = 8 + META_BYTES;
         let mut m = Merge::new(2, 3 * per);
-        m.push(0, &batch(&[1, 2, 3, 4, 5]));
+        m.push_batch(0, batch(&[1, 2, 3, 4, 5]));
         // Lane 1 is silent: 5 packets held, 3 allowed, so the 2 earliest go early.
         let (out, forced) = run(&mut m, &[i64::MIN, i64::MIN]);
         assert_eq!(out, vec![1, 2]);
         assert_eq!(forced, 2);
         assert_eq!(m.held(), 3 * per);
         // A later lane-1 packet earlier than what is left still goes in order.
-        m.push(1, &batch(&[2]));
+        m.push_batch(1, batch(&[2]));
         let (out, forced) = run(&mut m, &[DONE, DONE]);
         assert_eq!(out, vec![2, 3, 4, 5]);
         assert_eq!(forced, 0);
     }
 
     #[test]
-    fn batches_are_reused_in_the_steady_state() {
+    fn finished_batches_come_back() {
         let mut m = Merge::new(2, 64 << 20);
         for round in 0..200i64 {
             let base = round * 1000;
             let a: Vec<i64> = (0..300).map(|i| base + 2 * i).collect();
             let b: Vec<i64> = (0..300).map(|i| base + 2 * i + 1).collect();
-            m.push(0, &batch(&a));
-            m.push(1, &batch(&b));
+            m.push_batch(0, batch(&a));
+            m.push_batch(1, batch(&b));
             let (out, _) = run(&mut m, &[base + 999, base + 999]);
             assert_eq!(out.len(), 600);
             assert!(out.windows(2).all(|w| w[0] < w[1]));
+            // Every finished batch comes back.
+            assert_eq!(m.spares(), 2 * (round as usize + 1));
         }
-        assert!(m.created <= 6, "{} batches allocated", m.created);
     }
 
     /// A real capture (fixtures/lab.pcap: HTTP, redis, MySQL, DNS) spread packet by packet
@@ -459,7 +471,11 @@ mod tests {
             for (l, c) in [(0, chunk(0, Some(k))), (1, chunk(1, k.checked_sub(LAG)))] {
                 if let Some(b) = c {
                     naive.process_batch(b, &pos);
-                    m.push(l, b);
+                    let mut copy = Batch::with_capacity();
+                    for p in &b.packets {
+                        copy.push(p.t, p.ts_ns, p.vantage, p.order, b.payload(p));
+                    }
+                    m.push_batch(l, copy);
                     bounds[l] = b.packets.last().unwrap().ts_ns;
                 }
             }

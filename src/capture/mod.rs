@@ -53,6 +53,9 @@ pub const DEFAULT_RING_MB: usize = 64;
 /// A ring idle this long past an interval's end (on the wall clock) closes it: longer than
 /// the V3 block retire timeout, so no packet of the interval can still be on its way.
 const IDLE_GRACE_NS: i64 = 300_000_000;
+/// Finished batches a fanout worker keeps for its own reader's next local batches.
+const LOCAL_SPARES: usize = 4;
+
 /// Poll timeout: also how often a worker looks at forwarded batches while its ring is idle.
 const POLL_MS: i32 = 20;
 /// Forwarded batches in flight to one worker (split among its peers, at least 2 each), so
@@ -231,12 +234,17 @@ impl LaneState {
         }
     }
 
-    /// Fanout: the packets this lane kept for its own worker join its queue in the merge.
+    /// Fanout: the packets this lane kept for its own worker join its queue in the merge,
+    /// batch and all (the reader goes on in one the merge has finished with).
     fn take_local(&mut self) {
         let lane = self.party_worker();
-        if let (Some(b), Some(m)) = (self.reader.local_batch(), self.merge.as_mut()) {
-            m.push(lane, b);
-            b.clear();
+        let Some(m) = self.merge.as_mut() else {
+            return;
+        };
+        let fresh = m.take_spare().unwrap_or_else(Batch::with_capacity);
+        match self.reader.swap_local(fresh) {
+            Ok(full) => m.push_batch(lane, full),
+            Err(unused) => m.give_spare(unused),
         }
     }
 
@@ -940,11 +948,7 @@ impl Owner {
             let Some(rx) = rx else { continue };
             loop {
                 match rx.try_recv() {
-                    Ok(mut b) => {
-                        merge.push(from, &b);
-                        b.clear();
-                        let _ = self.fw.recycle.try_send(b);
-                    }
+                    Ok(b) => merge.push_batch(from, b),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         // That lane is finished (or failed): nothing more will come.
@@ -970,6 +974,16 @@ impl Owner {
         w.end_run();
         if forced > 0 {
             w.count_reorder_forced(forced);
+        }
+        // Finished batches beyond what our own reader needs go back to the pool every
+        // lane draws from (the forwarded ones came from it); a full pool frees them.
+        while merge.spares() > LOCAL_SPARES {
+            match merge.take_spare() {
+                Some(b) => {
+                    let _ = self.fw.recycle.try_send(b);
+                }
+                None => break,
+            }
         }
         // Intervals close in merged time: every packet before `safe` has been processed.
         let safe = merge.safe(&self.bounds);

@@ -566,11 +566,16 @@ impl Reader {
         true
     }
 
-    /// The local worker's batch (live with fanout), processed in place by the caller.
-    pub(crate) fn local_batch(&mut self) -> Option<&mut Batch> {
+    /// The local worker's batch (live with fanout), when it holds anything, exchanged for
+    /// `fresh` (an empty batch).
+    pub(crate) fn swap_local(&mut self, fresh: Batch) -> Result<Batch, Batch> {
         self.local_full = false;
-        let l = self.local?;
-        self.batches.get_mut(l)
+        match self.local.and_then(|l| self.batches.get_mut(l)) {
+            Some(b) if !b.packets.is_empty() || !b.tags.is_empty() => {
+                Ok(std::mem::replace(b, fresh))
+            }
+            _ => Err(fresh),
+        }
     }
 
     /// Send every non-empty batch (except the local one); with `mark`, every worker gets a
