@@ -19,6 +19,7 @@
 //! interval the growth of each open connection and take its L7 tally, so the interval
 //! documents sum to the whole run.
 
+pub mod fanout;
 pub mod interval;
 pub mod merge;
 pub mod ring;
@@ -366,24 +367,39 @@ impl DropWarn {
 }
 
 /// The fanout mode: hash, unless the test hook asks for one that spreads connections.
-fn fanout_mode() -> Result<u32, SetupError> {
+/// The fanout modes to try, in order, with their names: the program (Linux 4.3+), then the
+/// kernel's hash; tests may force one (`WIREMAP_TEST_FANOUT_MODE`).
+fn fanout_modes() -> Result<&'static [(u32, &'static str)], SetupError> {
+    const CBPF: (u32, &str) = (socket::PACKET_FANOUT_CBPF, "cbpf");
+    const HASH: (u32, &str) = (socket::PACKET_FANOUT_HASH, "hash");
     match std::env::var(TEST_FANOUT_ENV).as_deref() {
-        Err(_) | Ok("") | Ok("hash") => Ok(socket::PACKET_FANOUT_HASH),
-        Ok("lb") => Ok(socket::PACKET_FANOUT_LB),
-        Ok("rnd") => Ok(socket::PACKET_FANOUT_RND),
+        Err(_) | Ok("") => Ok(&[CBPF, HASH]),
+        Ok("cbpf") => Ok(&[CBPF]),
+        Ok("hash") => Ok(&[HASH]),
+        Ok("lb") => Ok(&[(socket::PACKET_FANOUT_LB, "lb")]),
+        Ok("rnd") => Ok(&[(socket::PACKET_FANOUT_RND, "rnd")]),
         Ok(_) => Err(SetupError::Os(
-            "WIREMAP_TEST_FANOUT_MODE must be hash, lb or rnd",
+            "WIREMAP_TEST_FANOUT_MODE must be cbpf, hash, lb or rnd",
             std::io::Error::from_raw_os_error(libc::EINVAL),
         )),
     }
 }
 
-/// Open the sockets: fanout when wanted and accepted, else one.
+/// Join the first socket to fanout group `group` in `mode` (with its program for CBPF).
+fn join_first(s: &PacketSocket, group: u16, mode: u32) -> std::io::Result<()> {
+    s.join_fanout(group, mode)?;
+    if mode == socket::PACKET_FANOUT_CBPF {
+        s.set_fanout_program(&fanout::program())?;
+    }
+    Ok(())
+}
+
+/// Open the sockets: fanout when wanted and accepted (with the mode's name), else one.
 fn open_sockets(
     opts: &CaptureOptions,
     iface: &Interface,
     program: &[Insn],
-) -> Result<Vec<PacketSocket>, SetupError> {
+) -> Result<(Vec<PacketSocket>, Option<&'static str>), SetupError> {
     let ring_bytes = opts.ring_mb.max(1).saturating_mul(1 << 20);
     let snaplen = opts.snaplen as usize;
     let threads = opts.threads.max(1);
@@ -408,11 +424,16 @@ fn open_sockets(
         // group would see every packet, and one in the group before its real filter must
         // not pass unfiltered ones. The real program replaces it once all are in.
         let none = socket::drop_all();
-        let mode = fanout_mode()?;
         let group = (std::process::id() & 0xffff) as u16;
         let each = ring_bytes / threads;
-        let first = PacketSocket::open(&spec(opts, iface, snaplen, &none, each))?;
-        if first.join_fanout(group, mode).is_ok() {
+        for &(mode, name) in fanout_modes()? {
+            let first = PacketSocket::open(&spec(opts, iface, snaplen, &none, each))?;
+            if join_first(&first, group, mode).is_err() {
+                // Not on this kernel: the group (if joined) goes with the socket; try the
+                // next mode.
+                drop(first);
+                continue;
+            }
             let mut socks = vec![first];
             for _ in 1..threads {
                 let s = PacketSocket::open(&spec(opts, iface, snaplen, &none, each))?;
@@ -425,14 +446,12 @@ fn open_sockets(
                     SetupError::Os("cannot attach the filter (SO_ATTACH_FILTER)", e)
                 })?;
             }
-            return Ok(socks);
+            return Ok((socks, Some(name)));
         }
         // No fanout on this kernel: one socket, software dispatch.
-        drop(first);
     }
-    Ok(vec![PacketSocket::open(&spec(
-        opts, iface, snaplen, program, ring_bytes,
-    ))?])
+    let one = PacketSocket::open(&spec(opts, iface, snaplen, program, ring_bytes))?;
+    Ok((vec![one], None))
 }
 
 /// The records channel (full buffers out, spare ones back) and the writer thread.
@@ -478,17 +497,18 @@ pub fn run(
     };
     STOP.store(false, Ordering::Relaxed);
     install_signals();
-    let socks = open_sockets(opts, &iface, &program).map_err(CaptureError::Setup)?;
+    let (socks, fanout_name) = open_sockets(opts, &iface, &program).map_err(CaptureError::Setup)?;
     let version = socks.first().map(|s| s.version).unwrap_or(Version::V2);
     let fanout = socks.len() > 1;
     let threads = opts.threads.max(1);
     // Scripts wait for this line: from here on, nothing is missed.
     eprintln!(
-        "wiremap: capturing on {} (TPACKET_V{}, {} socket(s){}{})",
+        "wiremap: capturing on {} (TPACKET_V{}, {} socket(s){}{}{})",
         iface.name,
         version.number(),
         socks.len(),
-        if fanout { ", fanout" } else { "" },
+        if fanout { ", fanout " } else { "" },
+        fanout_name.filter(|_| fanout).unwrap_or(""),
         if socks.iter().all(|s| s.locked) {
             ", ring locked"
         } else {

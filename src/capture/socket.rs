@@ -15,12 +15,16 @@ const PACKET_RX_RING: libc::c_int = 5;
 pub(crate) const PACKET_STATISTICS: libc::c_int = 6;
 const PACKET_VERSION: libc::c_int = 10;
 const PACKET_FANOUT: libc::c_int = 18;
+/// The fanout group's program (Linux 4.3+).
+const PACKET_FANOUT_DATA: libc::c_int = 22;
 const PACKET_MR_PROMISC: u16 = 1;
 /// Fanout modes: hash by flow (what captures use), and, for tests only, round-robin and
 /// random, which spread every connection over the sockets.
 pub const PACKET_FANOUT_HASH: u32 = 0;
 pub const PACKET_FANOUT_LB: u32 = 1;
 pub const PACKET_FANOUT_RND: u32 = 3;
+/// A classic BPF program picks the socket (Linux 4.3+; see `fanout`).
+pub const PACKET_FANOUT_CBPF: u32 = 6;
 const PACKET_FANOUT_FLAG_DEFRAG: u32 = 0x8000;
 const ETH_P_ALL: u16 = 0x0003;
 const TPACKET_V2: libc::c_int = 1;
@@ -351,6 +355,16 @@ impl PacketSocket {
     pub fn join_fanout(&self, group: u16, mode: u32) -> io::Result<()> {
         let arg: u32 = u32::from(group) | ((mode | PACKET_FANOUT_FLAG_DEFRAG) << 16);
         setsockopt(self.fd(), SOL_PACKET, PACKET_FANOUT, &arg)
+    }
+
+    /// Give the fanout group (joined in PACKET_FANOUT_CBPF mode) its program. An error
+    /// means the kernel has no program-driven fanout (before 4.3).
+    pub fn set_fanout_program(&self, prog: &[Insn]) -> io::Result<()> {
+        let fprog = SockFprog {
+            len: prog.len() as u16,
+            filter: prog.as_ptr(),
+        };
+        setsockopt(self.fd(), SOL_PACKET, PACKET_FANOUT_DATA, &fprog)
     }
 
     /// Wait up to `timeout_ms` for the ring to have something. Before Linux 3.19 a retired

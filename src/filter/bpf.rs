@@ -120,6 +120,32 @@ impl Program {
     /// Run the program and return what it returns (the accepted length for a packet filter;
     /// other users of classic BPF, such as seccomp test filters, give it other meanings).
     pub fn run(&self, p: &[u8], wire_len: u32) -> u32 {
+        self.run_on(p, wire_len, None)
+    }
+
+    /// Run the program as the kernel runs it on a socket buffer (`skb`): besides loads from
+    /// the packet, loads at [`SKF_NET_OFF`] + n read byte n of the network header and the
+    /// ancillary load at [`SKF_AD_OFF`] + [`SKF_AD_PROTOCOL`] gives the EtherType the
+    /// kernel saw (after stripping a VLAN tag). Lets a test run a fanout program.
+    pub fn run_skb(&self, p: &[u8], wire_len: u32, skb: Skb) -> u32 {
+        self.run_on(p, wire_len, Some(skb))
+    }
+
+    fn run_on(&self, p: &[u8], wire_len: u32, skb: Option<Skb>) -> u32 {
+        let load = |size: u16, at: u64| -> Option<u32> {
+            match skb {
+                Some(s) => s.load(p, size, at),
+                None => load(p, size, at),
+            }
+        };
+        // libpcap rejects an index past the packet; the kernel adds the two as 32-bit
+        // values (a negative k reaches the special areas).
+        let indexed = |k: u32, x: u32| -> u64 {
+            match skb {
+                Some(_) => u64::from(k.wrapping_add(x)),
+                None => u64::from(k) + u64::from(x),
+            }
+        };
         let mut a: u32 = 0;
         let mut x: u32 = 0;
         let mut mem = [0u32; MEMWORDS];
@@ -130,11 +156,11 @@ impl Program {
             let k = i.k;
             match i.code & 0x07 {
                 LD => match i.code & 0xe0 {
-                    ABS => match load(p, i.code & 0x18, k as u64) {
+                    ABS => match load(i.code & 0x18, u64::from(k)) {
                         Some(v) => a = v,
                         None => return 0,
                     },
-                    IND => match load(p, i.code & 0x18, u64::from(k) + u64::from(x)) {
+                    IND => match load(i.code & 0x18, indexed(k, x)) {
                         Some(v) => a = v,
                         None => return 0,
                     },
@@ -205,6 +231,40 @@ impl Program {
             }
         }
         0
+    }
+}
+
+/// Where the kernel's special loads point, for [`Program::run_skb`].
+#[derive(Clone, Copy, Debug)]
+pub struct Skb {
+    /// Offset of the network header in the packet.
+    pub net: usize,
+    /// `skb->protocol` (host order).
+    pub protocol: u16,
+}
+
+/// Loads at this offset and above (as a signed 32-bit value) read the network header.
+pub const SKF_NET_OFF: i32 = -0x0010_0000;
+/// Ancillary loads (kernel metadata) start here.
+pub const SKF_AD_OFF: i32 = -0x1000;
+/// The ancillary field holding `skb->protocol`.
+pub const SKF_AD_PROTOCOL: i32 = 0;
+
+impl Skb {
+    fn load(self, p: &[u8], size: u16, at: u64) -> Option<u32> {
+        // The kernel adds k and X as 32-bit values and reads negative offsets specially.
+        let off = at as u32 as i32;
+        if off >= 0 {
+            return load(p, size, at);
+        }
+        if off == SKF_AD_OFF + SKF_AD_PROTOCOL && size == W {
+            return Some(u32::from(self.protocol));
+        }
+        if (SKF_NET_OFF..SKF_AD_OFF).contains(&off) {
+            let rel = u64::try_from(off.checked_sub(SKF_NET_OFF)?).ok()?;
+            return load(p, size, rel.checked_add(self.net as u64)?);
+        }
+        None
     }
 }
 

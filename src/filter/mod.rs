@@ -6,7 +6,7 @@
 mod bpf;
 mod names;
 
-pub use bpf::{Insn, Program};
+pub use bpf::{Insn, Program, Skb, SKF_AD_OFF, SKF_AD_PROTOCOL, SKF_NET_OFF};
 pub use names::resolve_names;
 
 /// A filter that cannot be used: one line for the user.

@@ -124,6 +124,26 @@ impl FlowKey {
     pub fn worker(&self, workers: usize) -> usize {
         ((u128::from(self.dispatch_hash()) * workers as u128) >> 64) as usize
     }
+
+    /// Live fanout's owner hash: the exclusive-or of both addresses' 32-bit words and, for
+    /// TCP and UDP, of both ports. Symmetric, and simple enough for the kernel to compute in
+    /// the fanout group's classic BPF program (`capture::fanout`), so that the kernel hands
+    /// each packet to the socket of the worker that owns it: `lane_hash() % workers`.
+    pub fn lane_hash(&self) -> u32 {
+        fn fold(ip: &std::net::IpAddr) -> u32 {
+            match ip {
+                std::net::IpAddr::V4(a) => u32::from(*a),
+                std::net::IpAddr::V6(a) => a.octets().chunks_exact(4).fold(0, |h, w| {
+                    h ^ w.iter().fold(0u32, |x, &b| x << 8 | u32::from(b))
+                }),
+            }
+        }
+        let ports = match self.proto {
+            6 | 17 => u32::from(self.a.port ^ self.b.port),
+            _ => 0,
+        };
+        fold(&self.a.ip) ^ fold(&self.b.ip) ^ ports
+    }
 }
 
 /// FNV-1a, then a final mix: stable across runs, cheap, and only used to spread

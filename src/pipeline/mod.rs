@@ -369,6 +369,19 @@ impl OwnedPacket {
     }
 }
 
+/// The worker of `workers` that owns connection `key`. Live with fanout, the function the
+/// kernel's fanout program computes (`capture::fanout`), so that few packets need
+/// forwarding; otherwise the dispatch hash, which keeps a file's worker assignment the same
+/// from run to run.
+fn owner(key: &FlowKey, workers: usize, fanout: bool) -> usize {
+    let n = workers.max(1);
+    if fanout {
+        key.lane_hash() as usize % n
+    } else {
+        key.worker(n)
+    }
+}
+
 impl Reader {
     pub(crate) fn new(
         limits: &Limits,
@@ -418,6 +431,7 @@ impl Reader {
         st.packets += 1;
         st.first_ts = Some(st.first_ts.map_or(pkt.ts_ns, |t| t.min(pkt.ts_ns)));
         st.last_ts = Some(st.last_ts.map_or(pkt.ts_ns, |t| t.max(pkt.ts_ns)));
+        let (workers, fanout) = (self.senders.len(), self.local.is_some());
         match self.decoder.decode(pkt.linktype, pkt.data, pkt.ts_ns) {
             Outcome::Flow(t, payload) => {
                 if t.truncated {
@@ -435,8 +449,7 @@ impl Reader {
                     t.proto,
                     0,
                 );
-                let n = self.senders.len();
-                let w = key.worker(n);
+                let w = owner(&key, workers, fanout);
                 self.batches[w].push(t, pkt.ts_ns, pkt.vantage, order, payload);
                 if let Some(lvs) = self.lvs.as_mut() {
                     lvs.observe(&t, payload, pkt.ts_ns, pkt.vantage, &mut self.tags);
@@ -461,7 +474,7 @@ impl Reader {
                 }
                 for tag in self.tags.drain(..) {
                     // The worker that owns the tagged leg (dispatch ignores VLANs).
-                    let to = FlowKey { vlan: 0, ..tag.key }.worker(n);
+                    let to = owner(&FlowKey { vlan: 0, ..tag.key }, workers, fanout);
                     if let Some(b) = self.batches.get_mut(to) {
                         b.push_tag(tag);
                     }
