@@ -11,7 +11,10 @@
 #   * tcpdump -i wgs0 -w /dev/null (no parsing at all), with the same buffer as wiremap's ring
 # For each rate and tool: packets tcpreplay sent, kernel drops (wiremap's PACKET_STATISTICS
 # from its document; tcpdump's "dropped by kernel"), and CPU seconds (user + system, all
-# threads, from GNU time) per million packets sent, side by side, plus wiremap/tcpdump.
+# threads) per million packets sent, side by side, plus wiremap/tcpdump: for the whole run
+# (GNU time: start-up, the ring's allocation, which the kernel zeroes, and exit included)
+# and while replaying (the tool's /proc/PID/stat from just before tcpreplay starts to just
+# after it ends and the ring drained: what a capture that runs for hours costs per packet).
 #
 # The replayed frames are addressed to other MACs, so wg-srv's stack drops them (no replies, no
 # resets); packet sockets see them before that. tcpreplay, the tool under test and the kernel
@@ -71,10 +74,15 @@ wait_line() {   # wait_line FILE PATTERN : bounded (10 s)
     return 1
 }
 
-# run_one TOOL RATE -> "sent drops cpu_seconds achieved_pps"
+# CPU seconds (user + system, all threads) the process PID has used so far.
+cpu_of() {
+    awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$1/stat"
+}
+
+# run_one TOOL RATE -> "sent drops cpu_seconds achieved_pps replay_cpu_seconds"
 run_one() {
     local tool=$1 rate=$2 err=$WORK/$1.err tm=$WORK/$1.time doc=$WORK/$1.json rep=$WORK/replay.out
-    local child sent drops cpu pps limit
+    local child sent drops cpu pps limit before after
     rm -f "$err" "$tm" "$doc" "$rep"
     case $tool in
         wiremap)
@@ -89,6 +97,9 @@ run_one() {
             wait_line "$err" 'listening on' || { cat "$err" >&2; return 1; } ;;
     esac
     sleep 0.3
+    # /usr/bin/time waits for the tool: its only child is the tool itself.
+    child=$(pgrep -P "$TOOL_PID" | head -n 1)
+    before=$(cpu_of "$child")
     if [[ $rate == top ]]; then
         timeout $(( 300 * TOP_LOOPS )) ip netns exec wg-cli tcpreplay -i wgc0 --topspeed \
             --loop="$TOP_LOOPS" "$WORK/replay.pcap" > "$rep" 2>&1
@@ -98,8 +109,7 @@ run_one() {
             "$WORK/replay.pcap" > "$rep" 2>&1
     fi
     sleep 1   # let the ring drain
-    # /usr/bin/time waits for the tool: signal the tool itself (its only child), by id.
-    child=$(pgrep -P "$TOOL_PID" | head -n 1)
+    after=$(cpu_of "$child")
     [[ -n $child ]] && kill -INT "$child"
     local i
     for i in $(seq 1 300); do kill -0 "$TOOL_PID" 2>/dev/null || break; sleep 0.1; done
@@ -112,20 +122,23 @@ run_one() {
         tcpdump) drops=$(sed -n 's/^\([0-9]*\) packets dropped by kernel.*/\1/p' "$err" | head -n 1) ;;
     esac
     cpu=$(awk '{ printf "%.2f", $1 + $2 }' "$tm" 2>/dev/null || echo '?')
-    echo "${sent:-0} ${drops:-?} ${cpu:-?} ${pps:-0}"
+    echo "${sent:-0} ${drops:-?} ${cpu:-?} ${pps:-0} $(awk -v a="$before" -v b="$after" 'BEGIN { printf "%.3f", b - a }')"
 }
 
 echo "== replay: $PACKETS packets ($SIZE_MB MB), paced runs send up to rate x ${SECS}s; wiremap --threads $THREADS" >&2
-printf '%-10s %-10s %-9s | %-12s %-14s | %-12s %-14s | %s\n' \
-    "rate" "reached" "sent" "wm drops" "wm cpu s/Mpkt" "td drops" "td cpu s/Mpkt" "cpu wm/td"
+printf '%-8s %-15s %-8s | %-9s %-10s %-10s | %-9s %-10s %-10s | %-7s %s\n' \
+    "rate" "reached" "sent" "wm drops" "wm cpu run" "wm replay" "td drops" "td cpu run" "td replay" "run" "replay"
 for rate in $RATES top; do
-    read -r ws wd wc wp < <(run_one wiremap "$rate")
-    read -r ts td tc tp < <(run_one tcpdump "$rate")
+    read -r ws wd wc wp wr < <(run_one wiremap "$rate")
+    read -r ts td tc tp tr < <(run_one tcpdump "$rate")
     per() { awk -v c="$1" -v n="$2" 'BEGIN { if (n > 0 && c != "?") printf "%.2f", c / (n / 1e6); else print "?" }'; }
-    wper=$(per "$wc" "$ws")
-    tper=$(per "$tc" "$ts")
-    ratio=$(awk -v a="$wper" -v b="$tper" 'BEGIN { if (b > 0 && a != "?") printf "%.1fx", a / b; else print "?" }')
-    printf '%-10s %-10s %-9s | %-12s %-14s | %-12s %-14s | %s\n' \
-        "$rate" "${wp%.*}/${tp%.*}" "$ws" "$wd" "$wper" "$td" "$tper" "$ratio"
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "?") printf "%.1fx", a / b; else print "?" }'; }
+    wper=$(per "$wc" "$ws"); tper=$(per "$tc" "$ts")
+    wrep=$(per "$wr" "$ws"); trep=$(per "$tr" "$ts")
+    printf '%-8s %-15s %-8s | %-9s %-10s %-10s | %-9s %-10s %-10s | %-7s %s\n' \
+        "$rate" "${wp%.*}/${tp%.*}" "$ws" "$wd" "$wper" "$wrep" "$td" "$tper" "$trep" \
+        "$(ratio "$wper" "$tper")" "$(ratio "$wrep" "$trep")"
 done
-echo "(reached: the pps tcpreplay reported for the wiremap run / the tcpdump run; cpu = user+sys of all threads)"
+echo "(reached: the pps tcpreplay reported for the wiremap run / the tcpdump run; cpu: CPU seconds"
+echo " per million packets sent, user + system of all threads, for the whole run and while"
+echo " replaying; the last two columns are wiremap / tcpdump)"
