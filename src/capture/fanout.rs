@@ -198,7 +198,8 @@ mod tests {
                 I(..) => {}
             }
         }
-        Program::new(program()).unwrap();
+        // Short: it runs for every packet the interface sees.
+        assert_eq!(Program::new(program()).unwrap().instructions().len(), 70);
     }
 
     fn eth(ethertype: u16, l3: &[u8]) -> Vec<u8> {

@@ -2,13 +2,15 @@
 //! workers and join as the offline path.
 //!
 //! Two shapes, chosen by what the kernel accepts:
-//! * fanout (the default with `--threads` > 1 where PACKET_FANOUT hash is accepted): one
-//!   socket and ring per worker. Each worker reads its ring, decodes, keeps the packets its
-//!   symmetric hash owns and forwards the others in batches to their owner (counted as
-//!   `forwarded`): the kernel's hash may be asymmetric before Linux 4.x, and never matches
-//!   ours anyway. A connection the kernel spreads over several rings reaches its owner
-//!   partly late, so each worker merges its ring's packets and the forwarded ones back into
-//!   packet-time order before processing them (`merge`).
+//! * fanout (the default with `--threads` > 1 where PACKET_FANOUT is accepted): one socket
+//!   and ring per worker. Each worker reads its ring, decodes, keeps the packets its owner
+//!   function assigns to it and forwards the others in batches to their owner (counted as
+//!   `forwarded`). On Linux 4.3+ the group runs a classic BPF program computing that same
+//!   function (`fanout`), so nothing needs forwarding; before, the kernel's hash decides,
+//!   which may be asymmetric before 4.x and never matches ours. A connection the kernel
+//!   spreads over several rings reaches its owner partly late, so each worker merges its
+//!   ring's packets and the forwarded ones back into packet-time order before processing
+//!   them (`merge`).
 //! * one socket (`--no-fanout`, one thread, or fanout refused): one reader thread walks the
 //!   ring and feeds the offline `Reader` (software dispatch to the workers).
 //!
