@@ -70,6 +70,18 @@ fn ports_and_return(ops: &mut Vec<Op>, first: Op, second: Op) {
     ]);
 }
 
+/// Go on at `ports` when the protocol number at network offset `at` is TCP or UDP, else
+/// return the addresses' hash; `udp` is a label of its own for the second test.
+fn if_tcp_or_udp(ops: &mut Vec<Op>, at: u32, udp: &'static str, ports: &'static str) {
+    ops.extend([
+        I(LD_B_ABS, net(at)),
+        J(JEQ_K, 6, ports, udp),
+        Label(udp),
+        J(JEQ_K, 17, ports, "addresses"),
+        Label(ports),
+    ]);
+}
+
 fn ops() -> Vec<Op> {
     let mut ops = vec![
         I(LD_W_ABS, (SKF_AD_OFF + SKF_AD_PROTOCOL) as u32),
@@ -83,12 +95,8 @@ fn ops() -> Vec<Op> {
         I(LD_W_ABS, net(16)),
     ];
     fold_in(&mut ops);
+    if_tcp_or_udp(&mut ops, 9, "v4_udp", "v4_ports");
     ops.extend([
-        I(LD_B_ABS, net(9)),
-        J(JEQ_K, 6, "v4_ports", "v4_udp"),
-        Label("v4_udp"),
-        J(JEQ_K, 17, "v4_ports", "addresses"),
-        Label("v4_ports"),
         I(LD_H_ABS, net(6)),
         J(JSET_K, 0x3fff, "addresses", "v4_header"),
         Label("v4_header"),
@@ -104,13 +112,7 @@ fn ops() -> Vec<Op> {
         ops.push(I(LD_W_ABS, net(off)));
         fold_in(&mut ops);
     }
-    ops.extend([
-        I(LD_B_ABS, net(6)),
-        J(JEQ_K, 6, "v6_ports", "v6_udp"),
-        Label("v6_udp"),
-        J(JEQ_K, 17, "v6_ports", "addresses"),
-        Label("v6_ports"),
-    ]);
+    if_tcp_or_udp(&mut ops, 6, "v6_udp", "v6_ports");
     ports_and_return(&mut ops, I(LD_H_ABS, net(40)), I(LD_H_ABS, net(42)));
     ops.extend([
         Label("addresses"),
@@ -172,7 +174,7 @@ mod tests {
     use super::*;
     use crate::decode::{Decoder, Outcome};
     use crate::filter::{Program, Skb};
-    use crate::flow::{Endpoint, FlowKey};
+    use crate::flow::FlowKey;
 
     /// Every label a jump names exists and lies ahead of it.
     #[test]
@@ -263,18 +265,7 @@ mod tests {
         let mut d = Decoder::new(16, 1_000_000_000);
         match d.decode(1, frame, 0) {
             Outcome::Flow(t, _) => {
-                let (key, _) = FlowKey::new(
-                    Endpoint {
-                        ip: t.src,
-                        port: t.sport,
-                    },
-                    Endpoint {
-                        ip: t.dst,
-                        port: t.dport,
-                    },
-                    t.proto,
-                    0,
-                );
+                let (key, _) = FlowKey::of(&t, 0);
                 key.lane_hash()
             }
             other => panic!("not a flow: {other:?}"),

@@ -103,6 +103,20 @@ impl FlowKey {
         }
     }
 
+    /// The connection a decoded packet belongs to, and the side that sent it. `vlan` is the
+    /// VLAN id to key on (0 where VLANs are not part of the key).
+    pub fn of(t: &crate::decode::Transport, vlan: u32) -> (FlowKey, Side) {
+        let src = Endpoint {
+            ip: t.src,
+            port: t.sport,
+        };
+        let dst = Endpoint {
+            ip: t.dst,
+            port: t.dport,
+        };
+        FlowKey::new(src, dst, t.proto, vlan)
+    }
+
     pub fn endpoint(&self, side: Side) -> Endpoint {
         match side {
             Side::A => self.a,

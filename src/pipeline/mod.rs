@@ -17,7 +17,7 @@ pub(crate) use worker::Worker;
 
 use crate::decode::{self, Decoder, Outcome};
 use crate::filter::FilterSet;
-use crate::flow::{Endpoint, FlowKey};
+use crate::flow::FlowKey;
 use crate::limits::Limits;
 use crate::lvs::{LegIndex, Tag};
 use crate::report::{self, doc::Document, ReaderStats, WorkerResult};
@@ -437,18 +437,7 @@ impl Reader {
                 if t.truncated {
                     st.truncated += 1;
                 }
-                let (key, _) = FlowKey::new(
-                    Endpoint {
-                        ip: t.src,
-                        port: t.sport,
-                    },
-                    Endpoint {
-                        ip: t.dst,
-                        port: t.dport,
-                    },
-                    t.proto,
-                    0,
-                );
+                let (key, _) = FlowKey::of(&t, 0);
                 let w = owner(&key, workers, fanout);
                 self.batches[w].push(t, pkt.ts_ns, pkt.vantage, order, payload);
                 if let Some(lvs) = self.lvs.as_mut() {

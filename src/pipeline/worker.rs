@@ -6,7 +6,7 @@ use std::collections::hash_map::Entry;
 use super::batch::{Batch, PacketMeta};
 use crate::capture::interval::{Clock, Step};
 use crate::decode::tcp_flags::{ACK, SYN};
-use crate::flow::{Endpoint, Flow, FlowKey, FlowTable};
+use crate::flow::{Flow, FlowKey, FlowTable};
 use crate::l7::{Ctx, L7Conn, RecordSink};
 use crate::limits::Limits;
 use crate::lvs::{self, evidence, LbEdge, LbOptions, Mode, Stitch, Tag};
@@ -351,16 +351,7 @@ impl Worker {
     }
 
     fn key_of(&self, m: &PacketMeta) -> (FlowKey, crate::flow::Side) {
-        let t = &m.t;
-        let src = Endpoint {
-            ip: t.src,
-            port: t.sport,
-        };
-        let dst = Endpoint {
-            ip: t.dst,
-            port: t.dport,
-        };
-        FlowKey::new(src, dst, t.proto, if self.vlan_key { t.vlan } else { 0 })
+        FlowKey::of(&m.t, if self.vlan_key { m.t.vlan } else { 0 })
     }
 
     fn process(&mut self, m: &PacketMeta, payload: &[u8]) {
@@ -736,6 +727,7 @@ fn route_edge(k: &mut EdgeKey, agg: &mut EdgeAgg, r: &LbEdge, cap: usize) {
 mod tests {
     use super::*;
     use crate::decode::{TcpFields, Transport};
+    use crate::flow::Endpoint;
     use std::net::IpAddr;
     use std::sync::atomic::AtomicU64;
 

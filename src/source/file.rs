@@ -264,9 +264,14 @@ fn next_legacy(
     span: &mut Option<Span>,
 ) -> Result<ReadOutcome, InputError> {
     if let Some(h) = header.take() {
-        let block = PcapBlockOwned::LegacyHeader(h);
-        let mut ts = at.last_ts_ns;
-        let _ = handle_block(path, &mut at.format, vantages, block, out, &mut ts);
+        // The upper bits of the link-type field carry FCS information.
+        let linktype = (h.network.0 as u32) & 0xFFFF;
+        at.format = Format::Pcap {
+            linktype,
+            nanos: h.is_nanosecond_precision(),
+            vantage: vantages.assign(path, 0, None, "pcap", linktype),
+            big_endian: h.is_bigendian(),
+        };
     }
     let Format::Pcap {
         linktype,
@@ -404,7 +409,7 @@ fn refill(path: &str, reader: &mut (dyn PcapReaderIterator + Send)) -> Result<()
         .map_err(|e| InputError::Read(path.to_string(), format!("{e}")))
 }
 
-/// Handle one block: Ok(true) when `out` now holds a packet.
+/// Handle one pcapng block: Ok(true) when `out` now holds a packet.
 fn handle_block(
     path: &str,
     format: &mut Format,
@@ -414,42 +419,6 @@ fn handle_block(
     last_ts_ns: &mut i64,
 ) -> Result<bool, String> {
     match block {
-        PcapBlockOwned::LegacyHeader(h) => {
-            // The upper bits of the link-type field carry FCS information.
-            let linktype = (h.network.0 as u32) & 0xFFFF;
-            let vantage = vantages.assign(path, 0, None, "pcap", linktype);
-            *format = Format::Pcap {
-                linktype,
-                nanos: h.is_nanosecond_precision(),
-                vantage,
-                big_endian: h.is_bigendian(),
-            };
-            Ok(false)
-        }
-        PcapBlockOwned::Legacy(b) => {
-            let Format::Pcap {
-                linktype,
-                nanos,
-                vantage,
-                ..
-            } = *format
-            else {
-                return Err("packet record before the file header".into());
-            };
-            let frac = if nanos {
-                i64::from(b.ts_usec)
-            } else {
-                i64::from(b.ts_usec) * 1000
-            };
-            out.ts_ns = i64::from(b.ts_sec) * 1_000_000_000 + frac;
-            out.linktype = linktype;
-            out.vantage = vantage;
-            out.wire_len = b.origlen.max(b.caplen);
-            out.data.clear();
-            out.data.extend_from_slice(b.data);
-            *last_ts_ns = out.ts_ns;
-            Ok(true)
-        }
         PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
             let section = match format {
                 Format::PcapNg { section, .. } => *section + 1,
