@@ -11,6 +11,19 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// A decoded packet's source and destination.
+    pub fn of(t: &crate::decode::Transport) -> (Endpoint, Endpoint) {
+        let src = Endpoint {
+            ip: t.src,
+            port: t.sport,
+        };
+        let dst = Endpoint {
+            ip: t.dst,
+            port: t.dport,
+        };
+        (src, dst)
+    }
+
     /// The node id of a service: `10.0.0.5:6379`, `[2001:db8::1]:53` (RFC 5952 form).
     pub fn id(&self) -> String {
         match self.ip {
@@ -106,14 +119,7 @@ impl FlowKey {
     /// The connection a decoded packet belongs to, and the side that sent it. `vlan` is the
     /// VLAN id to key on (0 where VLANs are not part of the key).
     pub fn of(t: &crate::decode::Transport, vlan: u32) -> (FlowKey, Side) {
-        let src = Endpoint {
-            ip: t.src,
-            port: t.sport,
-        };
-        let dst = Endpoint {
-            ip: t.dst,
-            port: t.dport,
-        };
+        let (src, dst) = Endpoint::of(t);
         FlowKey::new(src, dst, t.proto, vlan)
     }
 

@@ -134,19 +134,10 @@ impl LegIndex {
                 let flags = t.tcp.flags;
                 flags & (SYN | ACK) == SYN
                     || t.tcp.toa.is_some()
-                    || (flags & SYN == 0
-                        && t.payload_wire_len > 0
-                        && !payload.is_empty()
-                        && self.may_be_pending(
-                            &Endpoint {
-                                ip: t.src,
-                                port: t.sport,
-                            },
-                            &Endpoint {
-                                ip: t.dst,
-                                port: t.dport,
-                            },
-                        ))
+                    || (flags & SYN == 0 && t.payload_wire_len > 0 && !payload.is_empty() && {
+                        let (src, dst) = Endpoint::of(t);
+                        self.may_be_pending(&src, &dst)
+                    })
             }
             17 => is_dns_query(payload),
             _ => false,
@@ -166,14 +157,7 @@ impl LegIndex {
         vantage: u16,
         out: &mut Vec<Tag>,
     ) {
-        let src = Endpoint {
-            ip: t.src,
-            port: t.sport,
-        };
-        let dst = Endpoint {
-            ip: t.dst,
-            port: t.dport,
-        };
+        let (src, dst) = Endpoint::of(t);
         let vlan = if self.vlan_key { t.vlan } else { 0 };
         if t.proto == 6 {
             let flags = t.tcp.flags;
