@@ -172,6 +172,7 @@ pub fn program() -> Vec<Insn> {
 mod tests {
     #![allow(clippy::indexing_slicing, clippy::unwrap_used)]
     use super::*;
+    use crate::decode::frames::{self, eth, ipv6};
     use crate::decode::{Decoder, Outcome};
     use crate::filter::{Program, Skb};
     use crate::flow::FlowKey;
@@ -204,11 +205,12 @@ mod tests {
         assert_eq!(Program::new(program()).unwrap().instructions().len(), 70);
     }
 
-    fn eth(ethertype: u16, l3: &[u8]) -> Vec<u8> {
-        let mut p = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
-        p.extend_from_slice(&ethertype.to_be_bytes());
-        p.extend_from_slice(l3);
-        p
+    fn tcp(sport: u16, dport: u16) -> Vec<u8> {
+        frames::tcp(sport, dport, 1, 0x18, &[], b"GET / HTTP/1.1\r\n\r\n")
+    }
+
+    fn udp(sport: u16, dport: u16) -> Vec<u8> {
+        frames::udp(sport, dport, &[1, 2, 3, 4])
     }
 
     fn ipv4(
@@ -219,45 +221,7 @@ mod tests {
         frag: u16,
         l4: &[u8],
     ) -> Vec<u8> {
-        let ihl = 5 + options / 4;
-        let total = (ihl * 4 + l4.len()) as u16;
-        let mut h = vec![(4 << 4) | ihl as u8, 0];
-        h.extend_from_slice(&total.to_be_bytes());
-        h.extend_from_slice(&[0, 1]);
-        h.extend_from_slice(&frag.to_be_bytes());
-        h.extend_from_slice(&[64, proto, 0, 0]);
-        h.extend_from_slice(&src);
-        h.extend_from_slice(&dst);
-        h.extend(std::iter::repeat_n(1u8, options)); // NOP options
-        h.extend_from_slice(l4);
-        h
-    }
-
-    fn ipv6(src: [u8; 16], dst: [u8; 16], next: u8, l4: &[u8]) -> Vec<u8> {
-        let mut h = vec![0x60, 0, 0, 0];
-        h.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-        h.extend_from_slice(&[next, 64]);
-        h.extend_from_slice(&src);
-        h.extend_from_slice(&dst);
-        h.extend_from_slice(l4);
-        h
-    }
-
-    fn tcp(sport: u16, dport: u16) -> Vec<u8> {
-        let mut t = Vec::new();
-        t.extend_from_slice(&sport.to_be_bytes());
-        t.extend_from_slice(&dport.to_be_bytes());
-        t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0x20, 0, 0, 0, 0, 0]);
-        t.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
-        t
-    }
-
-    fn udp(sport: u16, dport: u16) -> Vec<u8> {
-        let mut u = Vec::new();
-        u.extend_from_slice(&sport.to_be_bytes());
-        u.extend_from_slice(&dport.to_be_bytes());
-        u.extend_from_slice(&[0, 12, 0, 0, 1, 2, 3, 4]);
-        u
+        frames::ipv4_with_options(proto, src, dst, 1, frag, options, l4)
     }
 
     /// The workers' owner hash of what the decoder makes of `frame`.

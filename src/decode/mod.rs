@@ -827,4 +827,6 @@ pub fn ip_bytes_of(linktype: u32, data: &[u8]) -> u32 {
 }
 
 #[cfg(test)]
+pub(crate) mod frames;
+#[cfg(test)]
 mod tests;
