@@ -5,7 +5,7 @@ mod key;
 mod seq;
 mod table;
 
-pub use key::{Endpoint, FlowKey, Side};
+pub use key::{ip_text, Endpoint, FlowKey, Side};
 pub use seq::{SegmentKind, SeqTracker};
 pub use table::FlowTable;
 

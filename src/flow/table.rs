@@ -380,6 +380,30 @@ impl FlowTable {
         flow
     }
 
+    /// Take the oldest flow out, to empty the table at the end of a run. The first call
+    /// drops the whole index: finding and removing each flow's entry costs a hash and a
+    /// cache miss per flow (30 % of the final drain in a profile), and nothing is looked up
+    /// in a table being emptied. Once called, only `drain_oldest` may be used.
+    pub fn drain_oldest(&mut self) -> Option<Flow> {
+        if self.index.len > 0 {
+            self.index = Index::new();
+        }
+        let id = self.oldest()?;
+        // The flow after this one in its list is probably next: start loading it.
+        let next = self.link(id).prev;
+        if next != NIL {
+            self.prefetch_flow(next);
+        }
+        self.unlink(id);
+        let flow = match self.slot_mut(id).take() {
+            Some(f) => f,
+            None => unreachable!("listed flows are in the slab"),
+        };
+        self.free.push(id);
+        self.len -= 1;
+        Some(flow)
+    }
+
     fn link(&self, id: u32) -> Link {
         self.links.get(id as usize).copied().unwrap_or(UNLINKED)
     }
@@ -458,15 +482,6 @@ impl FlowTable {
                 id = self.link(id).next;
             }
         }
-    }
-
-    /// Take every flow out (end of input), oldest first.
-    pub fn drain(&mut self) -> Vec<Flow> {
-        let mut out = Vec::with_capacity(self.len());
-        while let Some(id) = self.oldest() {
-            out.push(self.remove(id));
-        }
-        out
     }
 
     fn link_front(&mut self, id: u32, list: u8, ts: i64) {
@@ -549,8 +564,18 @@ mod tests {
         // A freed slot is reused.
         let again = t.insert(Flow::new(key(99_999), 0, 0, true));
         assert_eq!(again, id);
-        assert_eq!(t.drain().len(), 5000);
+        // Draining gives every flow once, least recently moved first: the untouched ones
+        // in insertion order, then 0 and 1 (moved by the touch and the eviction), then the
+        // one inserted last.
+        let mut order = Vec::new();
+        while let Some(f) = t.drain_oldest() {
+            order.push(f.key);
+        }
+        let mut want: Vec<FlowKey> = (2..5000).filter(|&i| i != 7).map(key).collect();
+        want.extend([key(0), key(1), key(99_999)]);
+        assert_eq!(order, want);
         assert!(t.is_empty());
+        assert!(t.drain_oldest().is_none());
     }
 
     /// A closed connection expires after its short linger even when a busy connection with

@@ -629,8 +629,8 @@ impl Worker {
 
     pub fn into_result(mut self) -> WorkerResult {
         // One at a time: collecting them first would hold every flow twice.
-        while let Some(id) = self.table.oldest() {
-            let flow = self.table.remove(id);
+        let mut table = std::mem::replace(&mut self.table, FlowTable::new(1));
+        while let Some(flow) = table.drain_oldest() {
             self.account(flow);
         }
         if let Some(r) = &mut self.records {

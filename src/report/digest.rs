@@ -127,22 +127,42 @@ impl Digest {
             Some(h) => h
                 .value_at_rank(nearest_rank(q, self.count))
                 .clamp(self.min, self.max),
-            None => {
-                let mut v: Vec<u64> = self.exact_values().collect();
-                v.sort_unstable();
-                let rank = nearest_rank(q, v.len() as u64) as usize;
-                v.get(rank - 1).copied().unwrap_or(self.max)
-            }
+            None => self.exact_at(&self.exact_sorted(), q),
         }
     }
 
+    fn exact_sorted(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.exact_values().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Quantile `q` of the exact values, `sorted`.
+    fn exact_at(&self, sorted: &[u64], q: f64) -> u64 {
+        let rank = nearest_rank(q, sorted.len() as u64) as usize;
+        sorted.get(rank - 1).copied().unwrap_or(self.max)
+    }
+
     pub fn summary(&self) -> Option<Summary> {
-        (self.count > 0).then(|| Summary {
+        if self.count == 0 {
+            return None;
+        }
+        // Exact values are sorted once for the three quantiles.
+        let sorted = if self.hist.is_some() {
+            Vec::new()
+        } else {
+            self.exact_sorted()
+        };
+        let at = |q: f64| match self.hist {
+            Some(_) => self.quantile(q),
+            None => self.exact_at(&sorted, q),
+        };
+        Some(Summary {
             count: self.count,
             min: self.min,
-            p50: self.quantile(0.50),
-            p90: self.quantile(0.90),
-            p99: self.quantile(0.99),
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
             max: self.max,
             mean: (self.sum / u128::from(self.count)) as u64,
         })

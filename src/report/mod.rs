@@ -229,7 +229,7 @@ pub struct DocumentInput<'a> {
 fn client_id(k: &EdgeKey) -> String {
     match k.vip_port {
         Some(port) => Endpoint { ip: k.client, port }.id(),
-        None => k.client.to_string(),
+        None => crate::flow::ip_text(k.client),
     }
 }
 
@@ -446,7 +446,7 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
             .map(|(_, b)| b.iter().cloned().collect::<Vec<_>>());
         nodes.push(NodeDoc {
             id,
-            ip: ep.ip.to_string(),
+            ip: crate::flow::ip_text(ep.ip),
             port: Some(ep.port),
             role: if backends.is_some() {
                 "load_balancer"
@@ -528,13 +528,9 @@ fn edge_doc(
     a: &EdgeAgg,
 ) -> EdgeDoc {
     let tcp = transport == "tcp";
-    let mut resources: Vec<(String, u64, u64)> =
-        a.l7.resources
-            .iter()
-            .map(|(r, n, e)| (r.to_string(), n, e))
-            .collect();
+    let mut resources: Vec<(&str, u64, u64)> = a.l7.resources.iter().collect();
     // Most requests first; ties by name so the order is stable.
-    resources.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+    resources.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(y.0)));
     resources.truncate(10);
     let latency = if a.l7.responses > 0 {
         a.l7.latency_us.summary().map(|s| Latency {
@@ -578,7 +574,7 @@ fn edge_doc(
             resources
                 .into_iter()
                 .map(|(resource, requests, errors)| ResourceDoc {
-                    resource,
+                    resource: resource.to_string(),
                     requests,
                     errors,
                 })
