@@ -389,10 +389,16 @@ impl FlowTable {
             self.index = Index::new();
         }
         let id = self.oldest()?;
-        // The flow after this one in its list is probably next: start loading it.
+        // The flows after this one in its list are probably next: start loading the one
+        // after next, and the L7 state and session of the next (its flow is loaded by now).
         let next = self.link(id).prev;
         if next != NIL {
-            self.prefetch_flow(next);
+            let after = self.link(next).prev;
+            if after != NIL {
+                self.prefetch_flow(after);
+            }
+            self.prefetch_l7(next);
+            self.prefetch_session(next);
         }
         self.unlink(id);
         let flow = match self.slot_mut(id).take() {
