@@ -236,6 +236,8 @@ impl Hasher for FixedHasher {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn ids_are_written_as_display_writes_addresses() {
         let addrs = [
@@ -260,8 +262,6 @@ mod tests {
             }
         }
     }
-
-    use super::*;
 
     #[test]
     fn both_directions_share_a_key_and_a_worker() {
