@@ -155,13 +155,15 @@ impl Merge {
     }
 
     /// Hand packets to `f` earliest first, as far as every lane vouches for (`bounds`: each
-    /// lane's watermark, read before the last `push` of forwarded batches). `f` gets the
-    /// packet's batch, the packet, its index in the batch and its lane. Returns how many
-    /// went early because the queues were over their bound.
+    /// lane's watermark, read before the last `push` of forwarded batches). `f` gets a batch,
+    /// the indices of a run of its packets to process in order, and its lane: a lane's
+    /// packets go in runs as long as the other lanes allow (usually the rest of a batch), so
+    /// the worker can prefetch ahead within a run as it does offline. Returns how many went
+    /// early because the queues were over their bound.
     pub fn run(
         &mut self,
         bounds: &[i64],
-        mut f: impl FnMut(&Batch, &PacketMeta, usize, usize),
+        mut f: impl FnMut(&Batch, std::ops::Range<usize>, usize),
     ) -> u64 {
         let mut forced = 0;
         loop {
@@ -177,18 +179,23 @@ impl Merge {
             // How far lane `li` may go: no other lane can still bring anything earlier.
             let limit = self.vouched(bounds, Some(li));
             let mut progressed = false;
-            while let Some(ts) = self.lanes[li].head_ts() {
-                if ts > limit {
-                    if self.held <= self.max_bytes {
-                        break;
+            while let Some(b) = self.lanes.get(li).and_then(|q| q.batches.front()) {
+                let from = self.lanes.get(li).map_or(0, |q| q.head);
+                // The lane's packets in ring order, up to the first one past the limit.
+                let within = b
+                    .packets
+                    .get(from..)
+                    .map_or(0, |p| p.iter().take_while(|m| m.ts_ns <= limit).count());
+                if within == 0 {
+                    if self.held > self.max_bytes && from < b.packets.len() {
+                        forced += 1;
+                        self.hand_out(li, from + 1, &mut f);
+                        progressed = true;
                     }
-                    forced += 1;
-                    self.pop(li, &mut f);
-                    progressed = true;
                     // Another lane's next packet may now be the earliest.
                     break;
                 }
-                self.pop(li, &mut f);
+                self.hand_out(li, from + within, &mut f);
                 progressed = true;
             }
             if !progressed {
@@ -217,18 +224,28 @@ impl Merge {
             .unwrap_or(DONE)
     }
 
-    /// Hand out lane `li`'s next packet with its index in its batch (where its tags are).
-    fn pop(&mut self, li: usize, f: &mut impl FnMut(&Batch, &PacketMeta, usize, usize)) {
-        let q = &mut self.lanes[li];
-        let Some(b) = q.batches.front() else { return };
-        let Some(m) = b.packets.get(q.head) else {
+    /// Hand out lane `li`'s packets from its head up to index `to` of its front batch.
+    fn hand_out(
+        &mut self,
+        li: usize,
+        to: usize,
+        f: &mut impl FnMut(&Batch, std::ops::Range<usize>, usize),
+    ) {
+        let Some(q) = self.lanes.get_mut(li) else {
             return;
         };
-        f(b, m, q.head, li);
-        self.held = self
-            .held
-            .saturating_sub(m.payload_len as usize + META_BYTES);
-        q.head += 1;
+        let Some(b) = q.batches.front() else { return };
+        let from = q.head;
+        let Some(run) = b.packets.get(from..to) else {
+            return;
+        };
+        f(b, from..to, li);
+        let bytes: usize = run
+            .iter()
+            .map(|m| m.payload_len as usize + META_BYTES)
+            .sum();
+        self.held = self.held.saturating_sub(bytes);
+        q.head = to;
         if q.head < b.packets.len() {
             return;
         }
@@ -302,9 +319,12 @@ mod tests {
         m.push_batch(0, first);
         m.push_batch(0, batch(&[4]));
         let mut seen = Vec::new();
-        m.run(&[DONE], |b, p, i, _| {
-            for (_, t) in b.tags.iter().filter(|(at, _)| *at as usize == i) {
-                seen.push((t.key.a.port.max(t.key.b.port), p.ts_ns));
+        m.run(&[DONE], |b, run, _| {
+            for i in run {
+                let p = &b.packets[i];
+                for (_, t) in b.tags.iter().filter(|(at, _)| *at as usize == i) {
+                    seen.push((t.key.a.port.max(t.key.b.port), p.ts_ns));
+                }
             }
         });
         // A before p2 (as the reader placed it); B, which followed p3, before p4.
@@ -313,10 +333,12 @@ mod tests {
 
     fn run(m: &mut Merge, bounds: &[i64]) -> (Vec<i64>, u64) {
         let mut out = Vec::new();
-        let forced = m.run(bounds, |b, p, _, _| {
-            // The payload travels with its packet.
-            assert_eq!(b.payload(p), &p.ts_ns.to_be_bytes());
-            out.push(p.ts_ns);
+        let forced = m.run(bounds, |b, run, _| {
+            for p in &b.packets[run] {
+                // The payload travels with its packet.
+                assert_eq!(b.payload(p), &p.ts_ns.to_be_bytes());
+                out.push(p.ts_ns);
+            }
         });
         (out, forced)
     }
@@ -337,6 +359,32 @@ mod tests {
         assert!(m.is_empty());
         assert_eq!(m.held(), 0);
         assert_eq!(m.safe(&[7, 9]), 7);
+    }
+
+    #[test]
+    fn a_lane_goes_in_runs_as_long_as_the_others_allow() {
+        let mut m = Merge::new(2, 1 << 20);
+        m.push_batch(0, batch(&[1, 2, 3, 7, 8]));
+        m.push_batch(1, batch(&[5, 6]));
+        m.push_batch(1, batch(&[9]));
+        let mut runs = Vec::new();
+        m.run(&[DONE, 9], |b, run, lane| {
+            runs.push((
+                lane,
+                b.packets[run].iter().map(|p| p.ts_ns).collect::<Vec<_>>(),
+            ));
+        });
+        assert_eq!(
+            runs,
+            vec![
+                (0, vec![1, 2, 3]),
+                (1, vec![5, 6]),
+                (0, vec![7, 8]),
+                (1, vec![9])
+            ]
+        );
+        assert!(m.is_empty());
+        assert_eq!(m.held(), 0);
     }
 
     #[test]
@@ -483,7 +531,7 @@ mod tests {
                 bounds = [DONE; 2];
             }
             assert_eq!(
-                m.run(&bounds, |b, p, i, lane| merged.process_one(b, p, i, lane)),
+                m.run(&bounds, |b, run, _| merged.process_run(b, run, &pos)),
                 0
             );
         }

@@ -989,10 +989,7 @@ impl Owner {
         }
         let w = &mut self.worker;
         let position = &self.fw.position;
-        let forced = merge.run(&self.bounds, |b, m, i, lane| {
-            position.store(m.order, Ordering::Relaxed);
-            w.process_one(b, m, i, lane)
-        });
+        let forced = merge.run(&self.bounds, |b, run, _| w.process_run(b, run, position));
         w.end_run();
         if forced > 0 {
             w.count_reorder_forced(forced);

@@ -42,10 +42,6 @@ pub struct Worker {
     touch_ns: [i64; 4],
     /// Scratch: the keys, sides and hashes of the batch being processed.
     keys: Vec<(FlowKey, crate::flow::Side, u32)>,
-    /// Live: the key, side and hash of packets by index in their batch, tagged with the
-    /// packet's lane and order (unique per lane), so the prefetch stages and the packet
-    /// itself compute each packet's key once.
-    live_keys: Vec<Option<LiveKey>>,
     /// Bytes of partial L7 messages held by all connections of this worker.
     carry_total: usize,
     /// The test hook's fault, if any (see `fault`).
@@ -94,7 +90,6 @@ impl Worker {
             parts: Vec::new(),
             ids: Vec::new(),
             keys: Vec::with_capacity(super::batch::BATCH_PACKETS),
-            live_keys: Vec::new(),
         }
     }
 
@@ -245,80 +240,48 @@ impl Worker {
         }
     }
 
-    /// Live fanout: one packet, `index` in its batch from lane `lane`, in the order the
-    /// capture's merge chose, after the load-balancer tags the reader put before it (as
-    /// `process_batch` applies them).
-    pub(crate) fn process_one(&mut self, batch: &Batch, m: &PacketMeta, index: usize, lane: usize) {
-        if let Some(super::fault::Fault::PanicAt(at)) = self.fault {
-            // The test hook (`fault`); None unless WIREMAP_FAULT_INJECT is set.
-            // At or past it: the packet numbered `at` may not have come to this worker.
-            #[allow(clippy::panic)]
-            if m.order >= at {
-                panic!("injected fault ({})", super::fault::FAULT_ENV);
-            }
-        }
-        if !batch.tags.is_empty() {
-            for (_, tag) in batch.tags.iter().filter(|(at, _)| *at as usize == index) {
-                self.apply_tag(tag);
-            }
-        }
-        // The merge mostly hands out a batch's packets one after another: ask for the
-        // state of the ones a few places further on, as `process_batch` does.
-        let mut ahead = [None; PREFETCH_INDEX_AHEAD + 1];
-        for k in [
-            PREFETCH_SESSION_AHEAD,
-            PREFETCH_L7_AHEAD,
-            PREFETCH_FLOW_AHEAD,
-            PREFETCH_INDEX_AHEAD,
-        ] {
-            if let Some(slot) = ahead.get_mut(k) {
-                *slot = self.live_key(batch, index + k, lane).map(|(_, _, h)| h);
-            }
-        }
-        self.prefetch_ahead(|k| ahead.get(k).copied().flatten());
-        let (key, side, h) = match self.live_key(batch, index, lane) {
-            Some(k) => k,
-            None => {
-                let (key, side) = self.key_of(m);
-                (key, side, self.table.hash(&key))
-            }
-        };
-        self.process_keyed(m, batch.payload(m), key, side, h);
-    }
-
-    /// Live: the key, side and hash of packet `index` of `batch` (from `lane`), computed
-    /// once per packet.
-    fn live_key(
+    /// Live fanout: packets `run` of `batch`, in the order the capture's merge chose, each
+    /// after the load-balancer tags the reader put before it (as `process_batch` applies
+    /// them). Keys and hashes first, then the same prefetch pipeline as `process_batch`.
+    pub(crate) fn process_run(
         &mut self,
         batch: &Batch,
-        index: usize,
-        lane: usize,
-    ) -> Option<(FlowKey, crate::flow::Side, u32)> {
-        let m = batch.packets.get(index)?;
-        if let Some(Some(e)) = self.live_keys.get(index) {
-            if e.lane == lane && e.order == m.order {
-                return Some((e.key, e.side, e.hash));
+        run: std::ops::Range<usize>,
+        position: &std::sync::atomic::AtomicU64,
+    ) {
+        let Some(packets) = batch.packets.get(run.clone()) else {
+            return;
+        };
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.clear();
+        for m in packets {
+            let (key, side) = self.key_of(m);
+            keys.push((key, side, self.table.hash(&key)));
+        }
+        for (k, (m, i)) in packets.iter().zip(run).enumerate() {
+            position.store(m.order, std::sync::atomic::Ordering::Relaxed);
+            if let Some(super::fault::Fault::PanicAt(at)) = self.fault {
+                // The test hook (`fault`); None unless WIREMAP_FAULT_INJECT is set.
+                // At or past it: the packet numbered `at` may not have come to this worker.
+                #[allow(clippy::panic)]
+                if m.order >= at {
+                    panic!("injected fault ({})", super::fault::FAULT_ENV);
+                }
+            }
+            if !batch.tags.is_empty() {
+                for (_, tag) in batch.tags.iter().filter(|(at, _)| *at as usize == i) {
+                    self.apply_tag(tag);
+                }
+            }
+            self.prefetch_ahead(|a| keys.get(k + a).map(|&(_, _, h)| h));
+            if let Some(&(key, side, h)) = keys.get(k) {
+                self.process_keyed(m, batch.payload(m), key, side, h);
             }
         }
-        let (key, side) = self.key_of(m);
-        let hash = self.table.hash(&key);
-        if self.live_keys.len() <= index {
-            // At most a batch's packets: grows once, then reused.
-            self.live_keys.resize(index + 1, None);
-        }
-        if let Some(slot) = self.live_keys.get_mut(index) {
-            *slot = Some(LiveKey {
-                lane,
-                order: m.order,
-                key,
-                side,
-                hash,
-            });
-        }
-        Some((key, side, hash))
+        self.keys = keys;
     }
 
-    /// After a run of `process_one`: the periodic expiry `process_batch` does per batch.
+    /// After the runs of one merge pass (`process_run`): the periodic expiry `process_batch` does per batch.
     pub(crate) fn end_run(&mut self) {
         self.since_sweep += 1;
         if self.since_sweep >= 16 {
@@ -638,16 +601,6 @@ impl Worker {
         }
         self.out
     }
-}
-
-/// A packet's flow key as computed for the live path (see `Worker::live_keys`).
-#[derive(Clone, Copy)]
-struct LiveKey {
-    lane: usize,
-    order: u64,
-    key: FlowKey,
-    side: crate::flow::Side,
-    hash: u32,
 }
 
 /// Where a connection's sums go: its edge, oriented, re-routed to a load balancer's edge
