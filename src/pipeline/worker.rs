@@ -209,12 +209,7 @@ impl Worker {
         // Keys and hashes first, so the table can be asked to load the index slots, flows
         // and L7 states of packets a few places ahead: with tens of thousands of open
         // connections those loads miss the cache, and overlapping them is most of the gain.
-        let mut keys = std::mem::take(&mut self.keys);
-        keys.clear();
-        for m in &batch.packets {
-            let (key, side) = self.key_of(m);
-            keys.push((key, side, self.table.hash(&key)));
-        }
+        let keys = self.keys_of(&batch.packets);
         let mut tags = batch.tags.iter().peekable();
         for (i, m) in batch.packets.iter().enumerate() {
             self.prefetch_ahead(|k| keys.get(i + k).map(|&(_, _, h)| h));
@@ -252,12 +247,7 @@ impl Worker {
         let Some(packets) = batch.packets.get(run.clone()) else {
             return;
         };
-        let mut keys = std::mem::take(&mut self.keys);
-        keys.clear();
-        for m in packets {
-            let (key, side) = self.key_of(m);
-            keys.push((key, side, self.table.hash(&key)));
-        }
+        let keys = self.keys_of(packets);
         for (k, (m, i)) in packets.iter().zip(run).enumerate() {
             position.store(m.order, std::sync::atomic::Ordering::Relaxed);
             if let Some(super::fault::Fault::PanicAt(at)) = self.fault {
@@ -311,6 +301,18 @@ impl Worker {
         if let Some(id) = hash_ahead(PREFETCH_SESSION_AHEAD).and_then(|h| self.table.probable(h)) {
             self.table.prefetch_session(id);
         }
+    }
+
+    /// The keys, sides and hashes of `packets`, in the worker's scratch vector (give it back
+    /// to `self.keys` when done, so steady traffic does not allocate).
+    fn keys_of(&mut self, packets: &[PacketMeta]) -> Vec<(FlowKey, crate::flow::Side, u32)> {
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.clear();
+        for m in packets {
+            let (key, side) = self.key_of(m);
+            keys.push((key, side, self.table.hash(&key)));
+        }
+        keys
     }
 
     fn key_of(&self, m: &PacketMeta) -> (FlowKey, crate::flow::Side) {
