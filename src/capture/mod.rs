@@ -244,7 +244,13 @@ impl LaneState {
         let Some(m) = self.merge.as_mut() else {
             return;
         };
-        let fresh = m.take_spare().unwrap_or_else(Batch::with_capacity);
+        // A spare of our own, else one from the pool every lane returns its extras to (one
+        // made here only when both are empty: while the merge holds batches for the other
+        // lanes' watermarks, making and freeing batches cost a 512 KiB mapping each).
+        let fresh = m
+            .take_spare()
+            .or_else(|| self.reader.recycled())
+            .unwrap_or_else(Batch::with_capacity);
         match self.reader.swap_local(fresh) {
             Ok(full) => m.push_batch(lane, full),
             Err(unused) => m.give_spare(unused),

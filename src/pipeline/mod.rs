@@ -568,6 +568,11 @@ impl Reader {
         true
     }
 
+    /// An emptied batch from the shared pool, if one is there.
+    pub(crate) fn recycled(&self) -> Option<Batch> {
+        self.recycle.try_recv().ok()
+    }
+
     /// The local worker's batch (live with fanout), when it holds anything, exchanged for
     /// `fresh` (an empty batch).
     pub(crate) fn swap_local(&mut self, fresh: Batch) -> Result<Batch, Batch> {
