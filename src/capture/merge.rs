@@ -531,7 +531,8 @@ mod tests {
                 bounds = [DONE; 2];
             }
             assert_eq!(
-                m.run(&bounds, |b, run, _| merged.process_run(b, run, &pos)),
+                m.run(&bounds, |b, run, lane| merged
+                    .process_run(b, run, lane, &pos)),
                 0
             );
         }

@@ -995,7 +995,9 @@ impl Owner {
         }
         let w = &mut self.worker;
         let position = &self.fw.position;
-        let forced = merge.run(&self.bounds, |b, run, _| w.process_run(b, run, position));
+        let forced = merge.run(&self.bounds, |b, run, lane| {
+            w.process_run(b, run, lane, position)
+        });
         w.end_run();
         if forced > 0 {
             w.count_reorder_forced(forced);

@@ -42,6 +42,9 @@ pub struct Worker {
     touch_ns: [i64; 4],
     /// Scratch: the keys, sides and hashes of the batch being processed.
     keys: Vec<(FlowKey, crate::flow::Side, u32)>,
+    /// Live fanout: per lane, the keys of its front batch's packets by index (see
+    /// `process_run`).
+    lane_keys: Vec<Vec<Option<LaneKey>>>,
     /// Bytes of partial L7 messages held by all connections of this worker.
     carry_total: usize,
     /// The test hook's fault, if any (see `fault`).
@@ -90,6 +93,7 @@ impl Worker {
             parts: Vec::new(),
             ids: Vec::new(),
             keys: Vec::with_capacity(super::batch::BATCH_PACKETS),
+            lane_keys: Vec::new(),
         }
     }
 
@@ -235,20 +239,55 @@ impl Worker {
         }
     }
 
-    /// Live fanout: packets `run` of `batch`, in the order the capture's merge chose, each
-    /// after the load-balancer tags the reader put before it (as `process_batch` applies
-    /// them). Keys and hashes first, then the same prefetch pipeline as `process_batch`.
+    /// Live fanout: packets `run` of `batch` (from lane `lane`), in the order the capture's
+    /// merge chose, each after the load-balancer tags the reader put before it (as
+    /// `process_batch` applies them), with the same prefetch pipeline as `process_batch`.
+    /// Lanes interleaving in time make runs of a few packets, and the prefetch stages look
+    /// past a run's end: keys come from the lane's cache, so each packet's is computed once.
     pub(crate) fn process_run(
         &mut self,
         batch: &Batch,
         run: std::ops::Range<usize>,
+        lane: usize,
         position: &std::sync::atomic::AtomicU64,
     ) {
         let Some(packets) = batch.packets.get(run.clone()) else {
             return;
         };
-        let keys = self.keys_of(packets);
-        for (k, (m, i)) in packets.iter().zip(run).enumerate() {
+        if self.lane_keys.len() <= lane {
+            self.lane_keys.resize_with(lane + 1, Vec::new);
+        }
+        let mut cache = self
+            .lane_keys
+            .get_mut(lane)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        // The run and the packets its last prefetches look at; entries past that may be
+        // from an earlier batch.
+        let known = (run.end + PREFETCH_INDEX_AHEAD).min(batch.packets.len());
+        if cache.len() < known {
+            // At most a batch's packets: grows once, then reused.
+            cache.resize(known, None);
+        }
+        for (m, slot) in batch
+            .packets
+            .iter()
+            .zip(cache.iter_mut())
+            .take(known)
+            .skip(run.start)
+        {
+            if slot.is_none_or(|c: LaneKey| c.order != m.order) {
+                let (key, side) = self.key_of(m);
+                let hash = self.table.hash(&key);
+                *slot = Some(LaneKey {
+                    order: m.order,
+                    key,
+                    side,
+                    hash,
+                });
+            }
+        }
+        for (m, i) in packets.iter().zip(run) {
             position.store(m.order, std::sync::atomic::Ordering::Relaxed);
             if let Some(super::fault::Fault::PanicAt(at)) = self.fault {
                 // The test hook (`fault`); None unless WIREMAP_FAULT_INJECT is set.
@@ -263,15 +302,23 @@ impl Worker {
                     self.apply_tag(tag);
                 }
             }
-            self.prefetch_ahead(|a| keys.get(k + a).map(|&(_, _, h)| h));
-            if let Some(&(key, side, h)) = keys.get(k) {
-                self.process_keyed(m, batch.payload(m), key, side, h);
+            self.prefetch_ahead(|a| {
+                (i + a < known)
+                    .then(|| cache.get(i + a).copied().flatten())
+                    .flatten()
+                    .map(|c| c.hash)
+            });
+            if let Some(Some(c)) = cache.get(i).copied() {
+                self.process_keyed(m, batch.payload(m), c.key, c.side, c.hash);
             }
         }
-        self.keys = keys;
+        if let Some(slot) = self.lane_keys.get_mut(lane) {
+            *slot = cache;
+        }
     }
 
-    /// After the runs of one merge pass (`process_run`): the periodic expiry `process_batch` does per batch.
+    /// After the runs of one merge pass (`process_run`): the periodic expiry
+    /// `process_batch` does per batch.
     pub(crate) fn end_run(&mut self) {
         self.since_sweep += 1;
         if self.since_sweep >= 16 {
@@ -603,6 +650,15 @@ impl Worker {
         }
         self.out
     }
+}
+
+/// A packet's flow key, side and table hash, tagged with its order (unique per lane).
+#[derive(Clone, Copy)]
+struct LaneKey {
+    order: u64,
+    key: FlowKey,
+    side: crate::flow::Side,
+    hash: u32,
 }
 
 /// Where a connection's sums go: its edge, oriented, re-routed to a load balancer's edge
