@@ -927,6 +927,7 @@ fn single_loop(mut sock: PacketSocket, mut st: LaneState, deadline: Option<Insta
             idle(&mut st);
         }
         warn.check(&mut st, name);
+        sock.settle(n);
     }
     // Nothing seen is lost: what the ring still holds is read before the end.
     sock.walker.drain(|fr| st.frame(fr));
@@ -1086,6 +1087,7 @@ fn fanout_loop(
         }
         publish(&mut st, &marks, idle_ring);
         warn.check(&mut st, name);
+        sock.settle(n);
     }
     sock.walker.drain(|fr| st.frame(fr));
     st.malformed += sock.walker.malformed;

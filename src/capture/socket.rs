@@ -32,6 +32,27 @@ const TPACKET_V3: libc::c_int = 2;
 /// Block retire timeout (ms): a partly filled V3 block is handed over after this long.
 const RETIRE_BLK_TOV_MS: u32 = 50;
 
+/// A V2 frame ring wakes poll for every frame. At tens of thousands of frames a second a
+/// reader that wakes, reads a frame or two and sleeps again spends more time switching in
+/// and out than reading (measured: 2 µs a packet at 200 k packets/s, against 1 µs with V3's
+/// blocks). So after a pass that read fewer frames than this and left the ring empty, the
+/// reader naps before it waits again, and frames gather. V3 hands over whole blocks.
+const V2_SPARSE_PASS: usize = 128;
+/// The nap: at most this long a frame waits for it.
+const V2_NAP: std::time::Duration = std::time::Duration::from_micros(100);
+/// No nap on a ring of fewer frames: 256 frames in 100 µs is 2.5 M frames a second, more
+/// than a V2 ring is read at, so a nap cannot fill the ring.
+const V2_NAP_MIN_FRAMES: usize = 256;
+
+/// Whether a reader should nap after a pass (see [`V2_SPARSE_PASS`]).
+fn nap_after(geometry: Geometry, read: usize, ring_empty: bool) -> bool {
+    geometry.version == Version::V2
+        && geometry.units >= V2_NAP_MIN_FRAMES
+        && read > 0
+        && read < V2_SPARSE_PASS
+        && ring_empty
+}
+
 /// Why a capture socket could not be set up: one line for the user.
 #[derive(Debug)]
 pub enum SetupError {
@@ -367,6 +388,14 @@ impl PacketSocket {
         setsockopt(self.fd(), SOL_PACKET, PACKET_FANOUT_DATA, &fprog)
     }
 
+    /// After a pass that read `read` frames: nap if the ring is a V2 one that wakes its
+    /// reader too often (see [`V2_SPARSE_PASS`]).
+    pub fn settle(&self, read: usize) {
+        if nap_after(self.walker.geometry(), read, !self.walker.ready()) {
+            std::thread::sleep(V2_NAP);
+        }
+    }
+
     /// Wait up to `timeout_ms` for the ring to have something. Before Linux 3.19 a retired
     /// V3 block does not always wake poll, so callers re-check the ring after a timeout
     /// anyway (see `RingWalker::ready`).
@@ -404,4 +433,26 @@ pub fn accept_all(snaplen: u32) -> [Insn; 1] {
         jf: 0,
         k: snaplen,
     }]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_sparse_pass_over_a_large_v2_ring_naps() {
+        let v2 = Geometry::for_snaplen(Version::V2, 65_600, 64 << 20);
+        let v3 = Geometry::for_snaplen(Version::V3, 65_600, 64 << 20);
+        assert!(v2.units >= V2_NAP_MIN_FRAMES, "{v2:?}");
+        assert!(nap_after(v2, 3, true));
+        // Nothing read (the ring is idle: wait blocks anyway), a full pass, frames left.
+        assert!(!nap_after(v2, 0, true));
+        assert!(!nap_after(v2, V2_SPARSE_PASS, true));
+        assert!(!nap_after(v2, 3, false));
+        // V3 blocks, and a V2 ring too small to hold what a nap lets in.
+        assert!(!nap_after(v3, 3, true));
+        let small = Geometry::for_snaplen(Version::V2, 65_600, 4 << 20);
+        assert!(small.units < V2_NAP_MIN_FRAMES, "{small:?}");
+        assert!(!nap_after(small, 3, true));
+    }
 }
