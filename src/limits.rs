@@ -55,6 +55,11 @@ const SEC: i64 = 1_000_000_000;
 /// the skew real traffic has, at 4 KiB for a full list (plus resources over 30 bytes).
 pub const RESOURCES_PER_TALLY: usize = 64;
 
+/// Distinct response codes counted per tally: the smallest are kept, the rest are summed
+/// under `"(other)"` and counted in `LimitHits::codes_folded`. Real services answer with a
+/// few dozen codes at most; a Redis error's first word is whatever the server sends.
+pub const CODES_PER_TALLY: usize = 64;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -112,6 +117,9 @@ pub struct LimitHits {
     /// one ([`RESOURCES_PER_TALLY`]); from then on that edge's `top_resources` counts are
     /// lower bounds (requests seen since each entry came in).
     pub resources_displaced: u64,
+    /// Responses counted under the code `"(other)"`: their edge had already seen
+    /// [`CODES_PER_TALLY`] smaller codes.
+    pub codes_folded: u64,
 }
 
 impl LimitHits {
@@ -128,5 +136,6 @@ impl LimitHits {
         self.lb_clients_dropped += o.lb_clients_dropped;
         self.reorder_forced += o.reorder_forced;
         self.resources_displaced += o.resources_displaced;
+        self.codes_folded += o.codes_folded;
     }
 }

@@ -679,3 +679,60 @@ fn resources_with_ids_keep_the_heavy_hitters_exact() {
         }
     }
 }
+
+/// A Redis server whose errors each start with a new word: codes are whatever it sends, so
+/// an edge keeps the smallest 64 (byte order) with exact counts and sums the rest under
+/// "(other)", counted in `limits.codes_folded`. What the server sent says which and how
+/// many; one and two workers agree.
+#[test]
+fn distinct_error_words_are_bounded_per_edge() {
+    let (mut recs, mut errors, mut oks) = (Vec::new(), 0u64, 0u64);
+    for conn in 0..20u32 {
+        let mut c = TcpConv::new(
+            ([10, 9, 4, 1], 42000 + conn as u16),
+            ([10, 9, 0, 7], 6379),
+            (11, 13),
+        );
+        for i in 0..60u32 {
+            let n = conn * 60 + i;
+            c.send(true, b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+            if n % 6 == 5 {
+                oks += 1;
+                c.send(false, b"+OK\r\n");
+            } else {
+                errors += 1;
+                c.send(false, format!("-E{n:04} boom\r\n").as_bytes());
+            }
+        }
+        c.close();
+        for r in &mut c.recs {
+            r.ts_sec += conn * 10;
+        }
+        recs.extend(c.recs);
+    }
+    let dir = tmpdir("error-words");
+    let f = dir.join("words.pcap");
+    write_pcap(&f, 1, &recs);
+    // The words sent, in byte order: E0000, E0001, ... (every sixth number answered OK
+    // instead), then OK. The smallest 64 are kept, one response each.
+    let kept: Vec<String> = (0..1200u32)
+        .filter(|n| n % 6 != 5)
+        .take(64)
+        .map(|n| format!("E{n:04}"))
+        .collect();
+    for threads in ["1", "2"] {
+        let doc = analyze(&["--threads", threads, f.to_str().unwrap()]);
+        let e = edge(&doc, "10.9.4.1", "10.9.0.7:6379", Some("redis"));
+        assert_eq!(u(&e["requests"]), 1200);
+        assert_eq!(u(&e["errors"]), errors);
+        let codes = e["codes"].as_object().unwrap();
+        assert_eq!(codes.len(), 65, "{codes:?}");
+        for w in &kept {
+            assert_eq!(u(&codes[w.as_str()]), 1, "{w}");
+        }
+        assert!(!codes.contains_key("OK"));
+        let other = errors - 64 + oks;
+        assert_eq!(u(&codes["(other)"]), other);
+        assert_eq!(u(&doc["limits"]["codes_folded"]), other);
+    }
+}

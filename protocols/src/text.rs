@@ -220,6 +220,21 @@ impl<const N: usize> PartialEq for Text<N> {
 
 impl<const N: usize> Eq for Text<N> {}
 
+/// Byte order of the text, then uncut before cut: consistent with equality.
+impl<const N: usize> Ord for Text<N> {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        self.used()
+            .cmp(other.used())
+            .then(self.cut.cmp(&other.cut))
+    }
+}
+
+impl<const N: usize> PartialOrd for Text<N> {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl<const N: usize> core::hash::Hash for Text<N> {
     fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
         // As `str` hashes (bytes, then 0xff), without re-validating the UTF-8.

@@ -541,7 +541,7 @@ impl L7Conn {
                     }
                 },
                 Event::LoginFailed { code } => {
-                    *self.tally.codes.entry(code) += 1;
+                    self.tally.codes.add(code, 1);
                 }
                 Event::Encrypted => self.state = State::Opaque,
                 Event::Anomaly(a) => {
@@ -567,7 +567,7 @@ impl L7Conn {
         cx: &mut Ctx<'_>,
     ) {
         self.tally.responses += 1;
-        *self.tally.codes.entry(&resp.code) += 1;
+        self.tally.codes.add(&resp.code, 1);
         if resp.error {
             self.tally.errors += 1;
             self.tally.add_resource(&req.resource, 0, 1);

@@ -42,9 +42,7 @@ impl L7Tally {
         self.requests += o.requests;
         self.responses += o.responses;
         self.errors += o.errors;
-        for (c, n) in o.codes.iter() {
-            *self.codes.entry(c) += n;
-        }
+        self.codes.merge(&o.codes);
         self.latency_us.merge(&o.latency_us);
         self.resources.merge(&o.resources);
     }

@@ -286,6 +286,10 @@ impl LbNodes {
     }
 }
 
+/// The code under which responses past [`crate::limits::CODES_PER_TALLY`] distinct codes
+/// are counted.
+pub const OTHER_CODES: &str = "(other)";
+
 /// Merge worker results into the document.
 pub fn build_document(input: DocumentInput<'_>) -> Document {
     let DocumentInput {
@@ -463,6 +467,7 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
     for e in &edges {
         totals.l7_requests += e.agg.l7.requests;
         limits.resources_displaced += e.agg.l7.resources.displaced;
+        limits.codes_folded += e.agg.l7.codes.other;
         if let Some(n) = &e.agg.nat {
             limits.lb_clients_dropped += n.dropped;
         }
@@ -569,6 +574,7 @@ fn edge_doc(
             .codes
             .iter()
             .map(|(c, n)| (c.as_str().to_string(), *n))
+            .chain((a.l7.codes.other > 0).then(|| (OTHER_CODES.to_string(), a.l7.codes.other)))
             .collect(),
         top_resources: (a.l7.requests > 0).then(|| {
             resources
