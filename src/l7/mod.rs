@@ -70,7 +70,13 @@ pub struct L7Conn {
     /// A response that came while its request was still being sent. Rare, so boxed (an
     /// open connection does not carry a response inline); the box is kept once made.
     early: Option<Box<Early>>,
+    /// Part of the tally went to the edge already ([`L7Conn::flush_tally`]).
+    flushed: bool,
 }
+
+/// Resources and codes a connection's tally names before it goes to its edge.
+pub(crate) const FLUSH_RESOURCES: usize = 8;
+const FLUSH_CODES: usize = 4;
 
 /// An early response and its first packet's time, while `waiting`.
 struct Early {
@@ -123,6 +129,7 @@ impl L7Conn {
             mid_stream: false,
             held_gap: [false; 2],
             early: None,
+            flushed: false,
         }
     }
 
@@ -155,6 +162,38 @@ impl L7Conn {
     /// The tally so far, leaving an empty one (live intervals report per interval).
     pub fn take_tally(&mut self) -> L7Tally {
         std::mem::take(&mut self.tally)
+    }
+
+    /// True once the tally is about to need memory of its own: its latency values fill
+    /// the digest's inline slots, or it names [`FLUSH_RESOURCES`] resources or
+    /// [`FLUSH_CODES`] codes. A long keep-alive connection would otherwise hold up to 64
+    /// resources, 64 codes and 64 latencies (several KB) until it ends; the worker moves
+    /// the tally to the connection's edge instead ([`L7Conn::flush_tally`]).
+    pub fn tally_is_heavy(&self) -> bool {
+        self.tally.latency_us.inline_full()
+            || self.tally.resources.len() >= FLUSH_RESOURCES
+            || self.tally.codes.len() >= FLUSH_CODES
+    }
+
+    /// Add the tally to `edge` and empty it, keeping its vectors' capacity. Returns the
+    /// requests moved.
+    pub fn flush_tally(&mut self, edge: &mut L7Tally) -> u64 {
+        let requests = self.tally.requests;
+        edge.merge(&self.tally);
+        self.tally.clear();
+        self.flushed = true;
+        requests
+    }
+
+    /// The tally not yet moved to the edge.
+    #[cfg(test)]
+    pub fn tally(&self) -> &L7Tally {
+        &self.tally
+    }
+
+    /// True if part of the tally was already added to an edge.
+    pub fn flushed(&self) -> bool {
+        self.flushed
     }
 
     /// Bytes this connection holds out of order, both directions.

@@ -491,6 +491,7 @@ impl Worker {
                     cx.hits.message_buffers_dropped += 1;
                 }
             }
+            flush_heavy_tally(&mut self.out, &self.lb, self.lb_static, self.now, flow);
             // FINs from both sides, not a RST: a RST ends nothing reliably (stacks and
             // evasion tricks keep sending after one), and late data must still be parsed.
             if flow.fin[0] && flow.fin[1] && flow.l7.is_some() {
@@ -509,30 +510,10 @@ impl Worker {
                         };
                         let (protocol, l7_server, tally) = conn.finish(&mut cx);
                         flow.l7_done = Some((protocol, l7_server));
-                        let mut edge = EdgeKey {
-                            client: key.endpoint(client).ip,
-                            vip_port: None,
-                            server: key.endpoint(client.other()),
-                            udp: false,
-                            protocol,
-                        };
-                        let route = (self.lb_static || flow.lb.is_some())
-                            .then(|| {
-                                lvs::lb_edge(
-                                    flow.lb.as_deref(),
-                                    key.proto,
-                                    key.endpoint(client),
-                                    edge.server,
-                                    &self.lb,
-                                )
-                            })
-                            .flatten();
-                        if let Some(r) = &route {
-                            edge.client = r.client;
-                            edge.vip_port = r.vip_port;
-                            if r.paired {
-                                self.out.lb_duplicate_requests += tally.requests;
-                            }
+                        let (edge, paired) =
+                            l7_edge(flow, client, protocol, self.lb_static, &self.lb);
+                        if paired {
+                            self.out.lb_duplicate_requests += tally.requests;
                         }
                         self.out.edges.entry(edge).or_default().l7.merge(&tally);
                     }
@@ -552,6 +533,7 @@ impl Worker {
                 };
                 conn.on_udp(side, client, payload, ts, &mut cx);
             }
+            flush_heavy_tally(&mut self.out, &self.lb, self.lb_static, self.now, flow);
         }
     }
 
@@ -625,7 +607,9 @@ impl Worker {
         };
         let flow = self.table.get_mut(id);
         let had_vip = flow.lb.as_ref().is_some_and(|s| s.vip.is_some());
-        if (flow.l7_done.is_some() || flow.reported.is_some())
+        if (flow.l7_done.is_some()
+            || flow.reported.is_some()
+            || flow.l7.as_ref().is_some_and(|c| c.flushed()))
             && !had_vip
             && tag.stitch.vip.is_some()
         {
@@ -712,6 +696,74 @@ impl EdgeSink<'_> {
     }
 }
 
+/// The edge a flow's L7 tally goes to, `client` being its client side; and whether the
+/// flow is the real-server leg of a stitched pair (its requests count on the client leg).
+fn l7_edge(
+    flow: &Flow,
+    client: crate::flow::Side,
+    protocol: &'static str,
+    lb_static: bool,
+    lb: &LbOptions,
+) -> (EdgeKey, bool) {
+    let key = flow.key;
+    let mut edge = EdgeKey {
+        client: key.endpoint(client).ip,
+        vip_port: None,
+        server: key.endpoint(client.other()),
+        udp: !flow.tcp,
+        protocol,
+    };
+    let mut paired = false;
+    if lb_static || flow.lb.is_some() {
+        let src = key.endpoint(client);
+        if let Some(r) = lvs::lb_edge(flow.lb.as_deref(), key.proto, src, edge.server, lb) {
+            edge.client = r.client;
+            edge.vip_port = r.vip_port;
+            paired = r.paired;
+        }
+    }
+    (edge, paired)
+}
+
+/// Move an open connection's tally to its edge once it is heavy (see
+/// [`crate::l7::L7Conn::tally_is_heavy`]), so a long connection's L7 memory stays a few
+/// hundred bytes. Only when nothing can move the tally to another edge any more: the
+/// protocol is decided, the client is known (as the connection's end will place it), and
+/// the window in which a load-balancer stitch can still arrive has passed (as for live
+/// interval snapshots). The sums are the same as when the whole tally goes at the end.
+fn flush_heavy_tally(
+    out: &mut WorkerResult,
+    lb: &LbOptions,
+    lb_static: bool,
+    now: i64,
+    flow: &mut Flow,
+) {
+    let Some(conn) = flow.l7.as_deref() else {
+        return;
+    };
+    if !conn.tally_is_heavy() || now.saturating_sub(flow.first_ts) <= lb.window_ns * 2 {
+        return;
+    }
+    let Some(protocol) = conn.settled() else {
+        return;
+    };
+    let client = match (flow.tcp, conn.l7_server()) {
+        (false, Some(server)) => Some(server.other()),
+        _ => flow.client,
+    };
+    let Some(client) = client else {
+        return;
+    };
+    let (edge, paired) = l7_edge(flow, client, protocol, lb_static, lb);
+    if let Some(conn) = flow.l7.as_deref_mut() {
+        let tally = &mut out.edges.entry(edge).or_default().l7;
+        let requests = conn.flush_tally(tally);
+        if paired {
+            out.lb_duplicate_requests += requests;
+        }
+    }
+}
+
 /// Move a finished leg's sums to its load-balancer edge.
 fn route_edge(k: &mut EdgeKey, agg: &mut EdgeAgg, r: &LbEdge, cap: usize) {
     k.client = r.client;
@@ -737,6 +789,7 @@ fn route_edge(k: &mut EdgeKey, agg: &mut EdgeAgg, r: &LbEdge, cap: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::tcp_flags::PSH;
     use crate::decode::{TcpFields, Transport};
     use crate::flow::Endpoint;
     use std::net::IpAddr;
@@ -906,6 +959,81 @@ mod tests {
             parts.iter().map(|r| r.limits.lb_stitch_late).sum::<u64>(),
             1
         );
+    }
+
+    /// A keep-alive connection with a new resource and latency per request: once past the
+    /// window in which a stitch could still move it, its tally goes to the edge whenever it
+    /// grows (so the connection holds a few entries, not 64 resources and a sketch), and
+    /// the edge ends with every request, each latency and resource counted once.
+    #[test]
+    fn a_long_connection_moves_its_tally_to_the_edge() {
+        let (cli, srv) = (ep("10.0.0.2:40000"), ep("10.0.1.1:80"));
+        let mut w = Worker::new(
+            Limits::default(),
+            64,
+            false,
+            true,
+            None,
+            None,
+            LbOptions {
+                window_ns: 2 * SEC,
+                ..LbOptions::default()
+            },
+        );
+        let window = w.lb.window_ns;
+        let pos = AtomicU64::new(0);
+        let mut b = Batch::with_capacity();
+        let mut order = 0u64;
+        let mut push = |b: &mut Batch, t: Transport, ts: i64, payload: &[u8]| {
+            b.push(t, ts, 0, order, payload);
+            order += 1;
+        };
+        push(&mut b, seg(cli, srv, 100, 0, SYN, 0), 0, &[]);
+        push(&mut b, seg(srv, cli, 500, 101, SYN | ACK, 0), 1000, &[]);
+        push(&mut b, seg(cli, srv, 101, 501, ACK, 0), 2000, &[]);
+        w.process_batch(&b, &pos);
+        b.clear();
+        let (mut cseq, mut sseq) = (101u32, 501u32);
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let key = FlowKey::new(cli, srv, 6, 0).0;
+        let n = 200u32;
+        let step = SEC / 20;
+        let mut latencies_before_window = 0;
+        for i in 0..n {
+            let ts = SEC / 100 + i64::from(i) * step;
+            let req = format!("GET /item/{i} HTTP/1.1\r\nHost: x\r\n\r\n");
+            let len = req.len() as u32;
+            push(&mut b, seg(cli, srv, cseq, sseq, ACK | PSH, len), ts, req.as_bytes());
+            cseq += len;
+            // A latency of its own per request: i + 1 ms.
+            let at = ts + (i64::from(i) + 1) * 1_000_000;
+            let rlen = resp.len() as u32;
+            push(&mut b, seg(srv, cli, sseq, cseq, ACK | PSH, rlen), at, resp);
+            sseq += rlen;
+            w.process_batch(&b, &pos);
+            b.clear();
+            let id = w.table.find(&key).unwrap();
+            let tally = w.table.get(id).l7.as_ref().unwrap().tally();
+            if at <= 2 * window {
+                // A stitch could still move the connection: nothing went anywhere yet.
+                latencies_before_window = i + 1;
+                assert_eq!(tally.requests, u64::from(i + 1));
+                assert!(w.out.edges.is_empty());
+            } else {
+                assert!(tally.resources.len() <= crate::l7::FLUSH_RESOURCES, "{i}");
+                assert!(tally.latency_us.summary().map_or(0, |s| s.count) <= 8, "{i}");
+            }
+        }
+        assert!(latencies_before_window > 8, "the window held more than the inline values");
+        let r = w.into_result();
+        assert_eq!(r.edges.len(), 1);
+        let a = r.edges.values().next().unwrap();
+        assert_eq!((a.l7.requests, a.l7.responses), (u64::from(n), u64::from(n)));
+        let lat = a.l7.latency_us.summary().unwrap();
+        assert_eq!((lat.count, lat.min, lat.max), (u64::from(n), 1000, u64::from(n) * 1000));
+        assert_eq!(a.l7.resources.len(), 64);
+        assert_eq!(a.l7.resources.displaced, u64::from(n) - 64);
+        assert_eq!(a.connections, 1);
     }
 
     /// A full table evicts the flow seen least recently, not the one opened first: a busy

@@ -118,6 +118,22 @@ impl Digest {
         self.count == 0
     }
 
+    /// True when the next value would not fit inline (exact values would allocate).
+    pub fn inline_full(&self) -> bool {
+        usize::from(self.few_len) >= FEW
+    }
+
+    /// Back to empty; the exact values' vector keeps its capacity.
+    pub fn clear(&mut self) {
+        self.few_len = 0;
+        self.exact.clear();
+        self.hist = None;
+        self.count = 0;
+        self.sum = 0;
+        self.min = 0;
+        self.max = 0;
+    }
+
     /// Nearest-rank value at quantile `q`: the ceil(q·n)-th smallest.
     pub fn quantile(&self, q: f64) -> u64 {
         if self.count == 0 {

@@ -47,6 +47,17 @@ impl L7Tally {
         self.resources.merge(&o.resources);
     }
 
+    /// Back to empty, keeping the vectors' capacity (a connection's tally after it went
+    /// to its edge).
+    pub fn clear(&mut self) {
+        self.requests = 0;
+        self.responses = 0;
+        self.errors = 0;
+        self.codes.clear();
+        self.latency_us.clear();
+        self.resources.clear();
+    }
+
     pub fn add_resource(&mut self, r: &Resource, requests: u64, errors: u64) {
         self.resources.add(r, requests, errors);
     }

@@ -72,6 +72,13 @@ impl<K: Eq + Hash + Copy + Ord> Counts<K, u64> {
         self.insert(*k, n);
     }
 
+    /// Back to empty; the vector keeps its capacity.
+    pub fn clear(&mut self) {
+        self.small.clear();
+        self.map = None;
+        self.other = 0;
+    }
+
     /// Add every count of `o`.
     pub fn merge(&mut self, o: &Counts<K, u64>) {
         for (k, n) in o.iter() {

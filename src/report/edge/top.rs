@@ -73,6 +73,14 @@ fn text_hash(b: &[u8]) -> u32 {
 }
 
 impl TopResources {
+    /// Back to empty; the vectors keep their capacity.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.names.clear();
+        self.garbage = 0;
+        self.displaced = 0;
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
