@@ -69,6 +69,11 @@ struct Args {
     /// about 10 packets, so 1 M packets can hold 100 k connections open at once.
     #[arg(long, value_name = "N", default_value_t = 0)]
     max_requests: u32,
+
+    /// Each TCP connection makes K times its usual number of requests: long-lived
+    /// connections, as from connection pools (applied before --max-requests)
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pooled: u32,
 }
 
 // Services.
@@ -152,6 +157,8 @@ struct Ctx {
     udp_flows: u64,
     /// --max-requests (0: no cap).
     max_requests: u32,
+    /// --pooled.
+    pooled: u32,
 }
 
 fn client_ip(i: u32) -> u32 {
@@ -289,6 +296,9 @@ impl Conn {
             DNS_TCP => r.range(1, 3),
             _ => 1,
         } as u32;
+        if svc != DNS_UDP {
+            self.remaining = self.remaining.saturating_mul(ctx.pooled.max(1));
+        }
         if ctx.max_requests > 0 {
             self.remaining = self.remaining.min(ctx.max_requests);
         }
@@ -920,6 +930,7 @@ fn run(a: &Args) -> Result<String, (u8, String)> {
         tcp_conns: 0,
         udp_flows: 0,
         max_requests: a.max_requests,
+        pooled: a.pooled,
     };
     let t0 = Instant::now();
     let mut out = Out::create(&a.output, a.start * 1_000_000)
