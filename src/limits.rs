@@ -22,6 +22,10 @@ pub struct Limits {
     /// Edges in the document; past it, edges with only failed attempts are folded into the
     /// service node's `failed_connections`.
     pub max_edges: usize,
+    /// Clients with an edge of their own per service, in each worker (and live interval);
+    /// past it, a new client's connections are summed on the service's "other clients"
+    /// edge (client `0.0.0.0`, or `::` for IPv6).
+    pub max_clients_per_service: usize,
     /// IP datagrams being reassembled from fragments at once.
     pub max_fragment_datagrams: usize,
     /// Largest capture record accepted (bytes); bigger ones mean a corrupt file.
@@ -60,6 +64,12 @@ pub const RESOURCES_PER_TALLY: usize = 64;
 /// few dozen codes at most; a Redis error's first word is whatever the server sends.
 pub const CODES_PER_TALLY: usize = 64;
 
+/// Connections without a seen opener a worker holds for the join stage, which orients them
+/// with every worker's evidence (see the README's "Who is the server"). Past it, the worker
+/// orients them itself with its own evidence (counted in `LimitHits::undetermined_oriented`):
+/// a flood of spoofed mid-stream packets must not grow this list without bound.
+pub const UNDETERMINED_PER_WORKER: usize = 16_384;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -69,6 +79,7 @@ impl Default for Limits {
             max_message_bytes_total: 64 * 1024 * 1024,
             max_pending_requests: 1024,
             max_edges: 10_000,
+            max_clients_per_service: 10_000,
             max_fragment_datagrams: 4096,
             max_record_bytes: 16 * 1024 * 1024,
             parser: protocols::Limits::default(),
@@ -120,6 +131,12 @@ pub struct LimitHits {
     /// Responses counted under the code `"(other)"`: their edge had already seen
     /// [`CODES_PER_TALLY`] smaller codes.
     pub codes_folded: u64,
+    /// Connections (and UDP flows) summed on their service's "other clients" edge: the
+    /// service already had `max_clients_per_service` clients with edges of their own.
+    pub clients_folded: u64,
+    /// Connections without a seen opener oriented by their worker alone, because its list
+    /// for the join stage was full ([`UNDETERMINED_PER_WORKER`]).
+    pub undetermined_oriented: u64,
 }
 
 impl LimitHits {
@@ -137,5 +154,7 @@ impl LimitHits {
         self.reorder_forced += o.reorder_forced;
         self.resources_displaced += o.resources_displaced;
         self.codes_folded += o.codes_folded;
+        self.clients_folded += o.clients_folded;
+        self.undetermined_oriented += o.undetermined_oriented;
     }
 }

@@ -110,6 +110,10 @@ struct LimitArgs {
     /// Edges in the document (past it, edges with only failed attempts fold into their service).
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_edges)]
     max_edges: usize,
+    /// Clients with an edge of their own per service and worker (past it, a new client's
+    /// connections are summed on the service's "other clients" edge, client 0.0.0.0 or ::).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_clients_per_service)]
+    max_clients_per_service: usize,
     /// Requests waiting for a response per connection.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_pending_requests)]
     max_pending: usize,
@@ -133,6 +137,7 @@ impl LimitArgs {
         let mut limits = Limits {
             max_flows: self.max_flows.max(1),
             max_edges: self.max_edges,
+            max_clients_per_service: self.max_clients_per_service,
             max_pending_requests: self.max_pending.max(1),
             max_reassembly_bytes_per_direction: self.reassembly_bytes,
             max_reassembly_bytes_total: self.reassembly_total_bytes,

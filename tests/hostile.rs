@@ -736,3 +736,132 @@ fn distinct_error_words_are_bounded_per_edge() {
         assert_eq!(u(&doc["limits"]["codes_folded"]), other);
     }
 }
+
+/// An Ethernet/IPv4 frame carrying `l4` (protocol `proto`) from `src` to `dst`.
+fn v4_frame(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(l4);
+    f
+}
+
+fn rec_at(usec: u64, data: Vec<u8>) -> Rec {
+    Rec {
+        ts_sec: 1_700_000_000 + (usec / 1_000_000) as u32,
+        ts_usec: (usec % 1_000_000) as u32,
+        orig_len: data.len() as u32,
+        data,
+    }
+}
+
+/// Source `i` of a spoofed range (100.64.0.0/10).
+fn spoofed(i: u32) -> [u8; 4] {
+    [100, 64 + (i >> 16) as u8, (i >> 8) as u8, i as u8]
+}
+
+/// A DNS server answering 3,000 sources (as under a spoofed-source flood): past
+/// `--max-clients-per-service` clients in a worker, a new client's exchanges are summed on
+/// the service's "other clients" edge (client 0.0.0.0) and counted in
+/// `limits.clients_folded`, so memory and the document stay bounded and every request is
+/// still counted.
+#[test]
+fn clients_past_the_bound_are_summed_on_the_other_clients_edge() {
+    let server = [10, 9, 5, 53];
+    let sources = 3000u32;
+    let mut recs = Vec::new();
+    for i in 0..sources {
+        let query = dns_query_udp(i as u16, &["www", "example", "com"]);
+        let mut answer = query.clone();
+        // Swap the ports and set QR (and RA) in the flags.
+        answer.swap(0, 2);
+        answer.swap(1, 3);
+        answer[10] = 0x81;
+        answer[11] = 0x80;
+        let at = u64::from(i) * 100;
+        recs.push(rec_at(at, v4_frame(spoofed(i), server, 17, &query)));
+        recs.push(rec_at(at + 20, v4_frame(server, spoofed(i), 17, &answer)));
+    }
+    let dir = tmpdir("spoofed-dns");
+    let f = dir.join("dns.pcap");
+    write_pcap(&f, 1, &recs);
+    for threads in ["1", "2"] {
+        let doc = analyze(&[
+            "--threads",
+            threads,
+            "--max-clients-per-service",
+            "1000",
+            f.to_str().unwrap(),
+        ]);
+        let edges: Vec<&serde_json::Value> = doc["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["server"] == "10.9.5.53:53")
+            .collect();
+        let requests: u64 = edges.iter().map(|e| u(&e["requests"])).sum();
+        assert_eq!(requests, u64::from(sources));
+        let own = edges.iter().filter(|e| e["client"] != "0.0.0.0").count() as u64;
+        let other = edge(&doc, "0.0.0.0", "10.9.5.53:53", Some("dns"));
+        let folded = u(&doc["limits"]["clients_folded"]);
+        assert_eq!(u(&other["requests"]), folded);
+        assert_eq!(u(&other["responses"]), folded);
+        assert_eq!(own + folded, u64::from(sources));
+        if threads == "1" {
+            assert_eq!(own, 1000);
+        } else {
+            assert!((1000..=2000).contains(&own), "{own}");
+        }
+        assert!(doc["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["id"] == "0.0.0.0" && n["role"] == "client"));
+    }
+}
+
+/// 40,000 lone ACKs from distinct sources (a spoofed mid-stream flood): no opener is seen,
+/// so each would wait for the join stage to be oriented. A worker holds 16,384 of those;
+/// past that it orients them itself (port 80 is the server's) and counts them, and past
+/// the per-service bound they land on the "other clients" edge.
+#[test]
+fn a_mid_stream_flood_is_oriented_by_the_worker_past_its_bound() {
+    let server = [10, 9, 5, 80];
+    let sources = 40_000u32;
+    let mut recs = Vec::new();
+    for i in 0..sources {
+        let mut tcp = (40_000u16).to_be_bytes().to_vec();
+        tcp.extend_from_slice(&80u16.to_be_bytes());
+        tcp.extend_from_slice(&i.wrapping_mul(2_654_435_761).to_be_bytes());
+        tcp.extend_from_slice(&7u32.to_be_bytes());
+        tcp.extend_from_slice(&[0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+        recs.push(rec_at(
+            u64::from(i) * 10,
+            v4_frame(spoofed(i), server, 6, &tcp),
+        ));
+    }
+    let dir = tmpdir("ack-flood");
+    let f = dir.join("acks.pcap");
+    write_pcap(&f, 1, &recs);
+    let doc = analyze(&[
+        "--threads",
+        "1",
+        "--max-clients-per-service",
+        "100",
+        f.to_str().unwrap(),
+    ]);
+    let held = 16_384u64;
+    let oriented = u64::from(sources) - held;
+    assert_eq!(u(&doc["limits"]["undetermined_oriented"]), oriented);
+    assert_eq!(u(&doc["limits"]["clients_folded"]), oriented - 100);
+    let other = edge(&doc, "0.0.0.0", "10.9.5.80:80", None);
+    assert_eq!(u(&other["packets"]["to_server"]), oriented - 100);
+    let edges = doc["edges"].as_array().unwrap();
+    assert_eq!(edges.len() as u64, held + 100 + 1);
+    let packets: u64 = edges.iter().map(|e| u(&e["packets"]["to_server"])).sum();
+    assert_eq!(packets, u64::from(sources));
+    assert!(edges.iter().all(|e| e["server"] == "10.9.5.80:80"));
+}

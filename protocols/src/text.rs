@@ -223,9 +223,7 @@ impl<const N: usize> Eq for Text<N> {}
 /// Byte order of the text, then uncut before cut: consistent with equality.
 impl<const N: usize> Ord for Text<N> {
     fn cmp(&self, other: &Self) -> core::cmp::Ordering {
-        self.used()
-            .cmp(other.used())
-            .then(self.cut.cmp(&other.cut))
+        self.used().cmp(other.used()).then(self.cut.cmp(&other.cut))
     }
 }
 

@@ -8,7 +8,7 @@ use crate::capture::interval::{Clock, Step};
 use crate::decode::tcp_flags::{ACK, SYN};
 use crate::flow::{Flow, FlowKey, FlowTable};
 use crate::l7::{Ctx, L7Conn, RecordSink};
-use crate::limits::Limits;
+use crate::limits::{Limits, UNDETERMINED_PER_WORKER};
 use crate::lvs::{self, evidence, LbEdge, LbOptions, Mode, Stitch, Tag};
 use crate::report::{ConnSummary, EdgeAgg, EdgeKey, NatAgg, WorkerResult};
 
@@ -491,7 +491,14 @@ impl Worker {
                     cx.hits.message_buffers_dropped += 1;
                 }
             }
-            flush_heavy_tally(&mut self.out, &self.lb, self.lb_static, self.now, flow);
+            flush_heavy_tally(
+                &mut self.out,
+                &self.lb,
+                self.lb_static,
+                self.now,
+                self.limits.max_clients_per_service,
+                flow,
+            );
             // FINs from both sides, not a RST: a RST ends nothing reliably (stacks and
             // evasion tricks keep sending after one), and late data must still be parsed.
             if flow.fin[0] && flow.fin[1] && flow.l7.is_some() {
@@ -515,6 +522,8 @@ impl Worker {
                         if paired {
                             self.out.lb_duplicate_requests += tally.requests;
                         }
+                        let cap = self.limits.max_clients_per_service;
+                        let edge = admit_edge(&mut self.out, edge, cap);
                         self.out.edges.entry(edge).or_default().l7.merge(&tally);
                     }
                 }
@@ -533,7 +542,14 @@ impl Worker {
                 };
                 conn.on_udp(side, client, payload, ts, &mut cx);
             }
-            flush_heavy_tally(&mut self.out, &self.lb, self.lb_static, self.now, flow);
+            flush_heavy_tally(
+                &mut self.out,
+                &self.lb,
+                self.lb_static,
+                self.now,
+                self.limits.max_clients_per_service,
+                flow,
+            );
         }
     }
 
@@ -664,9 +680,17 @@ impl EdgeSink<'_> {
             (false, Some(server)) => Some(server.other()),
             _ => flow.client,
         };
-        let Some(client) = client else {
-            self.out.undetermined.push(summary);
-            return;
+        let client = match client {
+            Some(c) => c,
+            None if self.out.undetermined.len() < UNDETERMINED_PER_WORKER => {
+                self.out.undetermined.push(summary);
+                return;
+            }
+            None => {
+                // The list for the join is full: orient with this worker's evidence.
+                self.out.limits.undetermined_oriented += 1;
+                crate::report::server_side(&summary, &self.out.syn_servers).other()
+            }
         };
         let (mut k, mut agg) = summary.into_edge(client);
         if self.lb_static || flow.lb.is_some() {
@@ -680,20 +704,48 @@ impl EdgeSink<'_> {
                 route_edge(&mut k, &mut agg, &r, self.limits.lb_max_clients);
             }
         }
-        let room = self.out.edges.len() < self.limits.max_edges;
-        match self.out.edges.entry(k) {
+        if let Some(e) = self.out.edges.get_mut(&k) {
+            e.merge(&agg);
+            return;
+        }
+        if agg.only_failed() && self.out.edges.len() >= self.limits.max_edges {
+            // A flood of failed attempts must not grow the edge map without bound.
+            *self.out.folded_failed.entry(k.server).or_default() += agg.failed_connections;
+            self.out.limits.edges_folded += 1;
+            return;
+        }
+        let admitted = admit_edge(self.out, k, self.limits.max_clients_per_service);
+        if admitted != k {
+            self.out.limits.clients_folded += 1;
+        }
+        match self.out.edges.entry(admitted) {
             Entry::Occupied(mut e) => e.get_mut().merge(&agg),
             Entry::Vacant(v) => {
-                if room || !agg.only_failed() {
-                    v.insert(Box::new(agg));
-                } else {
-                    // A flood of failed attempts must not grow the edge map without bound.
-                    *self.out.folded_failed.entry(k.server).or_default() += agg.failed_connections;
-                    self.out.limits.edges_folded += 1;
-                }
+                v.insert(Box::new(agg));
             }
         }
     }
+}
+
+/// The key a connection's sums go under when `k` is not yet an edge: `k` itself while its
+/// service has fewer than `cap` clients with edges of their own in this worker, else the
+/// service's "other clients" edge (client `0.0.0.0`, or `::` for IPv6): a service answering
+/// millions of (possibly spoofed) sources keeps bounded memory and a readable document.
+/// Load-balancer edges (from a VIP) are never folded.
+fn admit_edge(out: &mut WorkerResult, k: EdgeKey, cap: usize) -> EdgeKey {
+    if k.vip_port.is_some() || out.edges.contains_key(&k) {
+        return k;
+    }
+    let clients = out.clients_per_service.entry(k.server).or_default();
+    if (*clients as usize) < cap {
+        *clients += 1;
+        return k;
+    }
+    let client = match k.server.ip {
+        std::net::IpAddr::V4(_) => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        std::net::IpAddr::V6(_) => std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    };
+    EdgeKey { client, ..k }
 }
 
 /// The edge a flow's L7 tally goes to, `client` being its client side; and whether the
@@ -736,6 +788,7 @@ fn flush_heavy_tally(
     lb: &LbOptions,
     lb_static: bool,
     now: i64,
+    max_clients_per_service: usize,
     flow: &mut Flow,
 ) {
     let Some(conn) = flow.l7.as_deref() else {
@@ -755,6 +808,7 @@ fn flush_heavy_tally(
         return;
     };
     let (edge, paired) = l7_edge(flow, client, protocol, lb_static, lb);
+    let edge = admit_edge(out, edge, max_clients_per_service);
     if let Some(conn) = flow.l7.as_deref_mut() {
         let tally = &mut out.edges.entry(edge).or_default().l7;
         let requests = conn.flush_tally(tally);
@@ -1003,7 +1057,12 @@ mod tests {
             let ts = SEC / 100 + i64::from(i) * step;
             let req = format!("GET /item/{i} HTTP/1.1\r\nHost: x\r\n\r\n");
             let len = req.len() as u32;
-            push(&mut b, seg(cli, srv, cseq, sseq, ACK | PSH, len), ts, req.as_bytes());
+            push(
+                &mut b,
+                seg(cli, srv, cseq, sseq, ACK | PSH, len),
+                ts,
+                req.as_bytes(),
+            );
             cseq += len;
             // A latency of its own per request: i + 1 ms.
             let at = ts + (i64::from(i) + 1) * 1_000_000;
@@ -1021,16 +1080,28 @@ mod tests {
                 assert!(w.out.edges.is_empty());
             } else {
                 assert!(tally.resources.len() <= crate::l7::FLUSH_RESOURCES, "{i}");
-                assert!(tally.latency_us.summary().map_or(0, |s| s.count) <= 8, "{i}");
+                assert!(
+                    tally.latency_us.summary().map_or(0, |s| s.count) <= 8,
+                    "{i}"
+                );
             }
         }
-        assert!(latencies_before_window > 8, "the window held more than the inline values");
+        assert!(
+            latencies_before_window > 8,
+            "the window held more than the inline values"
+        );
         let r = w.into_result();
         assert_eq!(r.edges.len(), 1);
         let a = r.edges.values().next().unwrap();
-        assert_eq!((a.l7.requests, a.l7.responses), (u64::from(n), u64::from(n)));
+        assert_eq!(
+            (a.l7.requests, a.l7.responses),
+            (u64::from(n), u64::from(n))
+        );
         let lat = a.l7.latency_us.summary().unwrap();
-        assert_eq!((lat.count, lat.min, lat.max), (u64::from(n), 1000, u64::from(n) * 1000));
+        assert_eq!(
+            (lat.count, lat.min, lat.max),
+            (u64::from(n), 1000, u64::from(n) * 1000)
+        );
         assert_eq!(a.l7.resources.len(), 64);
         assert_eq!(a.l7.resources.displaced, u64::from(n) - 64);
         assert_eq!(a.connections, 1);

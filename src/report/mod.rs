@@ -170,6 +170,9 @@ pub struct WorkerResult {
     pub syn_servers: FastSet<Endpoint>,
     /// Failed attempts folded into their service when the edge limit was reached.
     pub folded_failed: FastMap<Endpoint, u64>,
+    /// Per service: clients with an edge of their own in `edges` (see
+    /// `Limits::max_clients_per_service`).
+    pub clients_per_service: FastMap<Endpoint, u32>,
     pub flows: u64,
     pub failed_connections: u64,
     pub other_vantage_packets: u64,
@@ -196,7 +199,7 @@ pub struct ReaderStats {
 /// Pick the server of a connection whose opener was not seen (the contract's rules):
 /// an endpoint seen answering a SYN elsewhere; else what L7 recognised; else the port
 /// below 1024; else the lower port.
-fn server_side(c: &ConnSummary, syn_servers: &FastSet<Endpoint>) -> Side {
+pub(crate) fn server_side(c: &ConnSummary, syn_servers: &FastSet<Endpoint>) -> Side {
     let a = syn_servers.contains(&c.key.a);
     let b = syn_servers.contains(&c.key.b);
     if a != b {

@@ -171,8 +171,9 @@ mod tests {
     fn past_the_bound_the_smallest_keys_stay_whatever_the_order() {
         let n = CODES_PER_TALLY as u32 * 3;
         // Key k is seen k % 5 + 1 times.
-        let expected_kept: Vec<(u32, u64)> =
-            (0..CODES_PER_TALLY as u32).map(|k| (k, u64::from(k % 5 + 1))).collect();
+        let expected_kept: Vec<(u32, u64)> = (0..CODES_PER_TALLY as u32)
+            .map(|k| (k, u64::from(k % 5 + 1)))
+            .collect();
         let total: u64 = (0..n).map(|k| u64::from(k % 5 + 1)).sum();
         let orders: [Box<dyn Fn(u32) -> u32>; 3] = [
             Box::new(|i| i),
