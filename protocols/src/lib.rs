@@ -75,6 +75,19 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// The protocol named `name` in the topology document ([`Protocol::as_str`]).
+    pub fn from_name(name: &str) -> Option<Protocol> {
+        [
+            Protocol::Http,
+            Protocol::Dns,
+            Protocol::Mysql,
+            Protocol::Redis,
+            Protocol::Tls,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == name)
+    }
+
     /// The name used in the topology document.
     pub fn as_str(self) -> &'static str {
         match self {

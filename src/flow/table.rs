@@ -334,6 +334,16 @@ impl FlowTable {
         }
     }
 
+    /// The flow in slot `id`, if the slot holds one (an id kept across batches may have
+    /// been freed, or reused by another flow).
+    pub fn get_mut_if_present(&mut self, id: u32) -> Option<&mut Flow> {
+        let (c, i) = (id as usize / CHUNK, id as usize % CHUNK);
+        self.chunks
+            .get_mut(c)
+            .and_then(|ch| ch.get_mut(i))
+            .and_then(Option::as_mut)
+    }
+
     pub fn get(&self, id: u32) -> &Flow {
         match self.slot(id) {
             Some(f) => f,

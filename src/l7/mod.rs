@@ -72,6 +72,10 @@ pub struct L7Conn {
     early: Option<Box<Early>>,
     /// Part of the tally went to the edge already ([`L7Conn::flush_tally`]).
     flushed: bool,
+    /// UDP: the protocol an earlier L7 state of this flow found (see [`L7Conn::resume`]).
+    resume: Option<Protocol>,
+    /// UDP: waiting in the worker's queue of idle flows.
+    queued: bool,
 }
 
 /// Resources and codes a connection's tally names before it goes to its edge.
@@ -130,6 +134,8 @@ impl L7Conn {
             held_gap: [false; 2],
             early: None,
             flushed: false,
+            resume: None,
+            queued: false,
         }
     }
 
@@ -189,6 +195,35 @@ impl L7Conn {
     #[cfg(test)]
     pub fn tally(&self) -> &L7Tally {
         &self.tally
+    }
+
+    /// UDP: take up the protocol and server side an earlier L7 state of the same flow
+    /// found (it was released while the flow was idle), instead of recognising it again:
+    /// the flow stays on one edge. `None`: nothing was recognised then either.
+    pub fn resume(&mut self, protocol: Option<Protocol>, l7_server: Option<Side>) {
+        if let Some(server) = l7_server {
+            self.client = Some(server.other());
+            self.l7_server = Some(server);
+        }
+        match protocol {
+            Some(Protocol::Tls) => {
+                self.protocol = Some(Protocol::Tls);
+                self.state = State::Opaque;
+            }
+            Some(p) => self.resume = Some(p),
+            None => self.state = State::Unknown,
+        }
+    }
+
+    /// Nothing waits for more packets: the protocol is decided and no request is pending.
+    /// An idle UDP flow's state can then be released (the worker decides when).
+    pub fn is_idle(&self) -> bool {
+        self.settled().is_some() && self.pairing.is_empty()
+    }
+
+    /// Mark the state as queued (true) or not for release; returns the previous mark.
+    pub fn set_queued(&mut self, queued: bool) -> bool {
+        std::mem::replace(&mut self.queued, queued)
     }
 
     /// True if part of the tally was already added to an edge.
@@ -428,7 +463,19 @@ impl L7Conn {
         let hint = server_port_hint((sender, receiver), self.client.map(|c| c == side));
         let l4 = if self.tcp { L4::Tcp } else { L4::Udp };
         let input: &[u8] = if direct { bytes } else { carry };
-        match protocols::detect(l4, dir, input, hint) {
+        let detection = match self.resume {
+            // The flow's earlier state recognised it: the direction says the role.
+            Some(p) => Detection::Found(
+                p,
+                if dir == Direction::ToServer {
+                    Role::Request
+                } else {
+                    Role::Response
+                },
+            ),
+            None => protocols::detect(l4, dir, input, hint),
+        };
+        match detection {
             Detection::Found(p, role) => {
                 let client = if role == Role::Request {
                     side

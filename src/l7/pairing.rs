@@ -77,6 +77,11 @@ fn text<const N: usize>(bytes: Option<&[u8]>, cut: bool) -> protocols::Text<N> {
 }
 
 impl Pairing {
+    /// No request is waiting for its response.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
     /// Queue a request (with its record text when records are on). Returns false for a
     /// DNS retransmission (same id and question still pending): the same request, counted
     /// once.

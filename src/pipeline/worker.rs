@@ -52,6 +52,9 @@ pub struct Worker {
     lb: LbOptions,
     /// Anything to re-attribute without a tag (`--lvs-config`, `--lb-local`)?
     lb_static: bool,
+    /// UDP flows whose L7 state went idle: (slot id, flow start, packet time), oldest
+    /// first (see `release_idle_udp`).
+    idle_udp: std::collections::VecDeque<(u32, i64, i64)>,
 }
 
 impl Worker {
@@ -67,6 +70,7 @@ impl Worker {
         Worker {
             fault,
             lb_static: lb.config.is_some() || !lb.lb_local.is_empty(),
+            idle_udp: std::collections::VecDeque::new(),
             lb,
             records,
             events: Vec::with_capacity(64),
@@ -532,7 +536,15 @@ impl Worker {
             flow.update_udp(side, t, ts);
             if l7_on && !payload.is_empty() {
                 let client = flow.client;
-                let conn = flow.l7.get_or_insert_with(|| Box::new(L7Conn::new(false)));
+                let done = flow.l7_done;
+                let conn = flow.l7.get_or_insert_with(|| {
+                    let mut c = Box::new(L7Conn::new(false));
+                    if let Some((name, server)) = done {
+                        // Its earlier state was released while idle (`release_idle_udp`).
+                        c.resume(protocols::Protocol::from_name(name), server);
+                    }
+                    c
+                });
                 let mut cx = Ctx {
                     limits: &self.limits,
                     hits: &mut self.out.limits,
@@ -541,6 +553,9 @@ impl Worker {
                     events: &mut self.events,
                 };
                 conn.on_udp(side, client, payload, ts, &mut cx);
+                if conn.is_idle() && !conn.set_queued(true) {
+                    self.idle_udp.push_back((id, flow.first_ts, ts));
+                }
             }
             flush_heavy_tally(
                 &mut self.out,
@@ -570,6 +585,68 @@ impl Worker {
     fn sweep(&mut self) {
         while let Some(old) = self.table.expired(self.now, &self.limits) {
             self.finish(old);
+        }
+        self.release_idle_udp();
+    }
+
+    /// Release the L7 state of UDP flows idle (nothing pending) for twice the load-balancer
+    /// window: their tally goes to the edge and only the protocol's name stays, as for a
+    /// closed TCP connection. A UDP flow is tracked for 60 s of silence (the contract's
+    /// flow), but a DNS exchange is over in milliseconds: a resolver answering 10,000
+    /// clients' ports a second would otherwise hold 600,000 L7 states (~1.2 KB each)
+    /// where it now holds 40,000. A later datagram on the flow gets a new state that takes
+    /// up the same protocol ([`L7Conn::resume`]). Twice the window: until then a stitch
+    /// may still move the flow to another edge (as for [`flush_heavy_tally`]).
+    fn release_idle_udp(&mut self) {
+        let horizon = self.lb.window_ns.saturating_mul(2);
+        while let Some(&(id, first_ts, at)) = self.idle_udp.front() {
+            if self.now.saturating_sub(at) <= horizon {
+                break;
+            }
+            self.idle_udp.pop_front();
+            let Some(flow) = self.table.get_mut_if_present(id) else {
+                continue;
+            };
+            if flow.tcp || flow.first_ts != first_ts {
+                continue; // the flow ended; its slot holds another one
+            }
+            let Some(conn) = flow.l7.as_deref_mut() else {
+                continue;
+            };
+            if !conn.is_idle() {
+                conn.set_queued(false); // queued again at its next idle moment
+                continue;
+            }
+            if flow.last_ts > at {
+                // Busy since: look again a horizon after its last packet.
+                self.idle_udp.push_back((id, first_ts, flow.last_ts));
+                continue;
+            }
+            let client = match conn.l7_server() {
+                Some(server) => server.other(),
+                None => match flow.client {
+                    Some(c) => c,
+                    None => continue,
+                },
+            };
+            let Some(conn) = flow.l7.take() else {
+                continue;
+            };
+            let mut cx = Ctx {
+                limits: &self.limits,
+                hits: &mut self.out.limits,
+                records: self.records.as_mut(),
+                key: flow.key,
+                events: &mut self.events,
+            };
+            let (protocol, l7_server, tally) = conn.finish(&mut cx);
+            flow.l7_done = Some((protocol, l7_server));
+            let (edge, paired) = l7_edge(flow, client, protocol, self.lb_static, &self.lb);
+            if paired {
+                self.out.lb_duplicate_requests += tally.requests;
+            }
+            let edge = admit_edge(&mut self.out, edge, self.limits.max_clients_per_service);
+            self.out.edges.entry(edge).or_default().l7.merge(&tally);
         }
     }
 
@@ -1105,6 +1182,91 @@ mod tests {
         assert_eq!(a.l7.resources.len(), 64);
         assert_eq!(a.l7.resources.displaced, u64::from(n) - 64);
         assert_eq!(a.connections, 1);
+    }
+
+    /// A UDP flow's L7 state is released once idle for twice the load-balancer window (its
+    /// tally on the edge, only the protocol's name kept), and a later exchange on the same
+    /// flow takes up the same protocol: one flow, both exchanges counted.
+    #[test]
+    fn an_idle_udp_flow_releases_its_l7_state_and_resumes_it() {
+        let (cli, srv, other) = (ep("10.0.0.2:40000"), ep("10.0.1.53:53"), ep("10.0.0.3:1"));
+        let mut w = Worker::new(
+            Limits::default(),
+            64,
+            false,
+            true,
+            None,
+            None,
+            LbOptions {
+                window_ns: SEC,
+                ..LbOptions::default()
+            },
+        );
+        let pos = AtomicU64::new(0);
+        let mut order = 0u64;
+        let mut send = |w: &mut Worker, from: Endpoint, to: Endpoint, ts: i64, msg: &[u8]| {
+            let t = Transport {
+                src: from.ip,
+                dst: to.ip,
+                sport: from.port,
+                dport: to.port,
+                proto: 17,
+                vlan: 0,
+                ip_bytes: 28 + msg.len() as u32,
+                fragments: 1,
+                truncated: false,
+                tcp: TcpFields::default(),
+                payload_wire_len: msg.len() as u32,
+            };
+            let mut b = Batch::with_capacity();
+            b.push(t, ts, 0, order, msg);
+            order += 1;
+            w.process_batch(&b, &pos);
+        };
+        let dns = |id: u8, answer: bool| {
+            let mut m = vec![
+                0,
+                id,
+                if answer { 0x81 } else { 0x01 },
+                if answer { 0x80 } else { 0 },
+            ];
+            m.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 7]);
+            m.extend_from_slice(b"example");
+            m.extend_from_slice(&[0, 0, 1, 0, 1]);
+            m
+        };
+        let key = FlowKey::new(cli, srv, 17, 0).0;
+        send(&mut w, cli, srv, SEC / 10, &dns(1, false));
+        send(&mut w, srv, cli, SEC / 10 + 1_000_000, &dns(1, true));
+        let id = w.table.find(&key).unwrap();
+        assert!(w.table.get(id).l7.is_some());
+        // 1.5 s later (within twice the window): still held.
+        send(&mut w, other, srv, SEC * 16 / 10, b"x");
+        w.sweep();
+        assert!(w.table.get(id).l7.is_some());
+        // 3 s later: released, the exchange on the edge.
+        send(&mut w, other, srv, SEC * 31 / 10, b"x");
+        w.sweep();
+        let flow = w.table.get(id);
+        assert!(flow.l7.is_none());
+        let (protocol, server) = flow.l7_done.unwrap();
+        assert_eq!(protocol, "dns");
+        // The opener (the first datagram's sender) is the client: no L7-decided side.
+        assert_eq!(server, None);
+        // 10 s after the start: the same flow (UDP ends after 60 s of silence) asks again.
+        send(&mut w, cli, srv, SEC * 10, &dns(2, false));
+        send(&mut w, srv, cli, SEC * 10 + 3_000_000, &dns(2, true));
+        assert_eq!(w.table.find(&key), Some(id));
+        let r = w.into_result();
+        let cli_ip: IpAddr = "10.0.0.2".parse().unwrap();
+        let edges: Vec<_> = r.edges.iter().filter(|(k, _)| k.client == cli_ip).collect();
+        assert_eq!(edges.len(), 1);
+        let (k, a) = edges[0];
+        assert_eq!((k.server, k.protocol, k.udp), (srv, "dns", true));
+        assert_eq!((a.connections, a.l7.requests, a.l7.responses), (1, 2, 2));
+        let lat = a.l7.latency_us.summary().unwrap();
+        assert_eq!((lat.count, lat.min, lat.max), (2, 1000, 3000));
+        assert_eq!(a.packets, [2, 2]);
     }
 
     /// A full table evicts the flow seen least recently, not the one opened first: a busy
