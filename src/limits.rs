@@ -70,6 +70,11 @@ pub const CODES_PER_TALLY: usize = 64;
 /// a flood of spoofed mid-stream packets must not grow this list without bound.
 pub const UNDETERMINED_PER_WORKER: usize = 16_384;
 
+/// Endpoints seen answering a SYN, kept per worker to orient connections whose opener was
+/// not seen. A host scanning the network collects one per open port it finds; past this,
+/// new ones are not kept (counted in `LimitHits::syn_answers_dropped`).
+pub const SYN_SERVERS_PER_WORKER: usize = 262_144;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -137,6 +142,11 @@ pub struct LimitHits {
     /// Connections without a seen opener oriented by their worker alone, because its list
     /// for the join stage was full ([`UNDETERMINED_PER_WORKER`]).
     pub undetermined_oriented: u64,
+    /// Failed attempts counted on a port's "other services" node (`0.0.0.0:PORT`, or
+    /// `[::]:PORT`): the worker already held `max_edges` services with folded attempts.
+    pub services_folded: u64,
+    /// Endpoints seen answering a SYN that were not kept ([`SYN_SERVERS_PER_WORKER`]).
+    pub syn_answers_dropped: u64,
 }
 
 impl LimitHits {
@@ -156,5 +166,7 @@ impl LimitHits {
         self.codes_folded += o.codes_folded;
         self.clients_folded += o.clients_folded;
         self.undetermined_oriented += o.undetermined_oriented;
+        self.services_folded += o.services_folded;
+        self.syn_answers_dropped += o.syn_answers_dropped;
     }
 }

@@ -865,3 +865,45 @@ fn a_mid_stream_flood_is_oriented_by_the_worker_past_its_bound() {
     assert_eq!(packets, u64::from(sources));
     assert!(edges.iter().all(|e| e["server"] == "10.9.5.80:80"));
 }
+
+/// A host scanning port 80 of 1,000 addresses (no answers): each attempt is a failed
+/// connection to a new service. Past `--max-edges` the attempts fold into their service's
+/// node, and past that many such services into the port's "other services" node
+/// `0.0.0.0:80`: the document stays bounded and every attempt is still counted.
+#[test]
+fn a_scan_folds_into_the_ports_other_services_node() {
+    let scanner = [10, 9, 6, 5];
+    let targets = 1000u32;
+    let mut recs = Vec::new();
+    for i in 0..targets {
+        let mut tcp = (40_000 + i as u16).to_be_bytes().to_vec();
+        tcp.extend_from_slice(&80u16.to_be_bytes());
+        tcp.extend_from_slice(&i.wrapping_mul(7919).to_be_bytes());
+        tcp.extend_from_slice(&0u32.to_be_bytes());
+        tcp.extend_from_slice(&[0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+        recs.push(rec_at(
+            u64::from(i) * 10,
+            v4_frame(scanner, spoofed(i), 6, &tcp),
+        ));
+    }
+    let dir = tmpdir("scan");
+    let f = dir.join("scan.pcap");
+    write_pcap(&f, 1, &recs);
+    let doc = analyze(&["--threads", "1", "--max-edges", "100", f.to_str().unwrap()]);
+    assert_eq!(u(&doc["totals"]["failed_connections"]), u64::from(targets));
+    assert_eq!(doc["edges"].as_array().unwrap().len(), 100);
+    assert_eq!(u(&doc["limits"]["edges_folded"]), 900);
+    assert_eq!(u(&doc["limits"]["services_folded"]), 800);
+    let nodes = doc["nodes"].as_array().unwrap();
+    // The scanner, 100 services with an edge, 100 with folded attempts, and 0.0.0.0:80.
+    assert_eq!(nodes.len(), 202);
+    let other = nodes.iter().find(|n| n["id"] == "0.0.0.0:80").unwrap();
+    assert_eq!(other["role"], "service");
+    assert_eq!(u(&other["failed_connections"]), 800);
+    let failed: u64 = nodes
+        .iter()
+        .filter(|n| n["role"] == "service")
+        .map(|n| u(&n["failed_connections"]))
+        .sum();
+    assert_eq!(failed, u64::from(targets));
+}

@@ -8,7 +8,7 @@ use crate::capture::interval::{Clock, Step};
 use crate::decode::tcp_flags::{ACK, SYN};
 use crate::flow::{Flow, FlowKey, FlowTable};
 use crate::l7::{Ctx, L7Conn, RecordSink};
-use crate::limits::{Limits, UNDETERMINED_PER_WORKER};
+use crate::limits::{Limits, SYN_SERVERS_PER_WORKER, UNDETERMINED_PER_WORKER};
 use crate::lvs::{self, evidence, LbEdge, LbOptions, Mode, Stitch, Tag};
 use crate::report::{ConnSummary, EdgeAgg, EdgeKey, NatAgg, WorkerResult};
 
@@ -456,7 +456,14 @@ impl Worker {
             }
             let flow = self.table.get_mut(id);
             if t.tcp.flags & (SYN | ACK) == (SYN | ACK) && flow.client == Some(side.other()) {
-                self.out.syn_servers.insert(key.endpoint(side));
+                let ep = key.endpoint(side);
+                if self.out.syn_servers.len() < SYN_SERVERS_PER_WORKER
+                    || self.out.syn_servers.contains(&ep)
+                {
+                    self.out.syn_servers.insert(ep);
+                } else {
+                    self.out.limits.syn_answers_dropped += 1;
+                }
             }
             if l7_on && flow.l7_done.is_none() && (flow.l7.is_some() || t.payload_wire_len > 0) {
                 let client = flow.client;
@@ -787,7 +794,12 @@ impl EdgeSink<'_> {
         }
         if agg.only_failed() && self.out.edges.len() >= self.limits.max_edges {
             // A flood of failed attempts must not grow the edge map without bound.
-            *self.out.folded_failed.entry(k.server).or_default() += agg.failed_connections;
+            fold_failed(
+                self.out,
+                k.server,
+                agg.failed_connections,
+                self.limits.max_edges,
+            );
             self.out.limits.edges_folded += 1;
             return;
         }
@@ -804,6 +816,32 @@ impl EdgeSink<'_> {
     }
 }
 
+/// The unspecified address of `ip`'s family: the client of a service's "other clients"
+/// edge, the address of a port's "other services" node.
+fn unspecified(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V4(_) => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        std::net::IpAddr::V6(_) => std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// Count `n` failed attempts on `server`'s node, past the edge limit. A host scanning the
+/// network tries a new service with each attempt: past `cap` services in this worker, new
+/// ones are counted on their port's "other services" node (`0.0.0.0:PORT`), so the
+/// document shows which port was scanned and stays bounded.
+fn fold_failed(out: &mut WorkerResult, server: crate::flow::Endpoint, n: u64, cap: usize) {
+    let key = if out.folded_failed.len() < cap || out.folded_failed.contains_key(&server) {
+        server
+    } else {
+        out.limits.services_folded += n;
+        crate::flow::Endpoint {
+            ip: unspecified(server.ip),
+            port: server.port,
+        }
+    };
+    *out.folded_failed.entry(key).or_default() += n;
+}
+
 /// The key a connection's sums go under when `k` is not yet an edge: `k` itself while its
 /// service has fewer than `cap` clients with edges of their own in this worker, else the
 /// service's "other clients" edge (client `0.0.0.0`, or `::` for IPv6): a service answering
@@ -818,11 +856,10 @@ fn admit_edge(out: &mut WorkerResult, k: EdgeKey, cap: usize) -> EdgeKey {
         *clients += 1;
         return k;
     }
-    let client = match k.server.ip {
-        std::net::IpAddr::V4(_) => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-        std::net::IpAddr::V6(_) => std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-    };
-    EdgeKey { client, ..k }
+    EdgeKey {
+        client: unspecified(k.server.ip),
+        ..k
+    }
 }
 
 /// The edge a flow's L7 tally goes to, `client` being its client side; and whether the
@@ -930,7 +967,7 @@ mod tests {
 
     fn ep(s: &str) -> Endpoint {
         let a: std::net::SocketAddr = s.parse().unwrap();
-        Endpoint {
+        crate::flow::Endpoint {
             ip: a.ip(),
             port: a.port(),
         }
