@@ -26,6 +26,9 @@ pub struct Limits {
     /// past it, a new client's connections are summed on the service's "other clients"
     /// edge (client `0.0.0.0`, or `::` for IPv6).
     pub max_clients_per_service: usize,
+    /// Edges a worker holds (per live interval); past it, a new edge's connections are
+    /// summed on its port's "other traffic" edge (`0.0.0.0` to `0.0.0.0:PORT`).
+    pub max_edges_per_worker: usize,
     /// IP datagrams being reassembled from fragments at once.
     pub max_fragment_datagrams: usize,
     /// Largest capture record accepted (bytes); bigger ones mean a corrupt file.
@@ -85,6 +88,7 @@ impl Default for Limits {
             max_pending_requests: 1024,
             max_edges: 10_000,
             max_clients_per_service: 10_000,
+            max_edges_per_worker: 100_000,
             max_fragment_datagrams: 4096,
             max_record_bytes: 16 * 1024 * 1024,
             parser: protocols::Limits::default(),
@@ -142,6 +146,9 @@ pub struct LimitHits {
     /// Connections without a seen opener oriented by their worker alone, because its list
     /// for the join stage was full ([`UNDETERMINED_PER_WORKER`]).
     pub undetermined_oriented: u64,
+    /// Connections (and UDP flows) summed on their port's "other traffic" edge: their
+    /// worker already held `max_edges_per_worker` edges.
+    pub traffic_folded: u64,
     /// Failed attempts counted on a port's "other services" node (`0.0.0.0:PORT`, or
     /// `[::]:PORT`): the worker already held `max_edges` services with folded attempts.
     pub services_folded: u64,
@@ -166,6 +173,7 @@ impl LimitHits {
         self.codes_folded += o.codes_folded;
         self.clients_folded += o.clients_folded;
         self.undetermined_oriented += o.undetermined_oriented;
+        self.traffic_folded += o.traffic_folded;
         self.services_folded += o.services_folded;
         self.syn_answers_dropped += o.syn_answers_dropped;
     }

@@ -114,6 +114,10 @@ struct LimitArgs {
     /// connections are summed on the service's "other clients" edge, client 0.0.0.0 or ::).
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_clients_per_service)]
     max_clients_per_service: usize,
+    /// Edges each worker holds (past it, a new edge's connections are summed on its port's
+    /// "other traffic" edge, 0.0.0.0 to 0.0.0.0:PORT).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_edges_per_worker)]
+    max_edges_per_worker: usize,
     /// Requests waiting for a response per connection.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_pending_requests)]
     max_pending: usize,
@@ -138,6 +142,7 @@ impl LimitArgs {
             max_flows: self.max_flows.max(1),
             max_edges: self.max_edges,
             max_clients_per_service: self.max_clients_per_service,
+            max_edges_per_worker: self.max_edges_per_worker,
             max_pending_requests: self.max_pending.max(1),
             max_reassembly_bytes_per_direction: self.reassembly_bytes,
             max_reassembly_bytes_total: self.reassembly_total_bytes,

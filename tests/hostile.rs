@@ -907,3 +907,48 @@ fn a_scan_folds_into_the_ports_other_services_node() {
         .sum();
     assert_eq!(failed, u64::from(targets));
 }
+
+/// Reflected traffic: 3,000 DNS servers answer a victim that never asked (each answer is
+/// its own flow, client the victim). Every server is a new service, so the per-service
+/// bound does not help; past `--max-edges-per-worker` edges, new ones are summed on the
+/// port's "other traffic" edge (0.0.0.0 to 0.0.0.0:53), counted in `limits.traffic_folded`.
+#[test]
+fn reflected_traffic_past_the_edge_bound_is_summed_per_port() {
+    let victim = [10, 9, 7, 1];
+    let servers = 3000u32;
+    let mut recs = Vec::new();
+    for i in 0..servers {
+        let mut answer = dns_query_udp(i as u16, &["www", "example", "com"]);
+        // From port 53 to the victim's port, QR set: an answer nobody asked for.
+        answer.swap(0, 2);
+        answer.swap(1, 3);
+        answer[10] = 0x81;
+        answer[11] = 0x80;
+        recs.push(rec_at(
+            u64::from(i) * 100,
+            v4_frame(spoofed(i), victim, 17, &answer),
+        ));
+    }
+    let dir = tmpdir("reflection");
+    let f = dir.join("reflected.pcap");
+    write_pcap(&f, 1, &recs);
+    let doc = analyze(&[
+        "--threads",
+        "1",
+        "--max-edges-per-worker",
+        "500",
+        f.to_str().unwrap(),
+    ]);
+    let edges = doc["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 501);
+    assert_eq!(u(&doc["limits"]["traffic_folded"]), 2500);
+    let other = edge(&doc, "0.0.0.0", "0.0.0.0:53", Some("dns"));
+    assert_eq!(u(&other["packets"]["to_client"]), 2500);
+    assert_eq!(u(&other["connections"]), 2500);
+    let to_victim: u64 = edges.iter().map(|e| u(&e["packets"]["to_client"])).sum();
+    assert_eq!(to_victim, u64::from(servers));
+    assert_eq!(
+        edges.iter().filter(|e| e["client"] == "10.9.7.1").count(),
+        500
+    );
+}

@@ -507,7 +507,7 @@ impl Worker {
                 &self.lb,
                 self.lb_static,
                 self.now,
-                self.limits.max_clients_per_service,
+                &self.limits,
                 flow,
             );
             // FINs from both sides, not a RST: a RST ends nothing reliably (stacks and
@@ -533,8 +533,7 @@ impl Worker {
                         if paired {
                             self.out.lb_duplicate_requests += tally.requests;
                         }
-                        let cap = self.limits.max_clients_per_service;
-                        let edge = admit_edge(&mut self.out, edge, cap);
+                        let edge = admit_edge(&mut self.out, edge, &self.limits);
                         self.out.edges.entry(edge).or_default().l7.merge(&tally);
                     }
                 }
@@ -569,7 +568,7 @@ impl Worker {
                 &self.lb,
                 self.lb_static,
                 self.now,
-                self.limits.max_clients_per_service,
+                &self.limits,
                 flow,
             );
         }
@@ -652,7 +651,7 @@ impl Worker {
             if paired {
                 self.out.lb_duplicate_requests += tally.requests;
             }
-            let edge = admit_edge(&mut self.out, edge, self.limits.max_clients_per_service);
+            let edge = admit_edge(&mut self.out, edge, &self.limits);
             self.out.edges.entry(edge).or_default().l7.merge(&tally);
         }
     }
@@ -803,8 +802,10 @@ impl EdgeSink<'_> {
             self.out.limits.edges_folded += 1;
             return;
         }
-        let admitted = admit_edge(self.out, k, self.limits.max_clients_per_service);
-        if admitted != k {
+        let admitted = admit_edge(self.out, k, self.limits);
+        if admitted.server != k.server {
+            self.out.limits.traffic_folded += 1;
+        } else if admitted != k {
             self.out.limits.clients_folded += 1;
         }
         match self.out.edges.entry(admitted) {
@@ -843,23 +844,41 @@ fn fold_failed(out: &mut WorkerResult, server: crate::flow::Endpoint, n: u64, ca
 }
 
 /// The key a connection's sums go under when `k` is not yet an edge: `k` itself while its
-/// service has fewer than `cap` clients with edges of their own in this worker, else the
-/// service's "other clients" edge (client `0.0.0.0`, or `::` for IPv6): a service answering
-/// millions of (possibly spoofed) sources keeps bounded memory and a readable document.
-/// Load-balancer edges (from a VIP) are never folded.
-fn admit_edge(out: &mut WorkerResult, k: EdgeKey, cap: usize) -> EdgeKey {
+/// service has fewer than `max_clients_per_service` clients with edges of their own in this
+/// worker, else the service's "other clients" edge (client `0.0.0.0`, or `::` for IPv6): a
+/// service answering millions of (possibly spoofed) sources keeps bounded memory and a
+/// readable document. Past `max_edges_per_worker` edges in all, a new edge goes to its
+/// port's "other traffic" edge (`0.0.0.0` to `0.0.0.0:PORT`): reflected traffic from
+/// millions of services stays bounded too. Load-balancer edges (from a VIP) are never
+/// folded.
+fn admit_edge(out: &mut WorkerResult, k: EdgeKey, limits: &Limits) -> EdgeKey {
     if k.vip_port.is_some() || out.edges.contains_key(&k) {
         return k;
     }
+    let anyone = unspecified(k.server.ip);
+    let other_clients = EdgeKey {
+        client: anyone,
+        ..k
+    };
+    if out.edges.len() >= limits.max_edges_per_worker {
+        if out.edges.contains_key(&other_clients) {
+            return other_clients;
+        }
+        return EdgeKey {
+            client: anyone,
+            server: crate::flow::Endpoint {
+                ip: anyone,
+                port: k.server.port,
+            },
+            ..k
+        };
+    }
     let clients = out.clients_per_service.entry(k.server).or_default();
-    if (*clients as usize) < cap {
+    if (*clients as usize) < limits.max_clients_per_service {
         *clients += 1;
         return k;
     }
-    EdgeKey {
-        client: unspecified(k.server.ip),
-        ..k
-    }
+    other_clients
 }
 
 /// The edge a flow's L7 tally goes to, `client` being its client side; and whether the
@@ -902,7 +921,7 @@ fn flush_heavy_tally(
     lb: &LbOptions,
     lb_static: bool,
     now: i64,
-    max_clients_per_service: usize,
+    limits: &Limits,
     flow: &mut Flow,
 ) {
     let Some(conn) = flow.l7.as_deref() else {
@@ -922,7 +941,7 @@ fn flush_heavy_tally(
         return;
     };
     let (edge, paired) = l7_edge(flow, client, protocol, lb_static, lb);
-    let edge = admit_edge(out, edge, max_clients_per_service);
+    let edge = admit_edge(out, edge, limits);
     if let Some(conn) = flow.l7.as_deref_mut() {
         let tally = &mut out.edges.entry(edge).or_default().l7;
         let requests = conn.flush_tally(tally);
