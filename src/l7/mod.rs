@@ -175,6 +175,7 @@ impl L7Conn {
     /// [`FLUSH_CODES`] codes. A long keep-alive connection would otherwise hold up to 64
     /// resources, 64 codes and 64 latencies (several KB) until it ends; the worker moves
     /// the tally to the connection's edge instead ([`L7Conn::flush_tally`]).
+    #[inline]
     pub fn tally_is_heavy(&self) -> bool {
         self.tally.latency_us.inline_full()
             || self.tally.resources.len() >= FLUSH_RESOURCES

@@ -502,14 +502,16 @@ impl Worker {
                     cx.hits.message_buffers_dropped += 1;
                 }
             }
-            flush_heavy_tally(
-                &mut self.out,
-                &self.lb,
-                self.lb_static,
-                self.now,
-                &self.limits,
-                flow,
-            );
+            if flow.l7.as_deref().is_some_and(L7Conn::tally_is_heavy) {
+                flush_heavy_tally(
+                    &mut self.out,
+                    &self.lb,
+                    self.lb_static,
+                    self.now,
+                    &self.limits,
+                    flow,
+                );
+            }
             // FINs from both sides, not a RST: a RST ends nothing reliably (stacks and
             // evasion tricks keep sending after one), and late data must still be parsed.
             if flow.fin[0] && flow.fin[1] && flow.l7.is_some() {
@@ -533,8 +535,7 @@ impl Worker {
                         if paired {
                             self.out.lb_duplicate_requests += tally.requests;
                         }
-                        let edge = admit_edge(&mut self.out, edge, &self.limits);
-                        self.out.edges.entry(edge).or_default().l7.merge(&tally);
+                        edge_l7(&mut self.out, edge, &self.limits).merge(&tally);
                     }
                 }
             }
@@ -563,14 +564,16 @@ impl Worker {
                     self.idle_udp.push_back((id, flow.first_ts, ts));
                 }
             }
-            flush_heavy_tally(
-                &mut self.out,
-                &self.lb,
-                self.lb_static,
-                self.now,
-                &self.limits,
-                flow,
-            );
+            if flow.l7.as_deref().is_some_and(L7Conn::tally_is_heavy) {
+                flush_heavy_tally(
+                    &mut self.out,
+                    &self.lb,
+                    self.lb_static,
+                    self.now,
+                    &self.limits,
+                    flow,
+                );
+            }
         }
     }
 
@@ -651,8 +654,7 @@ impl Worker {
             if paired {
                 self.out.lb_duplicate_requests += tally.requests;
             }
-            let edge = admit_edge(&mut self.out, edge, &self.limits);
-            self.out.edges.entry(edge).or_default().l7.merge(&tally);
+            edge_l7(&mut self.out, edge, &self.limits).merge(&tally);
         }
     }
 
@@ -802,7 +804,7 @@ impl EdgeSink<'_> {
             self.out.limits.edges_folded += 1;
             return;
         }
-        let admitted = admit_edge(self.out, k, self.limits);
+        let admitted = admit_new_edge(self.out, k, self.limits);
         if admitted.server != k.server {
             self.out.limits.traffic_folded += 1;
         } else if admitted != k {
@@ -843,6 +845,19 @@ fn fold_failed(out: &mut WorkerResult, server: crate::flow::Endpoint, n: u64, ca
     *out.folded_failed.entry(key).or_default() += n;
 }
 
+/// The L7 tally of edge `k`, made if it is new (see [`admit_new_edge`]): one lookup when
+/// the edge exists, as it does for all but a connection's first.
+fn edge_l7<'a>(out: &'a mut WorkerResult, k: EdgeKey, limits: &Limits) -> &'a mut crate::report::L7Tally {
+    if !out.edges.contains_key(&k) {
+        let k = admit_new_edge(out, k, limits);
+        return &mut out.edges.entry(k).or_default().l7;
+    }
+    match out.edges.get_mut(&k) {
+        Some(agg) => &mut agg.l7,
+        None => unreachable!("checked above"),
+    }
+}
+
 /// The key a connection's sums go under when `k` is not yet an edge: `k` itself while its
 /// service has fewer than `max_clients_per_service` clients with edges of their own in this
 /// worker, else the service's "other clients" edge (client `0.0.0.0`, or `::` for IPv6): a
@@ -851,8 +866,8 @@ fn fold_failed(out: &mut WorkerResult, server: crate::flow::Endpoint, n: u64, ca
 /// port's "other traffic" edge (`0.0.0.0` to `0.0.0.0:PORT`): reflected traffic from
 /// millions of services stays bounded too. Load-balancer edges (from a VIP) are never
 /// folded.
-fn admit_edge(out: &mut WorkerResult, k: EdgeKey, limits: &Limits) -> EdgeKey {
-    if k.vip_port.is_some() || out.edges.contains_key(&k) {
+fn admit_new_edge(out: &mut WorkerResult, k: EdgeKey, limits: &Limits) -> EdgeKey {
+    if k.vip_port.is_some() {
         return k;
     }
     let anyone = unspecified(k.server.ip);
@@ -916,6 +931,7 @@ fn l7_edge(
 /// protocol is decided, the client is known (as the connection's end will place it), and
 /// the window in which a load-balancer stitch can still arrive has passed (as for live
 /// interval snapshots). The sums are the same as when the whole tally goes at the end.
+#[inline(never)]
 fn flush_heavy_tally(
     out: &mut WorkerResult,
     lb: &LbOptions,
@@ -941,10 +957,8 @@ fn flush_heavy_tally(
         return;
     };
     let (edge, paired) = l7_edge(flow, client, protocol, lb_static, lb);
-    let edge = admit_edge(out, edge, limits);
     if let Some(conn) = flow.l7.as_deref_mut() {
-        let tally = &mut out.edges.entry(edge).or_default().l7;
-        let requests = conn.flush_tally(tally);
+        let requests = conn.flush_tally(edge_l7(out, edge, limits));
         if paired {
             out.lb_duplicate_requests += requests;
         }
