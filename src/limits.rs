@@ -19,6 +19,10 @@ pub struct Limits {
     pub max_message_bytes_total: usize,
     /// Requests waiting for a response per connection.
     pub max_pending_requests: usize,
+    /// Bytes of pending requests (queue entries and their texts) across all connections of
+    /// one worker; past it a connection may not queue more than it holds (a new request
+    /// displaces its oldest, counted in `pending_requests_dropped`).
+    pub max_pending_bytes_total: usize,
     /// Edges in the document; past it, edges with only failed attempts are folded into the
     /// service node's `failed_connections`.
     pub max_edges: usize,
@@ -86,6 +90,7 @@ impl Default for Limits {
             max_reassembly_bytes_total: 64 * 1024 * 1024,
             max_message_bytes_total: 64 * 1024 * 1024,
             max_pending_requests: 1024,
+            max_pending_bytes_total: 64 * 1024 * 1024,
             max_edges: 10_000,
             max_clients_per_service: 10_000,
             max_edges_per_worker: 100_000,

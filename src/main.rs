@@ -121,6 +121,10 @@ struct LimitArgs {
     /// Requests waiting for a response per connection.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_pending_requests)]
     max_pending: usize,
+    /// Bytes of pending requests held across all connections of one worker (past it, a
+    /// connection's new request displaces its oldest pending one).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_pending_bytes_total)]
+    pending_total_bytes: usize,
     /// Out-of-order bytes buffered per direction of a TCP connection.
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_reassembly_bytes_per_direction)]
     reassembly_bytes: usize,
@@ -144,6 +148,7 @@ impl LimitArgs {
             max_clients_per_service: self.max_clients_per_service,
             max_edges_per_worker: self.max_edges_per_worker,
             max_pending_requests: self.max_pending.max(1),
+            max_pending_bytes_total: self.pending_total_bytes,
             max_reassembly_bytes_per_direction: self.reassembly_bytes,
             max_reassembly_bytes_total: self.reassembly_total_bytes,
             max_message_bytes_total: self.message_total_bytes,

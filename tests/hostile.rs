@@ -952,3 +952,51 @@ fn reflected_traffic_past_the_edge_bound_is_summed_per_port() {
         500
     );
 }
+
+/// Clients that pipeline requests a server never answers: each connection's queue is
+/// bounded by `--max-pending` (1,024), and all of a worker's by `--pending-total-bytes`.
+/// Past the worker's bound a connection's new request displaces its own oldest (counted
+/// in `pending_requests_dropped`); every request is still counted.
+#[test]
+fn unanswered_pipelines_are_bounded_per_worker() {
+    let (conns, per_conn) = (50u32, 100u32);
+    let mut recs = Vec::new();
+    for c in 0..conns {
+        let mut t = TcpConv::new(
+            ([10, 9, 8, 1], 43000 + c as u16),
+            ([10, 9, 0, 80], 80),
+            (17, 19),
+        );
+        for i in 0..per_conn {
+            t.send(
+                true,
+                format!("GET /q/{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            );
+        }
+        for r in &mut t.recs {
+            r.ts_sec += c;
+        }
+        recs.extend(t.recs);
+    }
+    let dir = tmpdir("pipelines");
+    let f = dir.join("pipelines.pcap");
+    write_pcap(&f, 1, &recs);
+    let total = u64::from(conns * per_conn);
+    let free = analyze(&["--threads", "1", f.to_str().unwrap()]);
+    assert_eq!(u(&free["totals"]["l7_requests"]), total);
+    assert_eq!(u(&free["limits"]["pending_requests_dropped"]), 0);
+    // 10,000 bytes hold a few hundred entries of 32 bytes plus their paths; past that each
+    // connection keeps what it holds (at least one).
+    let bounded = analyze(&[
+        "--threads",
+        "1",
+        "--pending-total-bytes",
+        "10000",
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(u(&bounded["totals"]["l7_requests"]), total);
+    let dropped = u(&bounded["limits"]["pending_requests_dropped"]);
+    let most_held = 10_000 / 32 + u64::from(conns);
+    assert!(dropped >= total - most_held, "{dropped}");
+    assert!(dropped < total, "{dropped}");
+}

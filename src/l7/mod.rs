@@ -36,6 +36,9 @@ pub struct Ctx<'a> {
     pub key: FlowKey,
     /// The worker's scratch buffer for parser events (one per worker, not per connection).
     pub events: &'a mut Events,
+    /// The worker's pending requests reached `max_pending_bytes_total`: a connection may
+    /// not queue more than it holds (a new request displaces its oldest).
+    pub pending_full: bool,
 }
 
 enum State {
@@ -252,6 +255,11 @@ impl L7Conn {
 
     /// Bytes of partial messages this connection holds (both directions), including bytes
     /// held while the protocol is being recognised.
+    /// Bytes of pending requests held (queue entries and their texts).
+    pub fn pending_bytes(&self) -> usize {
+        self.pairing.bytes()
+    }
+
     pub fn carry_bytes(&self) -> usize {
         self.carry[0].len().saturating_add(self.carry[1].len())
     }
@@ -583,10 +591,12 @@ impl L7Conn {
                         bytes: r.bytes,
                     };
                     let text = cx.records.is_some().then_some(&r.text);
-                    if self
-                        .pairing
-                        .request(p, text, cx.limits.max_pending_requests, cx.hits)
-                    {
+                    let max = if cx.pending_full {
+                        self.pairing.len()
+                    } else {
+                        cx.limits.max_pending_requests
+                    };
+                    if self.pairing.request(p, text, max, cx.hits) {
                         self.tally.requests += 1;
                         self.tally.add_resource(&r.resource, 1, 0);
                         if let Some(e) = self.early.as_deref_mut().filter(|e| e.waiting) {

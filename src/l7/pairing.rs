@@ -82,6 +82,16 @@ impl Pairing {
         self.queue.is_empty()
     }
 
+    /// Requests waiting for their response.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Bytes the waiting requests take: their entries and texts.
+    pub fn bytes(&self) -> usize {
+        self.queue.len() * std::mem::size_of::<Entry>() + self.texts.len()
+    }
+
     /// Queue a request (with its record text when records are on). Returns false for a
     /// DNS retransmission (same id and question still pending): the same request, counted
     /// once.

@@ -47,6 +47,9 @@ pub struct Worker {
     lane_keys: Vec<Vec<Option<LaneKey>>>,
     /// Bytes of partial L7 messages held by all connections of this worker.
     carry_total: usize,
+    /// Bytes of pending requests (queue entries and their texts) held by all connections
+    /// of this worker.
+    pending_total: usize,
     /// The test hook's fault, if any (see `fault`).
     fault: Option<super::fault::Fault>,
     lb: LbOptions,
@@ -76,6 +79,7 @@ impl Worker {
             events: Vec::with_capacity(64),
             held_total: 0,
             carry_total: 0,
+            pending_total: 0,
             table: FlowTable::new(max_flows),
             // An eighth of each list's timeout: how stale a flow's place may get. A stale
             // place only delays freeing an idle flow's memory by as much (expiry itself is
@@ -477,10 +481,14 @@ impl Worker {
                     records: self.records.as_mut(),
                     key,
                     events: &mut self.events,
+                    pending_full: self.pending_total >= self.limits.max_pending_bytes_total,
                 };
                 let before = conn.held_bytes();
                 let carried = conn.carry_bytes();
+                let pending = conn.pending_bytes();
                 conn.on_tcp(side, client, mid, t, kind, payload, ts, &mut cx);
+                self.pending_total =
+                    self.pending_total.saturating_sub(pending) + conn.pending_bytes();
                 self.held_total = self.held_total.saturating_sub(before) + conn.held_bytes();
                 if self.held_total > self.limits.max_reassembly_bytes_total {
                     // The worker's reassembly memory is full: this connection gives up on
@@ -519,6 +527,8 @@ impl Worker {
                     // Closed with a known client: settle L7 now and keep only its name, so
                     // a connection lingering for late packets costs no L7 memory.
                     if let Some(conn) = flow.l7.take() {
+                        self.pending_total =
+                            self.pending_total.saturating_sub(conn.pending_bytes());
                         self.held_total = self.held_total.saturating_sub(conn.held_bytes());
                         self.carry_total = self.carry_total.saturating_sub(conn.carry_bytes());
                         let mut cx = Ctx {
@@ -527,6 +537,7 @@ impl Worker {
                             records: self.records.as_mut(),
                             key,
                             events: &mut self.events,
+                            pending_full: true,
                         };
                         let (protocol, l7_server, tally) = conn.finish(&mut cx);
                         flow.l7_done = Some((protocol, l7_server));
@@ -558,8 +569,12 @@ impl Worker {
                     records: self.records.as_mut(),
                     key,
                     events: &mut self.events,
+                    pending_full: self.pending_total >= self.limits.max_pending_bytes_total,
                 };
+                let pending = conn.pending_bytes();
                 conn.on_udp(side, client, payload, ts, &mut cx);
+                self.pending_total =
+                    self.pending_total.saturating_sub(pending) + conn.pending_bytes();
                 if conn.is_idle() && !conn.set_queued(true) {
                     self.idle_udp.push_back((id, flow.first_ts, ts));
                 }
@@ -647,6 +662,7 @@ impl Worker {
                 records: self.records.as_mut(),
                 key: flow.key,
                 events: &mut self.events,
+                pending_full: true,
             };
             let (protocol, l7_server, tally) = conn.finish(&mut cx);
             flow.l7_done = Some((protocol, l7_server));
@@ -671,6 +687,7 @@ impl Worker {
         }
         let (protocol, l7_server, tally) = match (flow.l7.take(), flow.l7_done) {
             (Some(conn), _) => {
+                self.pending_total = self.pending_total.saturating_sub(conn.pending_bytes());
                 self.held_total = self.held_total.saturating_sub(conn.held_bytes());
                 self.carry_total = self.carry_total.saturating_sub(conn.carry_bytes());
                 let mut cx = Ctx {
@@ -679,6 +696,7 @@ impl Worker {
                     records: self.records.as_mut(),
                     key: flow.key,
                     events: &mut self.events,
+                    pending_full: true,
                 };
                 conn.finish(&mut cx)
             }
@@ -847,7 +865,11 @@ fn fold_failed(out: &mut WorkerResult, server: crate::flow::Endpoint, n: u64, ca
 
 /// The L7 tally of edge `k`, made if it is new (see [`admit_new_edge`]): one lookup when
 /// the edge exists, as it does for all but a connection's first.
-fn edge_l7<'a>(out: &'a mut WorkerResult, k: EdgeKey, limits: &Limits) -> &'a mut crate::report::L7Tally {
+fn edge_l7<'a>(
+    out: &'a mut WorkerResult,
+    k: EdgeKey,
+    limits: &Limits,
+) -> &'a mut crate::report::L7Tally {
     if !out.edges.contains_key(&k) {
         let k = admit_new_edge(out, k, limits);
         return &mut out.edges.entry(k).or_default().l7;
