@@ -749,6 +749,16 @@ fn v4_frame(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
     f
 }
 
+/// A 20-byte TCP header (no options, checksum left zero).
+fn tcp_header(sport: u16, dport: u16, seq: u32, ack: u32, flags: u8) -> Vec<u8> {
+    let mut tcp = sport.to_be_bytes().to_vec();
+    tcp.extend_from_slice(&dport.to_be_bytes());
+    tcp.extend_from_slice(&seq.to_be_bytes());
+    tcp.extend_from_slice(&ack.to_be_bytes());
+    tcp.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    tcp
+}
+
 fn rec_at(usec: u64, data: Vec<u8>) -> Rec {
     Rec {
         ts_sec: 1_700_000_000 + (usec / 1_000_000) as u32,
@@ -833,11 +843,7 @@ fn a_mid_stream_flood_is_oriented_by_the_worker_past_its_bound() {
     let sources = 40_000u32;
     let mut recs = Vec::new();
     for i in 0..sources {
-        let mut tcp = (40_000u16).to_be_bytes().to_vec();
-        tcp.extend_from_slice(&80u16.to_be_bytes());
-        tcp.extend_from_slice(&i.wrapping_mul(2_654_435_761).to_be_bytes());
-        tcp.extend_from_slice(&7u32.to_be_bytes());
-        tcp.extend_from_slice(&[0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+        let tcp = tcp_header(40_000, 80, i.wrapping_mul(2_654_435_761), 7, 0x10);
         recs.push(rec_at(
             u64::from(i) * 10,
             v4_frame(spoofed(i), server, 6, &tcp),
@@ -876,11 +882,7 @@ fn a_scan_folds_into_the_ports_other_services_node() {
     let targets = 1000u32;
     let mut recs = Vec::new();
     for i in 0..targets {
-        let mut tcp = (40_000 + i as u16).to_be_bytes().to_vec();
-        tcp.extend_from_slice(&80u16.to_be_bytes());
-        tcp.extend_from_slice(&i.wrapping_mul(7919).to_be_bytes());
-        tcp.extend_from_slice(&0u32.to_be_bytes());
-        tcp.extend_from_slice(&[0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+        let tcp = tcp_header(40_000 + i as u16, 80, i.wrapping_mul(7919), 0, 0x02);
         recs.push(rec_at(
             u64::from(i) * 10,
             v4_frame(scanner, spoofed(i), 6, &tcp),

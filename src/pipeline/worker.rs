@@ -510,16 +510,6 @@ impl Worker {
                     cx.hits.message_buffers_dropped += 1;
                 }
             }
-            if flow.l7.as_deref().is_some_and(L7Conn::tally_is_heavy) {
-                flush_heavy_tally(
-                    &mut self.out,
-                    &self.lb,
-                    self.lb_static,
-                    self.now,
-                    &self.limits,
-                    flow,
-                );
-            }
             // FINs from both sides, not a RST: a RST ends nothing reliably (stacks and
             // evasion tricks keep sending after one), and late data must still be parsed.
             if flow.fin[0] && flow.fin[1] && flow.l7.is_some() {
@@ -579,16 +569,17 @@ impl Worker {
                     self.idle_udp.push_back((id, flow.first_ts, ts));
                 }
             }
-            if flow.l7.as_deref().is_some_and(L7Conn::tally_is_heavy) {
-                flush_heavy_tally(
-                    &mut self.out,
-                    &self.lb,
-                    self.lb_static,
-                    self.now,
-                    &self.limits,
-                    flow,
-                );
-            }
+        }
+        let flow = self.table.get_mut(id);
+        if flow.l7.as_deref().is_some_and(L7Conn::tally_is_heavy) {
+            flush_heavy_tally(
+                &mut self.out,
+                &self.lb,
+                self.lb_static,
+                self.now,
+                &self.limits,
+                flow,
+            );
         }
     }
 
