@@ -24,7 +24,8 @@ pub struct Limits {
     /// displaces its oldest, counted in `pending_requests_dropped`).
     pub max_pending_bytes_total: usize,
     /// Edges in the document; past it, edges with only failed attempts are folded into the
-    /// service node's `failed_connections`.
+    /// service node's `failed_connections` (and past that many such services in a worker,
+    /// into the port's "other services" node).
     pub max_edges: usize,
     /// Clients with an edge of their own per service, in each worker (and live interval);
     /// past it, a new client's connections are summed on the service's "other clients"

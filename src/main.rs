@@ -107,7 +107,8 @@ struct LimitArgs {
     /// Connections tracked at once (the least recently seen is evicted past it).
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_flows)]
     max_flows: usize,
-    /// Edges in the document (past it, edges with only failed attempts fold into their service).
+    /// Edges in the document (past it, edges with only failed attempts fold into their
+    /// service; past that many such services in a worker, into the port's 0.0.0.0:PORT node).
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_edges)]
     max_edges: usize,
     /// Clients with an edge of their own per service and worker (past it, a new client's
