@@ -641,12 +641,18 @@ impl Worker {
                 Some(server) => server.other(),
                 None => match flow.client {
                     Some(c) => c,
-                    None => continue,
+                    None => {
+                        conn.set_queued(false);
+                        continue;
+                    }
                 },
             };
             let Some(conn) = flow.l7.take() else {
                 continue;
             };
+            self.pending_total = self.pending_total.saturating_sub(conn.pending_bytes());
+            self.held_total = self.held_total.saturating_sub(conn.held_bytes());
+            self.carry_total = self.carry_total.saturating_sub(conn.carry_bytes());
             let mut cx = Ctx {
                 limits: &self.limits,
                 hits: &mut self.out.limits,
