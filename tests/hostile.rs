@@ -509,6 +509,16 @@ fn dns_query_udp(id: u16, name: &[&str]) -> Vec<u8> {
     udp
 }
 
+/// The answer to [`dns_query_udp`]: ports swapped, QR and RA set, no records.
+fn dns_answer_udp(id: u16, name: &[&str]) -> Vec<u8> {
+    let mut answer = dns_query_udp(id, name);
+    answer.swap(0, 2);
+    answer.swap(1, 3);
+    answer[10] = 0x81;
+    answer[11] = 0x80;
+    answer
+}
+
 fn v4_fragment(id: u16, offset: usize, more: bool, part: &[u8]) -> Vec<u8> {
     let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
     f.extend_from_slice(&[0x45, 0]);
@@ -785,12 +795,7 @@ fn clients_past_the_bound_are_summed_on_the_other_clients_edge() {
     let mut recs = Vec::new();
     for i in 0..sources {
         let query = dns_query_udp(i as u16, &["www", "example", "com"]);
-        let mut answer = query.clone();
-        // Swap the ports and set QR (and RA) in the flags.
-        answer.swap(0, 2);
-        answer.swap(1, 3);
-        answer[10] = 0x81;
-        answer[11] = 0x80;
+        let answer = dns_answer_udp(i as u16, &["www", "example", "com"]);
         let at = u64::from(i) * 100;
         recs.push(rec_at(at, v4_frame(spoofed(i), server, 17, &query)));
         recs.push(rec_at(at + 20, v4_frame(server, spoofed(i), 17, &answer)));
@@ -920,12 +925,8 @@ fn reflected_traffic_past_the_edge_bound_is_summed_per_port() {
     let servers = 3000u32;
     let mut recs = Vec::new();
     for i in 0..servers {
-        let mut answer = dns_query_udp(i as u16, &["www", "example", "com"]);
-        // From port 53 to the victim's port, QR set: an answer nobody asked for.
-        answer.swap(0, 2);
-        answer.swap(1, 3);
-        answer[10] = 0x81;
-        answer[11] = 0x80;
+        // An answer nobody asked for.
+        let answer = dns_answer_udp(i as u16, &["www", "example", "com"]);
         recs.push(rec_at(
             u64::from(i) * 100,
             v4_frame(spoofed(i), victim, 17, &answer),
