@@ -516,28 +516,7 @@ impl Worker {
                 if let Some(client) = flow.client {
                     // Closed with a known client: settle L7 now and keep only its name, so
                     // a connection lingering for late packets costs no L7 memory.
-                    if let Some(conn) = flow.l7.take() {
-                        self.pending_total =
-                            self.pending_total.saturating_sub(conn.pending_bytes());
-                        self.held_total = self.held_total.saturating_sub(conn.held_bytes());
-                        self.carry_total = self.carry_total.saturating_sub(conn.carry_bytes());
-                        let mut cx = Ctx {
-                            limits: &self.limits,
-                            hits: &mut self.out.limits,
-                            records: self.records.as_mut(),
-                            key,
-                            events: &mut self.events,
-                            pending_full: true,
-                        };
-                        let (protocol, l7_server, tally) = conn.finish(&mut cx);
-                        flow.l7_done = Some((protocol, l7_server));
-                        let (edge, paired) =
-                            l7_edge(flow, client, protocol, self.lb_static, &self.lb);
-                        if paired {
-                            self.out.lb_duplicate_requests += tally.requests;
-                        }
-                        edge_l7(&mut self.out, edge, &self.limits).merge(&tally);
-                    }
+                    self.settle_l7(id, client);
                 }
             }
         } else {
@@ -647,28 +626,52 @@ impl Worker {
                     }
                 },
             };
-            let Some(conn) = flow.l7.take() else {
-                continue;
-            };
-            self.pending_total = self.pending_total.saturating_sub(conn.pending_bytes());
-            self.held_total = self.held_total.saturating_sub(conn.held_bytes());
-            self.carry_total = self.carry_total.saturating_sub(conn.carry_bytes());
-            let mut cx = Ctx {
-                limits: &self.limits,
-                hits: &mut self.out.limits,
-                records: self.records.as_mut(),
-                key: flow.key,
-                events: &mut self.events,
-                pending_full: true,
-            };
-            let (protocol, l7_server, tally) = conn.finish(&mut cx);
-            flow.l7_done = Some((protocol, l7_server));
-            let (edge, paired) = l7_edge(flow, client, protocol, self.lb_static, &self.lb);
-            if paired {
-                self.out.lb_duplicate_requests += tally.requests;
-            }
-            edge_l7(&mut self.out, edge, &self.limits).merge(&tally);
+            self.settle_l7(id, client);
         }
+    }
+
+    /// End a connection's L7 state: deliver what it still holds, take its buffers off the
+    /// worker's totals, and return its protocol, L7-decided server side and tally.
+    fn finish_l7(
+        &mut self,
+        conn: Box<L7Conn>,
+        key: FlowKey,
+    ) -> (
+        &'static str,
+        Option<crate::flow::Side>,
+        crate::report::L7Tally,
+    ) {
+        self.pending_total = self.pending_total.saturating_sub(conn.pending_bytes());
+        self.held_total = self.held_total.saturating_sub(conn.held_bytes());
+        self.carry_total = self.carry_total.saturating_sub(conn.carry_bytes());
+        let mut cx = Ctx {
+            limits: &self.limits,
+            hits: &mut self.out.limits,
+            records: self.records.as_mut(),
+            key,
+            events: &mut self.events,
+            pending_full: true,
+        };
+        conn.finish(&mut cx)
+    }
+
+    /// Settle flow `id`'s L7 state while the flow stays (a closed TCP connection, an idle
+    /// UDP flow): its tally goes to its edge, `client` being the client side, and the flow
+    /// keeps only the protocol's name and L7-decided server side.
+    fn settle_l7(&mut self, id: u32, client: crate::flow::Side) {
+        let flow = self.table.get_mut(id);
+        let Some(conn) = flow.l7.take() else {
+            return;
+        };
+        let key = flow.key;
+        let (protocol, l7_server, tally) = self.finish_l7(conn, key);
+        let flow = self.table.get_mut(id);
+        flow.l7_done = Some((protocol, l7_server));
+        let (edge, paired) = l7_edge(flow, client, protocol, self.lb_static, &self.lb);
+        if paired {
+            self.out.lb_duplicate_requests += tally.requests;
+        }
+        edge_l7(&mut self.out, edge, &self.limits).merge(&tally);
     }
 
     fn finish(&mut self, id: u32) {
@@ -683,20 +686,7 @@ impl Worker {
             self.out.failed_connections += 1;
         }
         let (protocol, l7_server, tally) = match (flow.l7.take(), flow.l7_done) {
-            (Some(conn), _) => {
-                self.pending_total = self.pending_total.saturating_sub(conn.pending_bytes());
-                self.held_total = self.held_total.saturating_sub(conn.held_bytes());
-                self.carry_total = self.carry_total.saturating_sub(conn.carry_bytes());
-                let mut cx = Ctx {
-                    limits: &self.limits,
-                    hits: &mut self.out.limits,
-                    records: self.records.as_mut(),
-                    key: flow.key,
-                    events: &mut self.events,
-                    pending_full: true,
-                };
-                conn.finish(&mut cx)
-            }
+            (Some(conn), _) => self.finish_l7(conn, flow.key),
             (None, Some((protocol, l7_server))) => (protocol, l7_server, Default::default()),
             (None, None) => ("unknown", None, Default::default()),
         };
@@ -1181,14 +1171,9 @@ mod tests {
         );
     }
 
-    /// A keep-alive connection with a new resource and latency per request: once past the
-    /// window in which a stitch could still move it, its tally goes to the edge whenever it
-    /// grows (so the connection holds a few entries, not 64 resources and a sketch), and
-    /// the edge ends with every request, each latency and resource counted once.
-    #[test]
-    fn a_long_connection_moves_its_tally_to_the_edge() {
-        let (cli, srv) = (ep("10.0.0.2:40000"), ep("10.0.1.1:80"));
-        let mut w = Worker::new(
+    /// A worker with L7 parsing on and a load-balancer window of `window_ns`.
+    fn l7_worker(window_ns: i64) -> Worker {
+        Worker::new(
             Limits::default(),
             64,
             false,
@@ -1196,10 +1181,20 @@ mod tests {
             None,
             None,
             LbOptions {
-                window_ns: 2 * SEC,
+                window_ns,
                 ..LbOptions::default()
             },
-        );
+        )
+    }
+
+    /// A keep-alive connection with a new resource and latency per request: once past the
+    /// window in which a stitch could still move it, its tally goes to the edge whenever it
+    /// grows (so the connection holds a few entries, not 64 resources and a sketch), and
+    /// the edge ends with every request, each latency and resource counted once.
+    #[test]
+    fn a_long_connection_moves_its_tally_to_the_edge() {
+        let (cli, srv) = (ep("10.0.0.2:40000"), ep("10.0.1.1:80"));
+        let mut w = l7_worker(2 * SEC);
         let window = w.lb.window_ns;
         let pos = AtomicU64::new(0);
         let mut b = Batch::with_capacity();
@@ -1279,18 +1274,7 @@ mod tests {
     #[test]
     fn an_idle_udp_flow_releases_its_l7_state_and_resumes_it() {
         let (cli, srv, other) = (ep("10.0.0.2:40000"), ep("10.0.1.53:53"), ep("10.0.0.3:1"));
-        let mut w = Worker::new(
-            Limits::default(),
-            64,
-            false,
-            true,
-            None,
-            None,
-            LbOptions {
-                window_ns: SEC,
-                ..LbOptions::default()
-            },
-        );
+        let mut w = l7_worker(SEC);
         let pos = AtomicU64::new(0);
         let mut order = 0u64;
         let mut send = |w: &mut Worker, from: Endpoint, to: Endpoint, ts: i64, msg: &[u8]| {
