@@ -361,7 +361,7 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
     }
     let LbNodes { mut vips, locals } = lb;
     let mut spent = join::Spent::default();
-    let mut edges = join::merge_sorted(lists, parts, &mut spent);
+    let mut edges = join::merge_sorted(lists, &mut spent);
 
     // The edge limit: edges with real traffic first; failed-only edges while room remains.
     let working = edges.iter().filter(|e| !e.agg.only_failed()).count();
