@@ -23,7 +23,9 @@ const SMALL: usize = 16;
 
 #[derive(Clone, Debug)]
 pub struct Counts<K, V> {
-    small: Vec<(K, V)>,
+    /// One key inline: most connections have one code, and a vector of their own was an
+    /// allocation per connection (with its cache miss on every response).
+    small: smallvec::SmallVec<[(K, V); 1]>,
     /// Holds every entry once the vector would exceed [`SMALL`] (the vector is then empty).
     map: Option<HashMap<K, V, ahash::RandomState>>,
     /// Counts of keys folded past [`CODES_PER_TALLY`].
@@ -33,7 +35,7 @@ pub struct Counts<K, V> {
 impl<K, V> Default for Counts<K, V> {
     fn default() -> Self {
         Counts {
-            small: Vec::new(),
+            small: smallvec::SmallVec::new(),
             map: None,
             other: 0,
         }
@@ -110,18 +112,13 @@ impl<K: Eq + Hash + Copy + Ord> Counts<K, u64> {
             return;
         }
         if self.small.len() < SMALL {
-            // Most connections have one key: the first push would otherwise reserve
-            // four. Later ones double as usual.
-            if self.small.capacity() == 0 {
-                self.small.reserve_exact(1);
-            }
             self.small.push((k, n));
             return;
         }
         let mut m = HashMap::with_capacity_and_hasher(SMALL * 2, ahash::RandomState::new());
         m.extend(self.small.drain(..));
         m.insert(k, n);
-        self.small = Vec::new();
+        self.small = smallvec::SmallVec::new();
         self.map = Some(m);
     }
 

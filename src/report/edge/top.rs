@@ -38,7 +38,8 @@ impl Tracked {
 const INLINE: usize = 30;
 
 /// One resource. Its text is `inline[..len]` when it fits, else `names[start..start + len]`.
-/// 64 bytes: a connection's first resource costs one small allocation.
+/// 64 bytes, and the first one is held in the list itself: a connection that names one
+/// resource (most do) allocates nothing for it.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     tracked: Tracked,
@@ -57,7 +58,7 @@ struct Entry {
 /// outlives connections.
 #[derive(Clone, Debug, Default)]
 pub struct TopResources {
-    entries: Vec<Entry>,
+    entries: smallvec::SmallVec<[Entry; 1]>,
     names: Vec<u8>,
     /// Bytes of `names` that displaced entries left behind.
     garbage: usize,
@@ -170,8 +171,8 @@ impl TopResources {
         let text = text.get(..usize::from(u8::MAX)).unwrap_or(text);
         if self.entries.len() < RESOURCES_PER_TALLY {
             if self.entries.len() == self.entries.capacity() {
-                // Doubling from one entry (most connections name one resource) up to the
-                // bound, never past it: every edge and connection holds one of these.
+                // Doubling from the one inline entry up to the bound, never past it:
+                // every edge and connection holds one of these.
                 let len = self.entries.len();
                 let want = (2 * len).clamp(1, RESOURCES_PER_TALLY);
                 self.entries.reserve_exact(want - len);
