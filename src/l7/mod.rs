@@ -104,7 +104,8 @@ impl std::fmt::Debug for L7Conn {
 impl L7Conn {
     /// The memory a packet of this connection may touch beyond the state itself: the
     /// parser session (see [`AnySession::memory`]), the pending requests and the tally's
-    /// vectors (each a separate allocation, cold at many open connections). For a
+    /// vectors (separate allocations, cold at many open connections, once past the one
+    /// entry the tally holds inline; while inline they are lines of the state). For a
     /// prefetch: `f` gets each place and length; nothing is read. The session whole (it
     /// is read from several places), the vectors' first lines (a lookup usually ends at
     /// the first entry).
