@@ -13,5 +13,6 @@ pub mod l7;
 pub mod limits;
 pub mod lvs;
 pub mod pipeline;
+mod prefetch;
 pub mod report;
 pub mod source;

@@ -20,6 +20,7 @@
 //! its batch, which hides most of the cache misses a large table costs per packet.
 
 use super::{Flow, FlowKey};
+use crate::prefetch::{line as prefetch, span as prefetch_span};
 
 pub(crate) const NIL: u32 = u32::MAX;
 const CHUNK: usize = 4096;
@@ -144,29 +145,6 @@ impl Index {
         }
         self.set(hole, EMPTY);
         self.len -= 1;
-    }
-}
-
-/// A hint to bring the cache line at `p` in; a no-op where there is no such instruction.
-#[inline(always)]
-fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetch never faults and does not dereference in the language sense; any
-    // address is allowed.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
-/// Prefetch every cache line of `len` bytes at `p`.
-#[inline(always)]
-fn prefetch_span(p: *const u8, len: usize) {
-    let skew = p as usize & 63;
-    let line = p.wrapping_sub(skew);
-    for k in 0..(skew + len).div_ceil(64) {
-        prefetch(line.wrapping_add(k * 64));
     }
 }
 

@@ -37,6 +37,23 @@ pub struct Summary {
 }
 
 impl Digest {
+    /// Where the values beyond the inline few are (for a prefetch; nothing is read).
+    pub fn memory(&self) -> [(*const u8, usize); 2] {
+        [
+            (
+                self.exact.as_ptr().cast(),
+                std::mem::size_of_val(self.exact.as_slice()),
+            ),
+            match &self.hist {
+                Some(h) => (
+                    (&**h as *const LogSketch).cast(),
+                    std::mem::size_of::<LogSketch>(),
+                ),
+                None => (std::ptr::null(), 0),
+            },
+        ]
+    }
+
     pub fn record(&mut self, v: u64) {
         if self.count == 0 || v < self.min {
             self.min = v;

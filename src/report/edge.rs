@@ -146,6 +146,28 @@ impl EdgeAgg {
         }
     }
 
+    /// The memory reading the whole aggregate touches beyond the aggregate itself: the
+    /// tally's vectors and the digests' values, each up to its first KiB. For a prefetch:
+    /// `f` gets each place and length; nothing is read.
+    pub fn side_memory(&self, mut f: impl FnMut(*const u8, usize)) {
+        const FIRST_BYTES: usize = 1024;
+        let [lat, lat_hist] = self.l7.latency_us.memory();
+        let [rtt, rtt_hist] = self.rtt_us.memory();
+        let parts = [
+            self.l7.resources.memory(),
+            self.l7.codes.memory(),
+            lat,
+            lat_hist,
+            rtt,
+            rtt_hist,
+        ];
+        for (p, len) in parts {
+            if len > 0 {
+                f(p, len.min(FIRST_BYTES));
+            }
+        }
+    }
+
     /// True if the edge carries nothing but failed connection attempts.
     pub fn only_failed(&self) -> bool {
         self.connections == 0 && self.l7.requests == 0 && self.failed_connections > 0

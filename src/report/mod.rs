@@ -475,7 +475,7 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
             limits.lb_clients_dropped += n.dropped;
         }
     }
-    let docs = join::par_map(edges, parts, |e| {
+    let docs = join::par_map_ahead(edges, parts, join::prefetch_ahead, |e| {
         let (client, server, transport, protocol) = e.key;
         (edge_doc(client, server, transport, protocol, &e.agg), e.agg)
     });

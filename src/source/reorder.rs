@@ -27,25 +27,10 @@ const PREFETCH_AHEAD: usize = 4;
 /// prefetches cost more than they save; the hardware prefetcher follows a long copy).
 const PREFETCH_BYTES: usize = 512;
 
-/// Ask the CPU to load `data` into the cache (a hint: no effect on results).
+/// Ask the CPU to load `data`'s first bytes into the cache (a hint: no effect on results).
 #[inline]
 fn prefetch(data: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let head = data.get(..PREFETCH_BYTES).unwrap_or(data);
-        for line in head.chunks(64) {
-            // SAFETY: a prefetch never faults and changes no memory; the pointer is in bounds.
-            #[allow(unused_unsafe)]
-            unsafe {
-                core::arch::x86_64::_mm_prefetch(
-                    line.as_ptr().cast::<i8>(),
-                    core::arch::x86_64::_MM_HINT_T0,
-                );
-            }
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
+    crate::prefetch::span(data.as_ptr(), data.len().min(PREFETCH_BYTES));
 }
 
 /// A held packet: its bytes in `packet.data`, or in the file's chunk at `span`.
