@@ -27,7 +27,9 @@ pub struct Counts<K, V> {
     /// allocation per connection (with its cache miss on every response).
     small: smallvec::SmallVec<[(K, V); 1]>,
     /// Holds every entry once the vector would exceed [`SMALL`] (the vector is then empty).
-    map: Option<HashMap<K, V, ahash::RandomState>>,
+    /// Boxed: rarely made, and inline it was 64 bytes of every connection's and edge's
+    /// tally.
+    map: Option<Box<HashMap<K, V, ahash::RandomState>>>,
     /// Counts of keys folded past [`CODES_PER_TALLY`].
     pub other: u64,
 }
@@ -119,7 +121,7 @@ impl<K: Eq + Hash + Copy + Ord> Counts<K, u64> {
         m.extend(self.small.drain(..));
         m.insert(k, n);
         self.small = smallvec::SmallVec::new();
-        self.map = Some(m);
+        self.map = Some(Box::new(m));
     }
 
     /// Where the short vector's entries are (for a prefetch; nothing is read).
