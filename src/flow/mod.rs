@@ -52,6 +52,10 @@ pub struct Flow {
     pub reported: Option<Box<crate::report::Reported>>,
     /// Load-balancer stitching of this (real-server) leg, when there is any.
     pub lb: Option<Box<crate::lvs::Stitch>>,
+    /// Where the aggregate of this connection's edge was when its L7 state was settled: a
+    /// hint to prefetch it before the connection's counters go there too, never read
+    /// through (0: none).
+    pub edge_hint: usize,
 }
 
 impl Flow {
@@ -81,6 +85,7 @@ impl Flow {
             l7_done: None,
             reported: None,
             lb: None,
+            edge_hint: 0,
         }
     }
 

@@ -266,6 +266,35 @@ impl FlowTable {
         }
     }
 
+    /// Flow `id` is about to end and the flows after it in its expiry list probably end
+    /// next (the final drain, a sweep of expired flows): start loading the one after next,
+    /// and the L7 state, session and edge of the next (its flow is loaded by now).
+    pub fn prefetch_after(&self, id: u32) {
+        let next = self.link(id).prev;
+        if next != NIL {
+            let after = self.link(next).prev;
+            if after != NIL {
+                self.prefetch_flow(after);
+            }
+            self.prefetch_l7(next);
+            self.prefetch_session(next);
+            self.prefetch_edge(next);
+        }
+    }
+
+    /// Start loading the edge aggregate flow `id`'s counters will go to, if its L7 state
+    /// was settled there (the flow should be in cache).
+    pub fn prefetch_edge(&self, id: u32) {
+        if let Some(f) = self.slot(id) {
+            if f.edge_hint != 0 {
+                prefetch_span(
+                    f.edge_hint as *const u8,
+                    std::mem::size_of::<crate::report::EdgeAgg>(),
+                );
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -377,17 +406,7 @@ impl FlowTable {
             self.index = Index::new();
         }
         let id = self.oldest()?;
-        // The flows after this one in its list are probably next: start loading the one
-        // after next, and the L7 state and session of the next (its flow is loaded by now).
-        let next = self.link(id).prev;
-        if next != NIL {
-            let after = self.link(next).prev;
-            if after != NIL {
-                self.prefetch_flow(after);
-            }
-            self.prefetch_l7(next);
-            self.prefetch_session(next);
-        }
+        self.prefetch_after(id);
         self.unlink(id);
         let flow = match self.slot_mut(id).take() {
             Some(f) => f,

@@ -578,6 +578,7 @@ impl Worker {
     /// for an expired flow would have started a new one anyway.
     fn sweep(&mut self) {
         while let Some(old) = self.table.expired(self.now, &self.limits) {
+            self.table.prefetch_after(old);
             self.finish(old);
         }
         self.release_idle_udp();
@@ -671,7 +672,9 @@ impl Worker {
         if paired {
             self.out.lb_duplicate_requests += tally.requests;
         }
-        edge_l7(&mut self.out, edge, &self.limits).merge(&tally);
+        let agg = edge_l7(&mut self.out, edge, &self.limits);
+        agg.l7.merge(&tally);
+        self.table.get_mut(id).edge_hint = agg as *const EdgeAgg as usize;
     }
 
     fn finish(&mut self, id: u32) {
@@ -850,19 +853,15 @@ fn fold_failed(out: &mut WorkerResult, server: crate::flow::Endpoint, n: u64, ca
     *out.folded_failed.entry(key).or_default() += n;
 }
 
-/// The L7 tally of edge `k`, made if it is new (see [`admit_new_edge`]): one lookup when
-/// the edge exists, as it does for all but a connection's first.
-fn edge_l7<'a>(
-    out: &'a mut WorkerResult,
-    k: EdgeKey,
-    limits: &Limits,
-) -> &'a mut crate::report::L7Tally {
+/// The aggregate of edge `k` (for its L7 tally), made if it is new (see
+/// [`admit_new_edge`]).
+fn edge_l7<'a>(out: &'a mut WorkerResult, k: EdgeKey, limits: &Limits) -> &'a mut EdgeAgg {
     if !out.edges.contains_key(&k) {
         let k = admit_new_edge(out, k, limits);
-        return &mut out.edges.entry(k).or_default().l7;
+        return out.edges.entry(k).or_default();
     }
     match out.edges.get_mut(&k) {
-        Some(agg) => &mut agg.l7,
+        Some(agg) => agg,
         None => unreachable!("checked above"),
     }
 }
@@ -967,7 +966,7 @@ fn flush_heavy_tally(
     };
     let (edge, paired) = l7_edge(flow, client, protocol, lb_static, lb);
     if let Some(conn) = flow.l7.as_deref_mut() {
-        let requests = conn.flush_tally(edge_l7(out, edge, limits));
+        let requests = conn.flush_tally(&mut edge_l7(out, edge, limits).l7);
         if paired {
             out.lb_duplicate_requests += requests;
         }
