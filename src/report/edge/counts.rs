@@ -29,6 +29,7 @@ pub struct Counts<K, V> {
     /// Holds every entry once the vector would exceed [`SMALL`] (the vector is then empty).
     /// Boxed: rarely made, and inline it was 64 bytes of every connection's and edge's
     /// tally.
+    #[allow(clippy::box_collection)] // the point: 8 bytes inline instead of 64
     map: Option<Box<HashMap<K, V, ahash::RandomState>>>,
     /// Counts of keys folded past [`CODES_PER_TALLY`].
     pub other: u64,
