@@ -115,6 +115,19 @@ pub(super) fn prefetch_ahead(rest: &[Keyed]) {
     }
 }
 
+/// `f` on every edge in order, the aggregates and key texts `AGG_AHEAD` places on
+/// prefetched (for walks that read an aggregate's own fields, not its vectors).
+pub(super) fn walk_ahead(edges: &[Keyed], mut f: impl FnMut(&Keyed)) {
+    for (i, e) in edges.iter().enumerate() {
+        if let Some(k) = edges.get(i + AGG_AHEAD) {
+            crate::prefetch::value(&*k.agg);
+            crate::prefetch::line(k.key.0.as_ptr());
+            crate::prefetch::line(k.key.1.as_ptr());
+        }
+        f(e);
+    }
+}
+
 /// Key `edges` and sort them by key, equal keys in their given order.
 pub(super) fn sorted_by_key(
     edges: impl Iterator<Item = (EdgeKey, Box<EdgeAgg>)>,

@@ -246,7 +246,7 @@ fn doc_key(k: &EdgeKey) -> join::DocKey {
 }
 
 /// Load-balancer nodes named by edges: VIP node id -> (VIP, real-server ids), and a
-/// director's local address -> real-server ids. Sets, so workers' parts join in any order.
+/// director's local address -> real-server ids.
 #[derive(Default)]
 struct LbNodes {
     vips: BTreeMap<String, (Endpoint, BTreeSet<String>)>,
@@ -254,7 +254,7 @@ struct LbNodes {
 }
 
 impl LbNodes {
-    /// What one worker's edge (before any merge) says.
+    /// What an edge says (merged or not: a merge only unites evidence).
     fn note(&mut self, k: &EdgeKey, a: &EdgeAgg) {
         if let Some(port) = k.vip_port {
             let vip = Endpoint { ip: k.client, port };
@@ -272,19 +272,6 @@ impl LbNodes {
                 .entry(k.client.to_string())
                 .or_default()
                 .insert(k.server.id());
-        }
-    }
-
-    fn absorb(&mut self, o: LbNodes) {
-        for (id, (vip, servers)) in o.vips {
-            self.vips
-                .entry(id)
-                .or_insert_with(|| (vip, BTreeSet::new()))
-                .1
-                .extend(servers);
-        }
-        for (id, servers) in o.locals {
-            self.locals.entry(id).or_default().extend(servers);
         }
     }
 }
@@ -338,9 +325,7 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
 
     // Each worker's edges keyed by their ids and sorted, one thread per worker; connections
     // whose opener was not seen are oriented now that every worker's SYN answers are known.
-    let keyed = join::par_map(per_worker, parts, |(edges, undetermined)| {
-        let mut lb = LbNodes::default();
-        let edges = edges.into_iter().inspect(|(k, a)| lb.note(k, a));
+    let lists = join::par_map(per_worker, parts, |(edges, undetermined)| {
         let undetermined = undetermined.into_iter().map(|c| {
             let client = c
                 .client
@@ -349,25 +334,29 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
             (k, Box::new(a))
         });
         // A worker's connections without an opener merge after its edges.
-        let list = join::sorted_by_key(edges.chain(undetermined), doc_key);
-        (list, lb)
+        join::sorted_by_key(edges.into_iter().chain(undetermined), doc_key)
     });
-    // Load balancers: VIP node id -> (VIP, backends); director local addresses likewise.
-    let mut lb = LbNodes::default();
-    let mut lists = Vec::with_capacity(keyed.len());
-    for (list, l) in keyed {
-        lb.absorb(l);
-        lists.push(list);
-    }
-    let LbNodes { mut vips, locals } = lb;
     let mut spent = join::Spent::default();
     let mut edges = join::merge_sorted(lists, &mut spent);
 
+    // One walk over the merged aggregates for what the edge limit and the load balancers'
+    // nodes need (noted before the limit folds any edge away, as the workers' edges were),
+    // with the aggregates ahead prefetched: the walks below read only the list.
+    // Load balancers: VIP node id -> (VIP, backends); director local addresses likewise.
+    let mut lb = LbNodes::default();
+    let mut only_failed = Vec::with_capacity(edges.len());
+    join::walk_ahead(&edges, |e| {
+        lb.note(&e.edge, &e.agg);
+        only_failed.push(e.agg.only_failed());
+    });
+    let LbNodes { mut vips, locals } = lb;
+
     // The edge limit: edges with real traffic first; failed-only edges while room remains.
-    let working = edges.iter().filter(|e| !e.agg.only_failed()).count();
+    let working = only_failed.iter().filter(|f| !**f).count();
     let mut room = max_edges.saturating_sub(working);
+    let mut only_failed = only_failed.into_iter();
     edges.retain(|e| {
-        if !e.agg.only_failed() {
+        if !only_failed.next().unwrap_or(false) {
             return true;
         }
         if room > 0 {
@@ -398,7 +387,13 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
             backends.extend(cfg.backends(ep).iter().map(Endpoint::id));
         }
     }
-    for e in &edges {
+    join::walk_ahead(&edges, |e| {
+        totals.l7_requests += e.agg.l7.requests;
+        limits.resources_displaced += e.agg.l7.resources.displaced;
+        limits.codes_folded += e.agg.l7.codes.other;
+        if let Some(n) = &e.agg.nat {
+            limits.lb_clients_dropped += n.dropped;
+        }
         let (client, server, _, proto) = &e.key;
         if let Some((ep, _)) = vips.get(client) {
             // A VIP as the client of its real servers: the node is the load balancer.
@@ -417,7 +412,7 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
         };
         v.1.insert(proto);
         v.2 += e.agg.failed_connections;
-    }
+    });
     for (ep, n) in &folded {
         let e = services.entry(ep.id()).or_insert((*ep, BTreeSet::new(), 0));
         e.2 += n;
@@ -467,14 +462,6 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
     }
     nodes.sort_by(|a, b| a.id.cmp(&b.id));
 
-    for e in &edges {
-        totals.l7_requests += e.agg.l7.requests;
-        limits.resources_displaced += e.agg.l7.resources.displaced;
-        limits.codes_folded += e.agg.l7.codes.other;
-        if let Some(n) = &e.agg.nat {
-            limits.lb_clients_dropped += n.dropped;
-        }
-    }
     let docs = join::par_map_ahead(edges, parts, join::prefetch_ahead, |e| {
         let (client, server, transport, protocol) = e.key;
         (edge_doc(client, server, transport, protocol, &e.agg), e.agg)
