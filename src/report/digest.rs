@@ -164,8 +164,10 @@ impl Digest {
         }
     }
 
-    fn exact_sorted(&self) -> Vec<u64> {
-        let mut v: Vec<u64> = self.exact_values().collect();
+    /// On the stack: a digest holds at most `EXACT_MAX` exact values once recorded or
+    /// merged (an allocation per edge and quantile showed in the join).
+    fn exact_sorted(&self) -> smallvec::SmallVec<[u64; EXACT_MAX]> {
+        let mut v: smallvec::SmallVec<[u64; EXACT_MAX]> = self.exact_values().collect();
         v.sort_unstable();
         v
     }
@@ -182,7 +184,7 @@ impl Digest {
         }
         // Exact values are sorted once for the three quantiles.
         let sorted = if self.hist.is_some() {
-            Vec::new()
+            smallvec::SmallVec::new()
         } else {
             self.exact_sorted()
         };
