@@ -3,11 +3,35 @@
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
-/// An address and port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// An address and port. Ordered by address (IPv4 before IPv6), then port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     pub ip: IpAddr,
     pub port: u16,
+}
+
+/// The derived order, with IPv4 pairs compared as one integer: every packet orders its two
+/// endpoints twice (the reader's dispatch key and the worker's), and the derived form
+/// compared the enum tags, then the addresses, then the ports.
+impl Ord for Endpoint {
+    #[inline]
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        match (self.ip, o.ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let x = u64::from(u32::from(a)) << 16 | u64::from(self.port);
+                let y = u64::from(u32::from(b)) << 16 | u64::from(o.port);
+                x.cmp(&y)
+            }
+            _ => (self.ip, self.port).cmp(&(o.ip, o.port)),
+        }
+    }
+}
+
+impl PartialOrd for Endpoint {
+    #[inline]
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
 }
 
 impl Endpoint {
@@ -236,6 +260,35 @@ impl Hasher for FixedHasher {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn endpoints_order_as_address_then_port() {
+        let v4 = |a: [u8; 4], port| Endpoint {
+            ip: IpAddr::from(a),
+            port,
+        };
+        let v6 = |a: [u16; 8], port| Endpoint {
+            ip: IpAddr::from(a),
+            port,
+        };
+        let all = [
+            v4([10, 0, 0, 1], 80),
+            v4([10, 0, 0, 1], 443),
+            v4([10, 0, 0, 2], 1),
+            v4([9, 255, 255, 255], 65535),
+            v4([255, 0, 0, 0], 0),
+            v6([0, 0, 0, 0, 0, 0, 0, 1], 80),
+            v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], 53),
+            v6([0, 0, 0, 0, 0, 0xffff, 0x0a00, 1], 80),
+        ];
+        for a in &all {
+            for b in &all {
+                assert_eq!(a.cmp(b), (a.ip, a.port).cmp(&(b.ip, b.port)), "{a:?} {b:?}");
+                assert_eq!(a.partial_cmp(b), Some(a.cmp(b)));
+            }
+        }
+    }
+
     use super::*;
 
     #[test]
