@@ -785,8 +785,16 @@ impl EdgeSink<'_> {
                 crate::report::server_side(&summary, &self.out.syn_servers).other()
             }
         };
+        let routed = self.lb_static || flow.lb.is_some();
+        if !routed {
+            // Most connections end on an edge that exists: add to it directly.
+            if let Some(e) = self.out.edges.get_mut(&summary.edge_key(client)) {
+                summary.add_to(e, client);
+                return;
+            }
+        }
         let (mut k, mut agg) = summary.into_edge(client);
-        if self.lb_static || flow.lb.is_some() {
+        if routed {
             let src = flow.key.endpoint(client);
             if let Some(r) =
                 lvs::lb_edge(flow.lb.as_deref(), flow.key.proto, src, k.server, self.lb)
