@@ -648,7 +648,7 @@ mod tests {
             ..L7Tally::default()
         };
         l7.codes.add(
-            &Code::from_str_lossy(if i % 2 == 0 { "200" } else { "500" }),
+            &Code::from_str_lossy(if i.is_multiple_of(2) { "200" } else { "500" }),
             1,
         );
         l7.latency_us.record(100 * i);
@@ -663,14 +663,14 @@ mod tests {
             l7_server: None,
             udp: false,
             protocol: "http",
-            established: i % 3 != 0,
-            failed: i % 3 == 0,
-            reset: i % 4 == 0,
+            established: !i.is_multiple_of(3),
+            failed: i.is_multiple_of(3),
+            reset: i.is_multiple_of(4),
             packets: [i, 2 * i],
             bytes: [10 * i, 20 * i],
             retransmissions: i % 5,
             missed_bytes: i % 7,
-            rtt_us: (i % 2 == 0).then_some(50 * i),
+            rtt_us: i.is_multiple_of(2).then_some(50 * i),
             l7,
         }
     }
