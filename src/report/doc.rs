@@ -249,7 +249,7 @@ fn edges_text(edges: &[EdgeDoc]) -> Vec<u8> {
 /// was a write call of its own, 6 % of a run's instructions on a capture with 22 k edges
 /// (callgrind). The test below holds the two byte for byte.
 fn edge_json(out: &mut Vec<u8>, e: &EdgeDoc) {
-    let mut o = Obj::open(out, 2);
+    let mut o = Nest::object(out, 2);
     o.key(b"client");
     json_str(o.out, &e.client);
     o.key(b"server");
@@ -266,7 +266,7 @@ fn edge_json(out: &mut Vec<u8>, e: &EdgeDoc) {
     }
     for (name, d) in [(&b"packets"[..], &e.packets), (b"bytes", &e.bytes)] {
         o.key(name);
-        let mut i = Obj::open(o.out, 3);
+        let mut i = Nest::object(o.out, 3);
         i.key(b"to_server");
         json_u64(i.out, d.to_server);
         i.key(b"to_client");
@@ -281,7 +281,7 @@ fn edge_json(out: &mut Vec<u8>, e: &EdgeDoc) {
     json_u64(o.out, e.errors);
     if let Some(l) = &e.latency_us {
         o.key(b"latency_us");
-        let mut i = Obj::open(o.out, 3);
+        let mut i = Nest::object(o.out, 3);
         for (name, v) in [
             (&b"count"[..], l.count),
             (b"min", l.min),
@@ -297,7 +297,7 @@ fn edge_json(out: &mut Vec<u8>, e: &EdgeDoc) {
         i.close();
     }
     o.key(b"codes");
-    let mut i = Obj::open(o.out, 3);
+    let mut i = Nest::object(o.out, 3);
     for (code, n) in &e.codes {
         i.key_str(code);
         json_u64(i.out, *n);
@@ -305,10 +305,10 @@ fn edge_json(out: &mut Vec<u8>, e: &EdgeDoc) {
     i.close();
     if let Some(list) = &e.top_resources {
         o.key(b"top_resources");
-        let mut a = Arr::open(o.out, 3);
+        let mut a = Nest::array(o.out, 3);
         for r in list {
             a.element();
-            let mut i = Obj::open(a.out, 4);
+            let mut i = Nest::object(a.out, 4);
             i.key(b"resource");
             json_str(i.out, &r.resource);
             i.key(b"requests");
@@ -321,7 +321,7 @@ fn edge_json(out: &mut Vec<u8>, e: &EdgeDoc) {
     }
     if let Some(t) = &e.tcp {
         o.key(b"tcp");
-        let mut i = Obj::open(o.out, 3);
+        let mut i = Nest::object(o.out, 3);
         i.key(b"rtt_us");
         match t.rtt_us {
             Some(v) => json_u64(i.out, v),
@@ -337,7 +337,7 @@ fn edge_json(out: &mut Vec<u8>, e: &EdgeDoc) {
     }
     if let Some(n) = &e.nat {
         o.key(b"nat");
-        let mut i = Obj::open(o.out, 3);
+        let mut i = Nest::object(o.out, 3);
         i.key(b"mode");
         json_str(i.out, n.mode);
         i.key(b"evidence");
@@ -353,38 +353,49 @@ fn edge_json(out: &mut Vec<u8>, e: &EdgeDoc) {
     o.close();
 }
 
-/// An object being written: `depth` is its own level (its keys go one deeper).
-struct Obj<'a> {
+/// An object or array being written: `depth` is its own level (its members go one deeper).
+struct Nest<'a> {
     out: &'a mut Vec<u8>,
     depth: usize,
     any: bool,
+    end: u8,
 }
 
-impl<'a> Obj<'a> {
-    fn open(out: &'a mut Vec<u8>, depth: usize) -> Obj<'a> {
-        out.push(b'{');
-        Obj {
+impl<'a> Nest<'a> {
+    fn object(out: &'a mut Vec<u8>, depth: usize) -> Nest<'a> {
+        Nest::open(out, depth, b'{', b'}')
+    }
+
+    fn array(out: &'a mut Vec<u8>, depth: usize) -> Nest<'a> {
+        Nest::open(out, depth, b'[', b']')
+    }
+
+    fn open(out: &'a mut Vec<u8>, depth: usize, start: u8, end: u8) -> Nest<'a> {
+        out.push(start);
+        Nest {
             out,
             depth,
             any: false,
+            end,
         }
     }
 
-    fn separate(&mut self) {
+    /// Before a member: the separator and the indent.
+    fn element(&mut self) {
         line(self.out, self.any, self.depth + 1);
         self.any = true;
     }
 
     /// A key that needs no escaping (the document's own field names).
     fn key(&mut self, name: &[u8]) {
-        self.separate();
+        self.element();
         self.out.push(b'"');
         self.out.extend_from_slice(name);
         self.out.extend_from_slice(b"\": ");
     }
 
     fn key_str(&mut self, name: &str) {
-        self.separate();
+        self.element();
         json_str(self.out, name);
         self.out.extend_from_slice(b": ");
     }
@@ -394,43 +405,12 @@ impl<'a> Obj<'a> {
             self.out.push(b'\n');
             indent(self.out, self.depth);
         }
-        self.out.push(b'}');
-    }
-}
-
-/// An array being written, laid out as [`Obj`].
-struct Arr<'a> {
-    out: &'a mut Vec<u8>,
-    depth: usize,
-    any: bool,
-}
-
-impl<'a> Arr<'a> {
-    fn open(out: &'a mut Vec<u8>, depth: usize) -> Arr<'a> {
-        out.push(b'[');
-        Arr {
-            out,
-            depth,
-            any: false,
-        }
-    }
-
-    fn element(&mut self) {
-        line(self.out, self.any, self.depth + 1);
-        self.any = true;
-    }
-
-    fn close(self) {
-        if self.any {
-            self.out.push(b'\n');
-            indent(self.out, self.depth);
-        }
-        self.out.push(b']');
+        self.out.push(self.end);
     }
 }
 
 fn str_array<'s>(out: &mut Vec<u8>, depth: usize, items: impl Iterator<Item = &'s str>) {
-    let mut a = Arr::open(out, depth);
+    let mut a = Nest::array(out, depth);
     for s in items {
         a.element();
         json_str(a.out, s);

@@ -106,13 +106,18 @@ const SIDE_AHEAD: usize = 8;
 /// miss stalled the walk (the edge documents took 27 ms for 22 k edges on two threads).
 pub(super) fn prefetch_ahead(rest: &[Keyed]) {
     if let Some(k) = rest.get(AGG_AHEAD) {
-        crate::prefetch::value(&*k.agg);
-        crate::prefetch::line(k.key.0.as_ptr());
-        crate::prefetch::line(k.key.1.as_ptr());
+        prefetch_entry(k);
     }
     if let Some(k) = rest.get(SIDE_AHEAD) {
         k.agg.side_memory(crate::prefetch::span);
     }
+}
+
+/// Start loading an edge's aggregate and the first bytes of its key's texts.
+fn prefetch_entry(k: &Keyed) {
+    crate::prefetch::value(&*k.agg);
+    crate::prefetch::line(k.key.0.as_ptr());
+    crate::prefetch::line(k.key.1.as_ptr());
 }
 
 /// `f` on every edge in order, the aggregates and key texts `AGG_AHEAD` places on
@@ -120,9 +125,7 @@ pub(super) fn prefetch_ahead(rest: &[Keyed]) {
 pub(super) fn walk_ahead(edges: &[Keyed], mut f: impl FnMut(&Keyed)) {
     for (i, e) in edges.iter().enumerate() {
         if let Some(k) = edges.get(i + AGG_AHEAD) {
-            crate::prefetch::value(&*k.agg);
-            crate::prefetch::line(k.key.0.as_ptr());
-            crate::prefetch::line(k.key.1.as_ptr());
+            prefetch_entry(k);
         }
         f(e);
     }

@@ -96,27 +96,15 @@ impl ConnSummary {
         agg.l7.merge(&self.l7);
     }
 
-    /// The edge this connection belongs to, given which side is the client.
-    pub fn into_edge(self, client: Side) -> (EdgeKey, EdgeAgg) {
-        let c = client.index();
-        let s = client.other().index();
-        let key = self.edge_key(client);
+    /// The edge this connection belongs to, given which side is the client, with the
+    /// connection as its only one (the tally moved, not copied).
+    pub fn into_edge(mut self, client: Side) -> (EdgeKey, EdgeAgg) {
         let mut agg = EdgeAgg {
-            connections: u64::from(self.established),
-            failed_connections: u64::from(self.failed),
-            packets: [self.packets[c], self.packets[s]],
-            bytes: [self.bytes[c], self.bytes[s]],
-            retransmissions: self.retransmissions,
-            resets: u64::from(self.reset),
-            missed_bytes: self.missed_bytes,
-            rtt_us: Digest::default(),
-            l7: self.l7,
-            nat: None,
+            l7: std::mem::take(&mut self.l7),
+            ..EdgeAgg::default()
         };
-        if let Some(rtt) = self.rtt_us {
-            agg.rtt_us.record(rtt);
-        }
-        (key, agg)
+        self.add_to(&mut agg, client);
+        (self.edge_key(client), agg)
     }
 }
 
