@@ -250,35 +250,24 @@ fn edges_text(edges: &[EdgeDoc]) -> Vec<u8> {
 /// (callgrind). The test below holds the two byte for byte.
 fn edge_json(out: &mut Vec<u8>, e: &EdgeDoc) {
     let mut o = Nest::object(out, 2);
-    o.key(b"client");
-    json_str(o.out, &e.client);
-    o.key(b"server");
-    json_str(o.out, &e.server);
-    o.key(b"transport");
-    json_str(o.out, e.transport);
-    o.key(b"protocol");
-    json_str(o.out, e.protocol);
-    o.key(b"connections");
-    json_u64(o.out, e.connections);
+    o.field_str(b"client", &e.client);
+    o.field_str(b"server", &e.server);
+    o.field_str(b"transport", e.transport);
+    o.field_str(b"protocol", e.protocol);
+    o.field_u64(b"connections", e.connections);
     if let Some(n) = e.failed_connections {
-        o.key(b"failed_connections");
-        json_u64(o.out, n);
+        o.field_u64(b"failed_connections", n);
     }
     for (name, d) in [(&b"packets"[..], &e.packets), (b"bytes", &e.bytes)] {
         o.key(name);
         let mut i = Nest::object(o.out, 3);
-        i.key(b"to_server");
-        json_u64(i.out, d.to_server);
-        i.key(b"to_client");
-        json_u64(i.out, d.to_client);
+        i.field_u64(b"to_server", d.to_server);
+        i.field_u64(b"to_client", d.to_client);
         i.close();
     }
-    o.key(b"requests");
-    json_u64(o.out, e.requests);
-    o.key(b"responses");
-    json_u64(o.out, e.responses);
-    o.key(b"errors");
-    json_u64(o.out, e.errors);
+    o.field_u64(b"requests", e.requests);
+    o.field_u64(b"responses", e.responses);
+    o.field_u64(b"errors", e.errors);
     if let Some(l) = &e.latency_us {
         o.key(b"latency_us");
         let mut i = Nest::object(o.out, 3);
@@ -291,8 +280,7 @@ fn edge_json(out: &mut Vec<u8>, e: &EdgeDoc) {
             (b"max", l.max),
             (b"mean", l.mean),
         ] {
-            i.key(name);
-            json_u64(i.out, v);
+            i.field_u64(name, v);
         }
         i.close();
     }
@@ -309,12 +297,9 @@ fn edge_json(out: &mut Vec<u8>, e: &EdgeDoc) {
         for r in list {
             a.element();
             let mut i = Nest::object(a.out, 4);
-            i.key(b"resource");
-            json_str(i.out, &r.resource);
-            i.key(b"requests");
-            json_u64(i.out, r.requests);
-            i.key(b"errors");
-            json_u64(i.out, r.errors);
+            i.field_str(b"resource", &r.resource);
+            i.field_u64(b"requests", r.requests);
+            i.field_u64(b"errors", r.errors);
             i.close();
         }
         a.close();
@@ -327,19 +312,15 @@ fn edge_json(out: &mut Vec<u8>, e: &EdgeDoc) {
             Some(v) => json_u64(i.out, v),
             None => i.out.extend_from_slice(b"null"),
         }
-        i.key(b"retransmissions");
-        json_u64(i.out, t.retransmissions);
-        i.key(b"resets");
-        json_u64(i.out, t.resets);
-        i.key(b"missed_bytes");
-        json_u64(i.out, t.missed_bytes);
+        i.field_u64(b"retransmissions", t.retransmissions);
+        i.field_u64(b"resets", t.resets);
+        i.field_u64(b"missed_bytes", t.missed_bytes);
         i.close();
     }
     if let Some(n) = &e.nat {
         o.key(b"nat");
         let mut i = Nest::object(o.out, 3);
-        i.key(b"mode");
-        json_str(i.out, n.mode);
+        i.field_str(b"mode", n.mode);
         i.key(b"evidence");
         str_array(i.out, 4, n.evidence.iter().copied());
         i.key(b"clients");
@@ -392,6 +373,16 @@ impl<'a> Nest<'a> {
         self.out.push(b'"');
         self.out.extend_from_slice(name);
         self.out.extend_from_slice(b"\": ");
+    }
+
+    fn field_str(&mut self, name: &[u8], value: &str) {
+        self.key(name);
+        json_str(self.out, value);
+    }
+
+    fn field_u64(&mut self, name: &[u8], value: u64) {
+        self.key(name);
+        json_u64(self.out, value);
     }
 
     fn key_str(&mut self, name: &str) {
