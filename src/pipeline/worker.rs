@@ -804,10 +804,11 @@ impl EdgeSink<'_> {
                 }
                 route_edge(&mut k, &mut agg, &r, self.limits.lb_max_clients);
             }
-        }
-        if let Some(e) = self.out.edges.get_mut(&k) {
-            e.merge(&agg);
-            return;
+            // Not routed, the edge was looked up above and is new.
+            if let Some(e) = self.out.edges.get_mut(&k) {
+                e.merge(&agg);
+                return;
+            }
         }
         if agg.only_failed() && self.out.edges.len() >= self.limits.max_edges {
             // A flood of failed attempts must not grow the edge map without bound.

@@ -353,10 +353,9 @@ pub fn build_document(input: DocumentInput<'_>) -> Document {
     let mut spent = join::Spent::default();
     let mut edges = join::merge_sorted(lists, &mut spent);
 
-    // One walk over the merged aggregates for what the edge limit and the load balancers'
-    // nodes need (noted before the limit folds any edge away, as the workers' edges were),
-    // with the aggregates ahead prefetched: the walks below read only the list.
-    // Load balancers: VIP node id -> (VIP, backends); director local addresses likewise.
+    // One walk over the merged aggregates, the ones ahead prefetched, for what the edge
+    // limit needs and for the load balancers' nodes (VIP node id -> VIP and backends; a
+    // director's local addresses likewise), noted before the limit folds any edge away.
     let mut lb = LbNodes::default();
     let mut only_failed = Vec::with_capacity(edges.len());
     join::walk_ahead(&edges, |e| {
