@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 
+use smallvec::SmallVec;
+
 use super::{evidence, LbOptions, Mode, Stitch, Tag};
 use crate::decode::tcp_flags::{ACK, SYN};
 use crate::decode::Transport;
@@ -26,6 +28,7 @@ type Tuple = (Endpoint, Endpoint);
 /// Counters of the pending-connection filter (32 KiB: stays in cache; a few thousand
 /// pending handshakes leave most of them zero).
 const PENDING_SLOTS: usize = 1 << 15;
+const _: () = assert!(PENDING_SLOTS <= 1 << 16, "a slot is kept as u16");
 /// A counter that reached this has lost count: it stays "maybe" until the next sweep.
 const PENDING_STUCK: u8 = u8::MAX;
 
@@ -44,6 +47,8 @@ struct SynEntry {
 #[derive(Clone, Copy, Debug)]
 struct Pending {
     isn: u32,
+    /// The tuple's [`pending_slot`] (the map keeps only the tuple's hash).
+    filter_slot: u16,
     ts: i64,
 }
 
@@ -58,9 +63,34 @@ struct Leg {
     partner: Option<Tuple>,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+/// The legs that sent one first-bytes key: up to [`SLOT_LEGS`] places, the first inline
+/// (nearly every key has one leg, and a slot of four inline made this map the reader's
+/// biggest cache footprint). A place emptied by expiry stays, so positions, which break
+/// ties between legs seen at one time, are those of a fixed array.
+#[derive(Clone, Debug, Default)]
 struct Slot {
-    legs: [Option<Leg>; SLOT_LEGS],
+    legs: SmallVec<[Option<Leg>; 1]>,
+}
+
+/// For each map, a time no entry that a sweep could drop is older than: lowered at every
+/// insert, exact after a sweep. A full map whose floor is inside the window has nothing a
+/// sweep could free, so filling it does not sweep (on busy captures the first-bytes map
+/// stays full of live entries, and each such sweep scanned every map for nothing).
+#[derive(Clone, Copy, Debug)]
+struct Floors {
+    syns: i64,
+    pending: i64,
+    toa: i64,
+    payloads: i64,
+}
+
+impl Floors {
+    const EMPTY: Floors = Floors {
+        syns: i64::MAX,
+        pending: i64::MAX,
+        toa: i64::MAX,
+        payloads: i64::MAX,
+    };
 }
 
 pub struct LegIndex {
@@ -69,8 +99,10 @@ pub struct LegIndex {
     vlan_key: bool,
     /// SYNs by client address and port.
     syns: HashMap<(IpAddr, u16), SynEntry, ahash::RandomState>,
-    /// Connections whose first client payload has not been seen yet.
-    pending: HashMap<(Tuple, u8), Pending, ahash::RandomState>,
+    /// Connections whose first client payload has not been seen yet, by the keyed 64-bit
+    /// hash of their TCP tuple ([`LegIndex::tuple_key`]): 24 bytes a bucket instead of 64,
+    /// for a map that every connection's SYN and first payload look into.
+    pending: HashMap<u64, Pending, ahash::RandomState>,
     /// How many tuples in `pending` fall on each [`pending_slot`]: a zero proves the tuple
     /// has no entry, so most data packets skip hashing two endpoints for the map. Counted
     /// on insert and remove, rebuilt from the map at each sweep.
@@ -85,6 +117,7 @@ pub struct LegIndex {
     /// identical first requests when a leg is missing from the captures.
     delay: Option<i64>,
     last_sweep: i64,
+    floors: Floors,
     /// Entries not stored (or displaced) because a map was full.
     pub full_hits: u64,
 }
@@ -103,6 +136,7 @@ impl LegIndex {
             hasher: ahash::RandomState::new(),
             delay: None,
             last_sweep: i64::MIN,
+            floors: Floors::EMPTY,
             full_hits: 0,
         }
     }
@@ -165,11 +199,16 @@ impl LegIndex {
                 let isn = t.tcp.seq;
                 if let Some(other) = self.syn(src, dst, vlan, isn, ts, vantage, out) {
                     // Paired on the SYNs (NAT): neither leg needs its first bytes indexed.
-                    if self.pending.remove(&((src, other), 6)).is_some() {
-                        self.pending_count(&src, &other, false);
+                    if let Some(p) = self.pending.remove(&self.tuple_key(&src, &other)) {
+                        self.pending_count(p.filter_slot, false);
                     }
                 } else {
-                    self.insert_pending(((src, dst), 6), Pending { isn, ts }, ts);
+                    let p = Pending {
+                        isn,
+                        filter_slot: pending_slot(&src, &dst),
+                        ts,
+                    };
+                    self.insert_pending(self.tuple_key(&src, &dst), p, ts);
                 }
             }
             if let Some((ip, port)) = t.tcp.toa {
@@ -182,8 +221,8 @@ impl LegIndex {
                 && !payload.is_empty()
                 && self.may_be_pending(&src, &dst)
             {
-                if let Some(p) = self.pending.remove(&((src, dst), 6)) {
-                    self.pending_count(&src, &dst, false);
+                if let Some(p) = self.pending.remove(&self.tuple_key(&src, &dst)) {
+                    self.pending_count(p.filter_slot, false);
                     if ts.saturating_sub(p.ts) <= self.window() {
                         // Relative offset of this segment in the client's byte stream.
                         let offset = t.tcp.seq.wrapping_sub(p.isn).wrapping_sub(1);
@@ -321,33 +360,41 @@ impl LegIndex {
             direct: false,
         };
         if self.syns.len() >= self.max_entries && !self.syns.contains_key(&key) {
-            self.make_room(ts);
+            self.make_room(ts, self.floors.syns);
             if self.syns.len() >= self.max_entries {
                 self.full_hits += 1;
                 return None;
             }
         }
         self.syns.insert(key, entry);
+        self.floors.syns = self.floors.syns.min(ts);
         None
     }
 
-    fn insert_pending(&mut self, k: (Tuple, u8), p: Pending, ts: i64) {
+    /// The key of a TCP tuple in `pending`. Keyed like the maps' own hashes, so a collision
+    /// (two tuples, one key: about one in 10^10 at the bound) cannot be crafted; it would
+    /// only lose or misplace one first-bytes entry.
+    fn tuple_key(&self, src: &Endpoint, dst: &Endpoint) -> u64 {
+        self.hasher.hash_one((src, dst))
+    }
+
+    fn insert_pending(&mut self, k: u64, p: Pending, ts: i64) {
         if self.pending.len() >= self.max_entries && !self.pending.contains_key(&k) {
-            self.make_room(ts);
+            self.make_room(ts, self.floors.pending);
             if self.pending.len() >= self.max_entries {
                 self.full_hits += 1;
                 return;
             }
         }
-        let ((src, dst), _) = k;
+        self.floors.pending = self.floors.pending.min(p.ts);
         if self.pending.insert(k, p).is_none() {
-            self.pending_count(&src, &dst, true);
+            self.pending_count(p.filter_slot, true);
         }
     }
 
-    /// Count a tuple into (`add`) or out of the pending filter.
-    fn pending_count(&mut self, src: &Endpoint, dst: &Endpoint, add: bool) {
-        if let Some(c) = self.pending_counts.get_mut(pending_slot(src, dst)) {
+    /// Count a tuple into (`add`) or out of the pending filter, by its slot.
+    fn pending_count(&mut self, slot: u16, add: bool) {
+        if let Some(c) = self.pending_counts.get_mut(usize::from(slot)) {
             if *c != PENDING_STUCK {
                 *c = if add {
                     c.saturating_add(1)
@@ -363,7 +410,7 @@ impl LegIndex {
     fn may_be_pending(&self, src: &Endpoint, dst: &Endpoint) -> bool {
         // A slot is always in range; a missing one would answer "maybe".
         self.pending_counts
-            .get(pending_slot(src, dst))
+            .get(usize::from(pending_slot(src, dst)))
             .is_none_or(|&c| c != 0)
     }
 
@@ -386,13 +433,14 @@ impl LegIndex {
             }
         }
         if self.toa_seen.len() >= self.max_entries && !self.toa_seen.contains_key(&(src, dst)) {
-            self.make_room(ts);
+            self.make_room(ts, self.floors.toa);
             if self.toa_seen.len() >= self.max_entries {
                 self.full_hits += 1;
                 return;
             }
         }
         self.toa_seen.insert((src, dst), ts);
+        self.floors.toa = self.floors.toa.min(ts);
         let window = self.window();
         let Some(e) = self.syns.get_mut(&(ip, port)) else {
             return;
@@ -433,13 +481,13 @@ impl LegIndex {
     ) {
         let window = self.window();
         if !self.payloads.contains_key(&h) && self.payloads.len() >= self.max_entries / 4 {
-            self.make_room(ts);
+            self.make_room(ts, self.floors.payloads);
             if self.payloads.len() >= self.max_entries / 4 {
                 self.full_hits += 1;
                 return;
             }
         }
-        let mut slot = self.payloads.get(&h).copied().unwrap_or_default();
+        let mut slot = self.payloads.get(&h).cloned().unwrap_or_default();
         for l in slot.legs.iter_mut() {
             if l.is_some_and(|l| ts.saturating_sub(l.ts) > window) {
                 *l = None;
@@ -546,29 +594,32 @@ impl LegIndex {
         // Store this leg: a free place, else the oldest paired leg (only remembered to
         // recognise later sightings), else the oldest waiting one (counted: it can no
         // longer be paired).
-        let place = slot
-            .legs
-            .iter()
-            .position(Option::is_none)
-            .unwrap_or_else(|| {
-                let oldest = |paired: bool| {
-                    slot.legs
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(i, l)| l.map(|l| (i, l)))
-                        .filter(|(_, l)| l.partner.is_some() == paired)
-                        .min_by_key(|(i, l)| (l.ts, *i))
-                        .map(|(i, _)| i)
-                };
-                oldest(true).unwrap_or_else(|| {
-                    self.full_hits += 1;
-                    oldest(false).unwrap_or(0)
-                })
-            });
+        let free = slot.legs.iter().position(Option::is_none).or_else(|| {
+            (slot.legs.len() < SLOT_LEGS).then(|| {
+                slot.legs.push(None);
+                slot.legs.len() - 1
+            })
+        });
+        let place = free.unwrap_or_else(|| {
+            let oldest = |paired: bool| {
+                slot.legs
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, l)| l.map(|l| (i, l)))
+                    .filter(|(_, l)| l.partner.is_some() == paired)
+                    .min_by_key(|(i, l)| (l.ts, *i))
+                    .map(|(i, _)| i)
+            };
+            oldest(true).unwrap_or_else(|| {
+                self.full_hits += 1;
+                oldest(false).unwrap_or(0)
+            })
+        });
         if let Some(p) = slot.legs.get_mut(place) {
             *p = Some(me);
         }
         self.payloads.insert(h, slot);
+        self.floors.payloads = self.floors.payloads.min(ts);
     }
 
     /// Fold one measured delay (real-server leg minus client leg) into the estimate.
@@ -580,10 +631,12 @@ impl LegIndex {
         });
     }
 
-    /// Drop what is older than the window, at most a few times per window (a flood that
-    /// keeps a map full must not make every packet scan it).
-    fn make_room(&mut self, ts: i64) {
-        if ts.saturating_sub(self.last_sweep) >= self.window() / 8 {
+    /// Drop what is older than the window for a full map whose `floor` says it holds such
+    /// entries, at most a few times per window (a flood that keeps a map full must not make
+    /// every packet scan it).
+    fn make_room(&mut self, ts: i64, floor: i64) {
+        let w = self.window();
+        if ts.saturating_sub(floor) > w && ts.saturating_sub(self.last_sweep) >= w / 8 {
             self.sweep(ts);
         }
     }
@@ -592,21 +645,30 @@ impl LegIndex {
     fn sweep(&mut self, ts: i64) {
         let w = self.window();
         self.last_sweep = ts;
-        self.syns.retain(|_, e| ts.saturating_sub(e.ts) <= w);
-        self.pending.retain(|_, p| ts.saturating_sub(p.ts) <= w);
+        let mut floors = Floors::EMPTY;
+        // Keep what is inside the window; the floors become the oldest kept.
+        let keep = |floor: &mut i64, t: i64| {
+            let kept = ts.saturating_sub(t) <= w;
+            if kept {
+                *floor = (*floor).min(t);
+            }
+            kept
+        };
+        self.syns.retain(|_, e| keep(&mut floors.syns, e.ts));
+        self.pending.retain(|_, p| keep(&mut floors.pending, p.ts));
         self.pending_counts.fill(0);
-        for ((src, dst), _) in self.pending.keys() {
-            if let Some(c) = self.pending_counts.get_mut(pending_slot(src, dst)) {
+        for p in self.pending.values() {
+            if let Some(c) = self.pending_counts.get_mut(usize::from(p.filter_slot)) {
                 *c = c.saturating_add(1);
             }
         }
-        self.toa_seen.retain(|_, t| ts.saturating_sub(*t) <= w);
+        self.toa_seen.retain(|_, t| keep(&mut floors.toa, *t));
+        // A slot goes when its newest leg is out of the window.
         self.payloads.retain(|_, s| {
-            s.legs
-                .iter()
-                .flatten()
-                .any(|l| ts.saturating_sub(l.ts) <= w)
+            let newest = s.legs.iter().flatten().map(|l| l.ts).max();
+            newest.is_some_and(|n| keep(&mut floors.payloads, n))
         });
+        self.floors = floors;
     }
 
     /// Entries held now (for tests of the bounds).
@@ -618,7 +680,7 @@ impl LegIndex {
 /// The filter slot of a (source, destination) tuple: a fixed multiplicative hash, cheap next
 /// to the map's keyed one. Crafted collisions only cost the lookup the filter saves.
 #[inline]
-fn pending_slot(src: &Endpoint, dst: &Endpoint) -> usize {
+fn pending_slot(src: &Endpoint, dst: &Endpoint) -> u16 {
     fn fold(ip: &IpAddr) -> u64 {
         match ip {
             IpAddr::V4(a) => u64::from(u32::from(*a)),
@@ -633,7 +695,7 @@ fn pending_slot(src: &Endpoint, dst: &Endpoint) -> usize {
         ^ fold(&dst.ip).rotate_left(29)
         ^ ports.rotate_left(40);
     let h = x.wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    (h >> (64 - PENDING_SLOTS.trailing_zeros())) as usize
+    (h >> (64 - PENDING_SLOTS.trailing_zeros())) as u16
 }
 
 /// A VIP or a real server is a unicast address (LLMNR and mDNS queries go to groups).
@@ -722,6 +784,8 @@ mod tests {
         let mut out = Vec::new();
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
         let mut removed_by_payload = 0;
+        // Every tuple that sent a SYN: the map keeps only their hashes.
+        let mut syn_tuples = std::collections::HashSet::new();
         for i in 0..20_000i64 {
             x ^= x << 13;
             x ^= x >> 7;
@@ -741,14 +805,26 @@ mod tests {
             let ts = i * (SEC / 1000); // 20 s in all: ten windows
             let before = ix.pending.len();
             match (x >> 44) % 3 {
-                0 => ix.observe(&pkt(&src, &dst, SYN, 1, 0), &[], ts, 0, &mut out),
+                0 => {
+                    syn_tuples.insert((ep(&src), ep(&dst)));
+                    ix.observe(&pkt(&src, &dst, SYN, 1, 0), &[], ts, 0, &mut out)
+                }
                 _ => ix.observe(&pkt(&src, &dst, ACK, 2, 5), b"hello", ts, 0, &mut out),
             }
             if ix.pending.len() < before {
                 removed_by_payload += 1;
             }
-            for ((a, b), _) in ix.pending.keys() {
-                assert!(ix.may_be_pending(a, b), "packet {i}: {a:?} -> {b:?} hidden");
+            // Every tuple with an entry passes the filter (all of them now and then, and
+            // the packet's own tuple each time).
+            let (s, d) = (ep(&src), ep(&dst));
+            let check = |(a, b): &(Endpoint, Endpoint)| {
+                if ix.pending.contains_key(&ix.tuple_key(a, b)) {
+                    assert!(ix.may_be_pending(a, b), "packet {i}: {a:?} -> {b:?} hidden");
+                }
+            };
+            check(&(s, d));
+            if i % 64 == 0 {
+                syn_tuples.iter().for_each(check);
             }
             if ix.pending_counts.iter().all(|&n| n != PENDING_STUCK) {
                 let total: usize = ix.pending_counts.iter().map(|&n| usize::from(n)).sum();
@@ -952,6 +1028,44 @@ mod tests {
             &mut out,
         );
         assert!(out.is_empty());
+    }
+
+    /// A map full of entries inside the window is not swept for a new one (nothing could
+    /// go); once its oldest entry is out of the window, the next new one sweeps and is kept.
+    #[test]
+    fn a_full_map_is_swept_only_when_something_in_it_expired() {
+        let mut ix = index(); // 250 first-bytes slots
+        let mut out = Vec::new();
+        let mut first_request = |ix: &mut LegIndex, i: u32, ts: i64| {
+            let src = format!("10.213.{}.{}:{}", 100 + (i >> 8), i & 0xff, 1024 + i);
+            let req = format!("GET /{i} HTTP/1.1\r\n\r\n");
+            ix.observe(&pkt(&src, RS, SYN, i, 0), &[], ts, 0, &mut out);
+            let data = pkt(&src, RS, ACK, i + 1, req.len() as u32);
+            ix.observe(&data, req.as_bytes(), ts, 0, &mut out);
+        };
+        for i in 0..250 {
+            first_request(&mut ix, i, i64::from(i) * 1_000_000); // 0.25 s in all
+        }
+        assert_eq!((ix.payloads.len(), ix.full_hits), (250, 0));
+        let swept = ix.last_sweep;
+        first_request(&mut ix, 250, SEC);
+        assert_eq!(ix.full_hits, 1, "no room");
+        assert_eq!(ix.last_sweep, swept, "a sweep could free nothing, so none ran");
+        // 2.05 s: the regular sweep drops the first 50; refilled, the map is full again.
+        first_request(&mut ix, 251, 2 * SEC + SEC / 20);
+        assert_eq!((ix.last_sweep, ix.payloads.len()), (2 * SEC + SEC / 20, 201));
+        for i in 252..301 {
+            first_request(&mut ix, i, 2 * SEC + SEC / 20);
+        }
+        assert_eq!((ix.payloads.len(), ix.full_hits), (250, 1));
+        // 2.1 s: the oldest has expired, but a sweep ran 50 ms ago: no room yet.
+        first_request(&mut ix, 301, 2 * SEC + SEC / 10);
+        assert_eq!(ix.full_hits, 2);
+        // 2.3 s: a quarter window later, the full map is swept for the new entry.
+        first_request(&mut ix, 302, 2 * SEC + 3 * SEC / 10);
+        assert_eq!(ix.last_sweep, 2 * SEC + 3 * SEC / 10, "swept");
+        assert_eq!((ix.payloads.len(), ix.full_hits), (51, 2), "kept");
+        assert_eq!(ix.floors.payloads, 2 * SEC + SEC / 20);
     }
 
     #[test]
