@@ -30,8 +30,8 @@
 //!   seen; after `gap()` the report comes with the next `feed` or `close` of that direction.
 //! * A head cut by the close whose start line is complete is reported at `close`.
 
+use crate::queue::InlineQueue;
 use core::mem::MaybeUninit;
-use std::collections::VecDeque;
 
 use crate::detect::{Probe, Role};
 use crate::event::{Code, RequestText, Resource};
@@ -854,7 +854,7 @@ pub struct HttpSession {
     /// Status of the response being framed (to client).
     status: u16,
     /// Methods of requests still waiting for their final response (oldest first).
-    pending: VecDeque<MethodKind>,
+    pending: InlineQueue<MethodKind, 4>,
     /// Header slots when `max_http_headers` exceeds the stack array (else unallocated).
     header_store: Vec<httparse::Header<'static>>,
     /// The last request was CONNECT: bytes that are not a request are tunnel data.
@@ -892,7 +892,7 @@ impl HttpSession {
             req: Resource::new(),
             req_text: limits.request_text.then(|| Box::new(RequestText::new())),
             status: 0,
-            pending: VecDeque::new(),
+            pending: InlineQueue::default(),
             header_store,
             connect_sent: false,
             head_work: 0,

@@ -26,6 +26,7 @@ pub mod event;
 pub mod http;
 pub mod limits;
 pub mod mysql;
+pub mod queue;
 pub mod redis;
 pub mod text;
 pub mod tls;

@@ -31,7 +31,7 @@
 //! `*<digits>\r\n$`, to the client on a line beginning with a RESP type byte and a
 //! well-formed header.
 
-use std::collections::VecDeque;
+use crate::queue::InlineQueue;
 
 use crate::detect::{Probe, Role};
 use crate::event::{Code, RequestText, Resource};
@@ -1267,7 +1267,7 @@ enum Pending {
 
 /// Requests awaiting replies (consecutive ordinary ones merged) and subscription counts.
 struct Subs {
-    queue: VecDeque<Pending>,
+    queue: InlineQueue<Pending, 2>,
     max: usize,
     channels: u64,
     patterns: u64,
@@ -1277,7 +1277,7 @@ struct Subs {
 impl Subs {
     fn new(limits: &Limits) -> Self {
         Subs {
-            queue: VecDeque::new(),
+            queue: InlineQueue::default(),
             max: limits.max_pending.max(1),
             channels: 0,
             patterns: 0,
@@ -1308,10 +1308,6 @@ impl Subs {
         if self.queue.len() >= self.max {
             out.push(Event::Anomaly(Anomaly::LimitExceeded));
             self.queue.pop_front();
-        }
-        if self.queue.capacity() == 0 {
-            // Most connections wait for one reply at a time.
-            self.queue.reserve_exact(1);
         }
         self.queue.push_back(entry);
     }
@@ -1368,7 +1364,7 @@ impl Subs {
             return false;
         };
         // Entries before it were answered by replies that were lost.
-        self.queue.drain(..pos);
+        self.queue.drop_front(pos);
         let Some(Pending::Sub { left, answered, .. }) = self.queue.front_mut() else {
             return false;
         };

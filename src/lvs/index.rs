@@ -1050,10 +1050,16 @@ mod tests {
         let swept = ix.last_sweep;
         first_request(&mut ix, 250, SEC);
         assert_eq!(ix.full_hits, 1, "no room");
-        assert_eq!(ix.last_sweep, swept, "a sweep could free nothing, so none ran");
+        assert_eq!(
+            ix.last_sweep, swept,
+            "a sweep could free nothing, so none ran"
+        );
         // 2.05 s: the regular sweep drops the first 50; refilled, the map is full again.
         first_request(&mut ix, 251, 2 * SEC + SEC / 20);
-        assert_eq!((ix.last_sweep, ix.payloads.len()), (2 * SEC + SEC / 20, 201));
+        assert_eq!(
+            (ix.last_sweep, ix.payloads.len()),
+            (2 * SEC + SEC / 20, 201)
+        );
         for i in 252..301 {
             first_request(&mut ix, i, 2 * SEC + SEC / 20);
         }

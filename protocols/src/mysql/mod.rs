@@ -28,7 +28,7 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
+use crate::queue::InlineQueue;
 
 use miniz_oxide::inflate::stream::{inflate, InflateState};
 use miniz_oxide::{DataFormat, MZFlush, MZStatus};
@@ -269,7 +269,7 @@ pub struct MysqlSession {
     /// Its record text: only when records are written (else empty, so not kept: an open
     /// connection then does not hold 256 bytes for it).
     req_text: Option<Box<RequestText>>,
-    pending: VecDeque<Pending>,
+    pending: InlineQueue<Pending, 1>,
     stmts: Vec<(u32, Resource)>,
     stmt_next: usize,
 
@@ -464,7 +464,7 @@ impl MysqlSession {
             req_text: limits.request_text.then(|| Box::new(RequestText::new())),
             // Grown on first use: most connections never prepare a statement and have one
             // command in flight, and 100 k open connections pay for every byte reserved here.
-            pending: VecDeque::new(),
+            pending: InlineQueue::default(),
             stmts: Vec::new(),
             stmt_next: 0,
             resp: Resp::Idle,
@@ -786,10 +786,6 @@ impl MysqlSession {
         if self.pending.len() >= self.pending_cap {
             self.pending.pop_front();
             out.push(Event::Anomaly(Anomaly::LimitExceeded));
-        }
-        if self.pending.capacity() == 0 {
-            // Most connections wait for one response at a time.
-            self.pending.reserve_exact(1);
         }
         self.pending.push_back(Pending {
             cmd: req.cmd,
