@@ -32,6 +32,7 @@
 //! well-formed header.
 
 use crate::queue::InlineQueue;
+use smallvec::SmallVec;
 
 use crate::detect::{Probe, Role};
 use crate::event::{Code, RequestText, Resource};
@@ -538,7 +539,9 @@ enum St {
 /// Incremental, iterative RESP reader for one direction.
 struct Reader {
     st: St,
-    stack: Vec<Frame>,
+    /// Open aggregates, innermost last. Commands and most replies nest one level, so the
+    /// first frame is held inline (it was an allocation per connection).
+    stack: SmallVec<[Frame; 1]>,
     /// Attribute frames on the stack.
     attrs: usize,
     /// The bulk value whose payload is being read.
@@ -567,7 +570,7 @@ impl Reader {
     fn new(client: bool, limits: &Limits) -> Self {
         Reader {
             st: St::Header,
-            stack: Vec::new(),
+            stack: SmallVec::new(),
             attrs: 0,
             cur: Ctx::default(),
             cur_chunked: false,
@@ -704,10 +707,6 @@ impl Reader {
     }
 
     fn push(&mut self, ty: u8, remaining: u64, streamed: bool) {
-        if self.stack.capacity() == 0 {
-            // Commands and most replies nest one level: an open connection keeps one frame.
-            self.stack.reserve_exact(1);
-        }
         self.stack.push(Frame {
             remaining,
             index: 0,

@@ -405,9 +405,10 @@ impl L7Conn {
                 if let State::Detecting { .. } = self.state {
                     // Nothing held yet (a connection's first segment, as a rule): recognise
                     // the protocol on the segment itself, and copy it only if it must wait.
-                    let direct = self.tcp
-                        && bytes.len() <= DETECT_BYTES
-                        && self.carry.iter().all(Vec::is_empty);
+                    // A UDP datagram is whole: it is always looked at in place (a copy would
+                    // replace whatever was held, and an unrecognised flow holds nothing).
+                    let direct = !self.tcp
+                        || (bytes.len() <= DETECT_BYTES && self.carry.iter().all(Vec::is_empty));
                     self.detect(side, bytes, direct, cx);
                     if let State::Active(_) = self.state {
                         // Feed what detection held: the client's bytes first (requests
@@ -435,8 +436,8 @@ impl L7Conn {
     }
 
     /// Try to recognise the protocol with `bytes` from `side` added to what is held.
-    /// `direct`: nothing is held and `bytes` fits the bound, so they are looked at in place
-    /// and copied only if recognition must wait for more.
+    /// `direct`: nothing is held and `bytes` fits the bound (or is a UDP datagram), so they
+    /// are looked at in place and copied only if recognition must wait for more.
     fn detect(&mut self, side: Side, bytes: &[u8], direct: bool, cx: &mut Ctx<'_>) {
         let s = side.index();
         let State::Detecting { tries } = &mut self.state else {
