@@ -521,14 +521,16 @@ impl LegIndex {
             }
             return;
         }
-        let syn = self.syns.get(&(src.ip, src.port)).copied();
+        // Looked up only for a candidate from this very source (rare: most first bytes
+        // are new, and the others come from other sources).
+        let syns = &self.syns;
         let isn_pair = |other: Endpoint| {
-            syn.is_some_and(|e| {
+            syns.get(&(src.ip, src.port)).is_some_and(|e| {
                 (e.dst == other && e.paired == Some(dst))
                     || (e.dst == dst && e.paired == Some(other))
             })
         };
-        let cfg = self.opts.config.clone();
+        let cfg = self.opts.config.as_deref();
         let both_real = |other: &Endpoint| {
             cfg.as_ref()
                 .is_some_and(|c| c.is_real(proto, other) && c.is_real(proto, &dst))
