@@ -333,6 +333,10 @@ pub struct Reader {
     /// is the same whatever the number of workers (live with fanout: each lane's own legs).
     lvs: Option<LegIndex>,
     tags: Vec<Tag>,
+    /// Emptied batches taken from `recycle`, the most recently returned last: the next one
+    /// filled is the one a worker finished last, still in a cache, not the one that waited
+    /// longest in the channel (one reader only; live fanout readers share the channel).
+    spare: Vec<Batch>,
 }
 
 /// A packet as read, borrowed from its source (a file reader's buffer or the live ring).
@@ -404,6 +408,7 @@ impl Reader {
             forwarded: 0,
             lvs: None,
             tags: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -526,10 +531,13 @@ impl Reader {
     }
 
     fn send(&mut self, w: usize) {
-        let fresh = self
-            .recycle
-            .try_recv()
-            .unwrap_or_else(|_| Batch::with_capacity());
+        let fresh = if self.local.is_none() {
+            self.spare.extend(self.recycle.try_iter());
+            self.spare.pop()
+        } else {
+            self.recycle.try_recv().ok()
+        }
+        .unwrap_or_else(Batch::with_capacity);
         let full = std::mem::replace(&mut self.batches[w], fresh);
         if self.local.is_none() {
             if self.senders[w].send(full).is_err() || self.records_failed.load(Ordering::Relaxed) {
@@ -618,5 +626,27 @@ impl Reader {
         self.stats.lb_index_full = self.lb_index_full();
         self.senders.clear();
         self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reader fills next the batch a worker returned last (still in a cache), not the
+    /// one that waited longest.
+    #[test]
+    fn the_reader_reuses_the_most_recently_returned_batch() {
+        let (tx, rx) = bounded::<Batch>(4);
+        let (recycle_tx, recycle_rx) = bounded::<Batch>(4);
+        let mut reader = Reader::new(&Limits::default(), vec![tx], recycle_rx, None);
+        let (older, newer) = (Batch::with_capacity(), Batch::with_capacity());
+        let newer_bytes = newer.bytes.as_ptr();
+        recycle_tx.send(older).ok();
+        recycle_tx.send(newer).ok();
+        reader.send(0);
+        assert_eq!(reader.batches[0].bytes.as_ptr(), newer_bytes);
+        assert_eq!(reader.spare.len(), 1);
+        assert!(rx.try_recv().is_ok(), "the full batch went to its worker");
     }
 }
