@@ -30,11 +30,11 @@
 //!   seen; after `gap()` the report comes with the next `feed` or `close` of that direction.
 //! * A head cut by the close whose start line is complete is reported at `close`.
 
-use crate::queue::InlineQueue;
 use core::mem::MaybeUninit;
 
 use crate::detect::{Probe, Role};
 use crate::event::{Code, RequestText, Resource};
+use crate::queue::InlineQueue;
 use crate::{Anomaly, Direction, Event, Events, Limits, Request, Response, Session};
 
 /// Header slots kept on the stack (enough for the default `max_http_headers`).

@@ -31,11 +31,11 @@
 //! `*<digits>\r\n$`, to the client on a line beginning with a RESP type byte and a
 //! well-formed header.
 
-use crate::queue::InlineQueue;
 use smallvec::SmallVec;
 
 use crate::detect::{Probe, Role};
 use crate::event::{Code, RequestText, Resource};
+use crate::queue::InlineQueue;
 use crate::{Anomaly, Direction, Event, Events, Limits, Request, Response, Session};
 
 /// Largest bulk string (or streamed-string chunk) followed: Redis' default

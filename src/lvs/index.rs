@@ -532,8 +532,7 @@ impl LegIndex {
         };
         let cfg = self.opts.config.as_deref();
         let both_real = |other: &Endpoint| {
-            cfg.as_ref()
-                .is_some_and(|c| c.is_real(proto, other) && c.is_real(proto, &dst))
+            cfg.is_some_and(|c| c.is_real(proto, other) && c.is_real(proto, &dst))
         };
         // An unpaired leg to another service (never the reverse direction): the one whose
         // distance in time is closest to the learned delay, else the oldest.

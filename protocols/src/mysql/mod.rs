@@ -28,13 +28,12 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-use crate::queue::InlineQueue;
-
 use miniz_oxide::inflate::stream::{inflate, InflateState};
 use miniz_oxide::{DataFormat, MZFlush, MZStatus};
 
 use crate::detect::{Probe, Role};
 use crate::event::{Code, Request, RequestText, Resource, Response};
+use crate::queue::InlineQueue;
 use crate::text::Text;
 use crate::{Anomaly, Direction, Event, Events, Limits, Session};
 use wire::{PacketHeader, FULL_PACKET};
