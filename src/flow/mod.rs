@@ -93,6 +93,22 @@ impl Flow {
         self.rst_seen || (self.fin[0] && self.fin[1])
     }
 
+    /// The [`Flow::timeout_class`] of a closed TCP connection.
+    pub const CLOSED_CLASS: u8 = 1;
+
+    /// Both sides sent a FIN and each FIN was acknowledged: the close is complete and only
+    /// a retransmission can still come (TCP's TIME_WAIT).
+    pub fn close_complete(&self) -> bool {
+        self.fin[0]
+            && self.fin[1]
+            && [(0, 1), (1, 0)]
+                .iter()
+                .all(|&(s, o)| match (self.seq[s].next(), self.max_ack[o]) {
+                    (Some(end), Some(ack)) => !seq::seq_lt(ack, end),
+                    _ => false,
+                })
+    }
+
     /// Which idle timeout applies now: 0 UDP, 1 closed, 2 attempt, 3 established. The flow
     /// table keeps one expiry list per class, so every list expires in the order it is
     /// linked (see `table`).
@@ -100,7 +116,7 @@ impl Flow {
         if !self.tcp {
             0
         } else if self.closed() {
-            1
+            Self::CLOSED_CLASS
         } else if !self.established {
             2
         } else {

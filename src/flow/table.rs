@@ -460,10 +460,27 @@ impl FlowTable {
             .map(|l| l.tail)
     }
 
-    /// A flow to evict when the table is full: the oldest of the lists' old ends that had
-    /// no packet since it was last moved; those that had go to the front first (their place
-    /// may be an eighth of a timeout stale), at most [`EVICT_MOVES`], then the oldest goes.
+    /// A flow to evict when the table is full. First a connection whose close is complete
+    /// (both FINs sent and acknowledged), the one closed longest ago among the
+    /// [`EVICT_MOVES`] oldest closed ones: its counts went to its edge when it closed and
+    /// nothing but a retransmission can follow, so evicting it loses nothing. Evicting an
+    /// open connection instead loses what it has not yet said (requests in flight; the rest
+    /// of it becomes a connection without an opener). Otherwise the oldest of the lists' old
+    /// ends that had no packet since it was last moved; those that had go to the front
+    /// first (their place may be an eighth of a timeout stale), at most [`EVICT_MOVES`],
+    /// then the oldest goes.
     pub fn evictable(&mut self) -> Option<u32> {
+        let closed = self.lists.get(usize::from(Flow::CLOSED_CLASS));
+        let mut id = closed.map_or(NIL, |l| l.tail);
+        for _ in 0..EVICT_MOVES {
+            if id == NIL {
+                break;
+            }
+            if self.get(id).close_complete() {
+                return Some(id);
+            }
+            id = self.link(id).prev;
+        }
         for _ in 0..EVICT_MOVES {
             let id = self.oldest()?;
             let ts = self.get(id).last_ts;
@@ -589,6 +606,40 @@ mod tests {
         assert_eq!(order, want);
         assert!(t.is_empty());
         assert!(t.drain_oldest().is_none());
+    }
+
+    /// A full table evicts a connection whose close is complete before an open one that
+    /// was seen longer ago; a connection whose last FIN is not yet acknowledged is not
+    /// preferred (its last ACK would start a flow of its own).
+    #[test]
+    fn eviction_takes_a_completed_close_before_an_open_connection() {
+        // Both sides' FINs at the given sequence numbers, acknowledged up to `acks`.
+        fn closing(k: u32, ts: i64, acks: [u32; 2]) -> Flow {
+            let mut f = Flow::new(key(k), 0, ts, true);
+            f.established = true;
+            f.seq[0].syn(100);
+            f.seq[1].syn(500);
+            // The FINs take one sequence number each: 101 and 501.
+            f.seq[0].segment(101, 1, false);
+            f.seq[1].segment(501, 1, false);
+            f.fin = [true, true];
+            f.max_ack = [Some(acks[0]), Some(acks[1])];
+            f
+        }
+        let mut t = FlowTable::new(3);
+        let mut open = Flow::new(key(1), 0, 0, true);
+        open.established = true;
+        let open = t.insert(open);
+        // Side 1 has acknowledged side 0's FIN (102), side 0 not yet side 1's (502).
+        let half = t.insert(closing(2, 10, [501, 102]));
+        assert!(!t.get(half).close_complete());
+        assert_eq!(t.evictable(), Some(open), "least recently seen, as before");
+        let done = t.insert(closing(3, 20, [502, 102]));
+        assert!(t.get(done).close_complete());
+        assert!(t.is_full());
+        assert_eq!(t.evictable(), Some(done));
+        t.remove(done);
+        assert_eq!(t.evictable(), Some(open));
     }
 
     /// A closed connection expires after its short linger even when a busy connection with
