@@ -104,7 +104,8 @@ struct AnalyzeArgs {
 /// Bounds shared by `analyze` and `capture`.
 #[derive(Args)]
 struct LimitArgs {
-    /// Connections tracked at once (the least recently seen is evicted past it).
+    /// Connections tracked at once; past it a connection whose close is complete is evicted
+    /// first, else the least recently seen flow.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_flows)]
     max_flows: usize,
     /// Edges in the document (past it, edges with only failed attempts fold into their

@@ -1,9 +1,10 @@
 //! A worker's flow table: a chunked slab of flows, an open-addressing index holding only
 //! slab ids and hash bits (keyed hashing, so crafted 5-tuples cannot force collisions), and
-//! LRU lists used to expire idle flows and to evict the least recently seen one when the
-//! table is full. The lists' links live in a dense array beside the slab, not in the flows:
-//! moving a flow rewrites its neighbours' links, and as fields of flows hundreds of bytes
-//! apart those were two cache misses per move (4 % of a worker's time in a profile).
+//! LRU lists used to expire idle flows and, when the table is full, to evict a connection
+//! whose close is complete or else the least recently seen flow. The lists' links live in
+//! a dense array beside the slab, not in the flows: moving a flow rewrites its neighbours'
+//! links, and as fields of flows hundreds of bytes apart those were two cache misses per
+//! move (4 % of a worker's time in a profile).
 //!
 //! There is one list per idle timeout (UDP, closed, attempt, established): in a single list
 //! a busy connection with a 300 s timeout at the old end would hold back every closed one
