@@ -93,8 +93,9 @@ impl Flow {
         self.rst_seen || (self.fin[0] && self.fin[1])
     }
 
-    /// The [`Flow::timeout_class`] of a closed TCP connection.
-    pub const CLOSED_CLASS: u8 = 1;
+    /// The [`Flow::timeout_class`] of a TCP connection whose close is complete
+    /// ([`Flow::close_complete`]): the first a full flow table evicts.
+    pub const CLOSE_COMPLETE_CLASS: u8 = 4;
 
     /// Both sides sent a FIN and each FIN was acknowledged: the close is complete and only
     /// a retransmission can still come (TCP's TIME_WAIT).
@@ -109,14 +110,19 @@ impl Flow {
                 })
     }
 
-    /// Which idle timeout applies now: 0 UDP, 1 closed, 2 attempt, 3 established. The flow
-    /// table keeps one expiry list per class, so every list expires in the order it is
-    /// linked (see `table`).
+    /// Which idle timeout applies now: 0 UDP, 1 closed, 2 attempt, 3 established, 4 closed
+    /// with both FINs acknowledged (the closed linger too). The flow table keeps one expiry
+    /// list per class, so every list expires in the order it is linked (see `table`), and
+    /// eviction finds a completed close at the old end of its own list.
     pub fn timeout_class(&self) -> u8 {
         if !self.tcp {
             0
         } else if self.closed() {
-            Self::CLOSED_CLASS
+            if self.close_complete() {
+                Self::CLOSE_COMPLETE_CLASS
+            } else {
+                1
+            }
         } else if !self.established {
             2
         } else {
@@ -130,7 +136,7 @@ impl Flow {
         let idle = ts.saturating_sub(self.last_ts);
         let timeout = match self.timeout_class() {
             0 => limits.udp_timeout_ns,
-            1 => limits.tcp_closed_linger_ns,
+            1 | Self::CLOSE_COMPLETE_CLASS => limits.tcp_closed_linger_ns,
             2 => limits.tcp_attempt_timeout_ns,
             _ => limits.tcp_idle_timeout_ns,
         };

@@ -6,12 +6,13 @@
 //! links, and as fields of flows hundreds of bytes apart those were two cache misses per
 //! move (4 % of a worker's time in a profile).
 //!
-//! There is one list per idle timeout (UDP, closed, attempt, established): in a single list
-//! a busy connection with a 300 s timeout at the old end would hold back every closed one
-//! behind it, whose 10 s linger had long passed, and memory would grow with the length of
-//! the capture instead of with the flows open at once. A packet moves its flow to the front
-//! only after an eighth of its list's timeout (the worker decides), so a list's order may be
-//! that stale.
+//! There is one list per timeout class (UDP, closed, attempt, established, and closed with
+//! both FINs acknowledged, which eviction takes first): in a single list a busy connection
+//! with a 300 s timeout at the old end would hold back every closed one behind it, whose
+//! 10 s linger had long passed, and memory would grow with the length of the capture
+//! instead of with the flows open at once. A packet moves its flow to the front only after
+//! an eighth of its list's timeout (the worker decides), so a list's order may be that
+//! stale.
 //!
 //! Memory grows in fixed chunks with the number of concurrent flows (no doubling spikes
 //! for flows), and nothing is allocated once the chunks exist.
@@ -164,7 +165,7 @@ pub struct FlowTable {
     max: usize,
 }
 
-const LISTS: usize = 4;
+const LISTS: usize = 5;
 /// Most flows eviction moves to the front before taking the oldest regardless.
 const EVICT_MOVES: usize = 16;
 
@@ -462,25 +463,18 @@ impl FlowTable {
     }
 
     /// A flow to evict when the table is full. First a connection whose close is complete
-    /// (both FINs sent and acknowledged), the one closed longest ago among the
-    /// [`EVICT_MOVES`] oldest closed ones: its counts went to its edge when it closed and
-    /// nothing but a retransmission can follow, so evicting it loses nothing. Evicting an
+    /// (both FINs sent and acknowledged; its own list), the one completed longest ago: its
+    /// counts went to its edge when it closed and nothing but a retransmission can follow,
+    /// so evicting it loses nothing. Evicting an
     /// open connection instead loses what it has not yet said (requests in flight; the rest
     /// of it becomes a connection without an opener). Otherwise the oldest of the lists' old
     /// ends that had no packet since it was last moved; those that had go to the front
     /// first (their place may be an eighth of a timeout stale), at most [`EVICT_MOVES`],
     /// then the oldest goes.
     pub fn evictable(&mut self) -> Option<u32> {
-        let closed = self.lists.get(usize::from(Flow::CLOSED_CLASS));
-        let mut id = closed.map_or(NIL, |l| l.tail);
-        for _ in 0..EVICT_MOVES {
-            if id == NIL {
-                break;
-            }
-            if self.get(id).close_complete() {
-                return Some(id);
-            }
-            id = self.link(id).prev;
+        let done = self.lists.get(usize::from(Flow::CLOSE_COMPLETE_CLASS));
+        if let Some(l) = done.filter(|l| l.tail != NIL) {
+            return Some(l.tail);
         }
         for _ in 0..EVICT_MOVES {
             let id = self.oldest()?;

@@ -39,7 +39,7 @@ pub struct Worker {
     ids: Vec<u32>,
     /// Per expiry list: a packet moves its flow to the front only if the flow was last
     /// moved longer ago than this.
-    touch_ns: [i64; 4],
+    touch_ns: [i64; 5],
     /// Scratch: the keys, sides and hashes of the batch being processed.
     keys: Vec<(FlowKey, crate::flow::Side, u32)>,
     /// Live fanout: per lane, the keys of its front batch's packets by index (see
@@ -89,6 +89,7 @@ impl Worker {
                 limits.tcp_closed_linger_ns,
                 limits.tcp_attempt_timeout_ns,
                 limits.tcp_idle_timeout_ns,
+                limits.tcp_closed_linger_ns,
             ]
             .map(|t| t / 8),
             limits,
