@@ -11,8 +11,9 @@
 # wiremap's speed as a ratio to each. Machines here are noisy: read the ratios and medians.
 # --max-requests caps requests per TCP connection (wiremap-gen): with 1, 1 M packets can hold
 # 100 k connections open at once. --scaling adds wiremap with 1 and 2 threads, and 10k / 100k /
-# 1M concurrent flows (one request per connection, at least 11 packets per connection). --lengths adds wiremap's peak RSS on captures of each length with the
-# same concurrency (C), and the edges and flows tracked: memory should follow the flows open at
+# 1M concurrent flows (one request per connection, at least 11 packets per connection; see
+# below). --lengths adds wiremap's peak RSS on captures of each length with the same
+# concurrency (C), and the edges and flows tracked: memory should follow the flows open at
 # once and the edges, not the length of the capture (each N needs N x ~480 bytes of /tmp).
 set -euo pipefail
 cd "$(dirname "$0")/.."

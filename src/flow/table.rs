@@ -465,12 +465,11 @@ impl FlowTable {
     /// A flow to evict when the table is full. First a connection whose close is complete
     /// (both FINs sent and acknowledged; its own list), the one completed longest ago: its
     /// counts went to its edge when it closed and nothing but a retransmission can follow,
-    /// so evicting it loses nothing. Evicting an
-    /// open connection instead loses what it has not yet said (requests in flight; the rest
-    /// of it becomes a connection without an opener). Otherwise the oldest of the lists' old
-    /// ends that had no packet since it was last moved; those that had go to the front
-    /// first (their place may be an eighth of a timeout stale), at most [`EVICT_MOVES`],
-    /// then the oldest goes.
+    /// so evicting it loses nothing. Evicting an open connection instead loses what it has
+    /// not yet said (requests in flight; the rest of it becomes a connection without an
+    /// opener). Otherwise the oldest of the lists' old ends that had no packet since it was
+    /// last moved; those that had go to the front first (their place may be an eighth of a
+    /// timeout stale), at most [`EVICT_MOVES`], then the oldest goes.
     pub fn evictable(&mut self) -> Option<u32> {
         let done = self.lists.get(usize::from(Flow::CLOSE_COMPLETE_CLASS));
         if let Some(l) = done.filter(|l| l.tail != NIL) {
