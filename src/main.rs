@@ -105,7 +105,7 @@ struct AnalyzeArgs {
 #[derive(Args)]
 struct LimitArgs {
     /// Connections tracked at once; past it a connection whose close is complete is evicted
-    /// first, else the least recently seen flow.
+    /// first, then a UDP flow whose L7 state was settled, else the least recently seen flow.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_flows)]
     max_flows: usize,
     /// Edges in the document (past it, edges with only failed attempts fold into their

@@ -96,6 +96,10 @@ impl Flow {
     /// The [`Flow::timeout_class`] of a TCP connection whose close is complete
     /// ([`Flow::close_complete`]): the first a full flow table evicts.
     pub const CLOSE_COMPLETE_CLASS: u8 = 4;
+    /// The [`Flow::timeout_class`] of a UDP flow whose L7 state was settled while it was
+    /// idle (its tally is in its edge; see the worker's `release_idle_udp`): the next a full
+    /// flow table evicts.
+    pub const UDP_SETTLED_CLASS: u8 = 5;
 
     /// Both sides sent a FIN and each FIN was acknowledged: the close is complete and only
     /// a retransmission can still come (TCP's TIME_WAIT).
@@ -111,12 +115,17 @@ impl Flow {
     }
 
     /// Which idle timeout applies now: 0 UDP, 1 closed, 2 attempt, 3 established, 4 closed
-    /// with both FINs acknowledged (the closed linger too). The flow table keeps one expiry
-    /// list per class, so every list expires in the order it is linked (see `table`), and
-    /// eviction finds a completed close at the old end of its own list.
+    /// with both FINs acknowledged (the closed linger too), 5 UDP with its L7 state settled
+    /// (the UDP timeout too). The flow table keeps one expiry list per class, so every list
+    /// expires in the order it is linked (see `table`), and eviction finds a completed close
+    /// or a settled UDP flow at the old end of its own list.
     pub fn timeout_class(&self) -> u8 {
         if !self.tcp {
-            0
+            if self.l7.is_none() && self.l7_done.is_some() {
+                Self::UDP_SETTLED_CLASS
+            } else {
+                0
+            }
         } else if self.closed() {
             if self.close_complete() {
                 Self::CLOSE_COMPLETE_CLASS
@@ -135,7 +144,7 @@ impl Flow {
     pub fn expired(&self, ts: i64, limits: &crate::limits::Limits) -> bool {
         let idle = ts.saturating_sub(self.last_ts);
         let timeout = match self.timeout_class() {
-            0 => limits.udp_timeout_ns,
+            0 | Self::UDP_SETTLED_CLASS => limits.udp_timeout_ns,
             1 | Self::CLOSE_COMPLETE_CLASS => limits.tcp_closed_linger_ns,
             2 => limits.tcp_attempt_timeout_ns,
             _ => limits.tcp_idle_timeout_ns,

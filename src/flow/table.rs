@@ -6,8 +6,9 @@
 //! links, and as fields of flows hundreds of bytes apart those were two cache misses per
 //! move (4 % of a worker's time in a profile).
 //!
-//! There is one list per timeout class (UDP, closed, attempt, established, and closed with
-//! both FINs acknowledged, which eviction takes first): in a single list a busy connection
+//! There is one list per timeout class (UDP, closed, attempt, established, and the two that
+//! eviction takes first: closed with both FINs acknowledged, and UDP with its L7 state
+//! settled): in a single list a busy connection
 //! with a 300 s timeout at the old end would hold back every closed one behind it, whose
 //! 10 s linger had long passed, and memory would grow with the length of the capture
 //! instead of with the flows open at once. A packet moves its flow to the front only after
@@ -165,7 +166,7 @@ pub struct FlowTable {
     max: usize,
 }
 
-const LISTS: usize = 5;
+const LISTS: usize = 6;
 /// Most flows eviction moves to the front before taking the oldest regardless.
 const EVICT_MOVES: usize = 16;
 
@@ -465,15 +466,19 @@ impl FlowTable {
     /// A flow to evict when the table is full. First a connection whose close is complete
     /// (both FINs sent and acknowledged; its own list), the one completed longest ago: its
     /// counts went to its edge when it closed and nothing but a retransmission can follow,
-    /// so evicting it loses nothing. Evicting an open connection instead loses what it has
-    /// not yet said (requests in flight; the rest of it becomes a connection without an
-    /// opener). Otherwise the oldest of the lists' old ends that had no packet since it was
-    /// last moved; those that had go to the front first (their place may be an eighth of a
-    /// timeout stale), at most [`EVICT_MOVES`], then the oldest goes.
+    /// so evicting it loses nothing. Then a UDP flow whose L7 state was settled while idle
+    /// (its own list too): its tally is in its edge, and evicting it costs at most a second
+    /// flow if its 5-tuple speaks again within the UDP timeout. Evicting an open connection
+    /// instead loses what it has not yet said (requests in flight; the rest of it becomes a
+    /// connection without an opener). Otherwise the oldest of the lists' old ends that had
+    /// no packet since it was last moved; those that had go to the front first (their place
+    /// may be an eighth of a timeout stale), at most [`EVICT_MOVES`], then the oldest goes.
     pub fn evictable(&mut self) -> Option<u32> {
-        let done = self.lists.get(usize::from(Flow::CLOSE_COMPLETE_CLASS));
-        if let Some(l) = done.filter(|l| l.tail != NIL) {
-            return Some(l.tail);
+        for class in [Flow::CLOSE_COMPLETE_CLASS, Flow::UDP_SETTLED_CLASS] {
+            let settled = self.lists.get(usize::from(class));
+            if let Some(l) = settled.filter(|l| l.tail != NIL) {
+                return Some(l.tail);
+            }
         }
         for _ in 0..EVICT_MOVES {
             let id = self.oldest()?;
@@ -604,9 +609,10 @@ mod tests {
 
     /// A full table evicts a connection whose close is complete before an open one that
     /// was seen longer ago; a connection whose last FIN is not yet acknowledged is not
-    /// preferred (its last ACK would start a flow of its own).
+    /// preferred (its last ACK would start a flow of its own). Next come UDP flows whose L7
+    /// state was settled.
     #[test]
-    fn eviction_takes_a_completed_close_before_an_open_connection() {
+    fn eviction_takes_completed_closes_then_settled_udp_flows_before_open_connections() {
         // Both sides' FINs at the given sequence numbers, acknowledged up to `acks`.
         fn closing(k: u32, ts: i64, acks: [u32; 2]) -> Flow {
             let mut f = Flow::new(key(k), 0, ts, true);
@@ -634,6 +640,26 @@ mod tests {
         assert_eq!(t.evictable(), Some(done));
         t.remove(done);
         assert_eq!(t.evictable(), Some(open));
+        // A UDP flow whose L7 state was settled comes next, before the open connection;
+        // one that may still say something does not.
+        let mut dns = Flow::new(key(4), 0, 30, false);
+        dns.l7_done = Some(("dns", None));
+        let dns = t.insert(dns);
+        assert_eq!(t.evictable(), Some(dns));
+        t.remove(dns);
+        let active = t.insert(Flow::new(key(5), 0, 40, false));
+        assert_eq!(t.evictable(), Some(open));
+        t.remove(active);
+        let done = t.insert(closing(6, 50, [502, 102]));
+        let mut dns = Flow::new(key(7), 0, 5, false);
+        dns.l7_done = Some(("dns", None));
+        t.remove(half);
+        t.insert(dns);
+        assert_eq!(
+            t.evictable(),
+            Some(done),
+            "a completed close before a settled UDP flow"
+        );
     }
 
     /// A closed connection expires after its short linger even when a busy connection with

@@ -39,7 +39,7 @@ pub struct Worker {
     ids: Vec<u32>,
     /// Per expiry list: a packet moves its flow to the front only if the flow was last
     /// moved longer ago than this.
-    touch_ns: [i64; 5],
+    touch_ns: [i64; 6],
     /// Scratch: the keys, sides and hashes of the batch being processed.
     keys: Vec<(FlowKey, crate::flow::Side, u32)>,
     /// Live fanout: per lane, the keys of its front batch's packets by index (see
@@ -90,6 +90,7 @@ impl Worker {
                 limits.tcp_attempt_timeout_ns,
                 limits.tcp_idle_timeout_ns,
                 limits.tcp_closed_linger_ns,
+                limits.udp_timeout_ns,
             ]
             .map(|t| t / 8),
             limits,
@@ -423,6 +424,7 @@ impl Worker {
             self.table.touch(id, ts);
         }
         let l7_on = self.l7;
+        let mut resumed = false;
         let flow = self.table.get_mut(id);
         if let Some((ip, _)) = t.tcp.toa {
             // A TOA option from the opening side: this is a FULLNAT real-server leg, and
@@ -525,6 +527,8 @@ impl Worker {
             if l7_on && !payload.is_empty() {
                 let client = flow.client;
                 let done = flow.l7_done;
+                // A settled flow speaks again: back among the UDP flows a full table keeps.
+                resumed = flow.l7.is_none() && done.is_some();
                 let conn = flow.l7.get_or_insert_with(|| {
                     let mut c = Box::new(L7Conn::new(false));
                     if let Some((name, server)) = done {
@@ -549,6 +553,9 @@ impl Worker {
                     self.idle_udp.push_back((id, flow.first_ts, ts));
                 }
             }
+        }
+        if resumed {
+            self.table.relist(id);
         }
         let flow = self.table.get_mut(id);
         if flow.l7.as_deref().is_some_and(L7Conn::tally_is_heavy) {
@@ -676,6 +683,8 @@ impl Worker {
         let agg = edge_l7(&mut self.out, edge, &self.limits);
         agg.l7.merge(&tally);
         self.table.get_mut(id).edge_hint = agg as *const EdgeAgg as usize;
+        // A settled UDP flow is among the first a full table evicts.
+        self.table.relist(id);
     }
 
     fn finish(&mut self, id: u32) {
@@ -1331,6 +1340,9 @@ mod tests {
         w.sweep();
         let flow = w.table.get(id);
         assert!(flow.l7.is_none());
+        // Settled: on the list a full table evicts from first, after completed closes.
+        assert_eq!(w.table.listed(id).0, crate::flow::Flow::UDP_SETTLED_CLASS);
+        let flow = w.table.get(id);
         let (protocol, server) = flow.l7_done.unwrap();
         assert_eq!(protocol, "dns");
         // The opener (the first datagram's sender) is the client: no L7-decided side.
@@ -1339,6 +1351,11 @@ mod tests {
         send(&mut w, cli, srv, SEC * 10, &dns(2, false));
         send(&mut w, srv, cli, SEC * 10 + 3_000_000, &dns(2, true));
         assert_eq!(w.table.find(&key), Some(id));
+        assert_eq!(
+            w.table.listed(id).0,
+            0,
+            "speaking again: an ordinary UDP flow"
+        );
         let r = w.into_result();
         let cli_ip: IpAddr = "10.0.0.2".parse().unwrap();
         let edges: Vec<_> = r.edges.iter().filter(|(k, _)| k.client == cli_ip).collect();
