@@ -8,12 +8,11 @@
 //!
 //! There is one list per timeout class (UDP, closed, attempt, established, and the two that
 //! eviction takes first: closed with both FINs acknowledged, and UDP with its L7 state
-//! settled): in a single list a busy connection
-//! with a 300 s timeout at the old end would hold back every closed one behind it, whose
-//! 10 s linger had long passed, and memory would grow with the length of the capture
-//! instead of with the flows open at once. A packet moves its flow to the front only after
-//! an eighth of its list's timeout (the worker decides), so a list's order may be that
-//! stale.
+//! settled): in a single list a busy connection with a 300 s timeout at the old end would
+//! hold back every closed one behind it, whose 10 s linger had long passed, and memory
+//! would grow with the length of the capture instead of with the flows open at once. A
+//! packet moves its flow to the front only after an eighth of its list's timeout (the
+//! worker decides), so a list's order may be that stale.
 //!
 //! Memory grows in fixed chunks with the number of concurrent flows (no doubling spikes
 //! for flows), and nothing is allocated once the chunks exist.
