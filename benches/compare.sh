@@ -6,9 +6,10 @@
 #
 # A capture of N packets with about C concurrent connections (mixed HTTP, Redis, MySQL, DNS;
 # wiremap-gen) is analysed in turn by: wiremap analyze, ndpiReader -i FILE, tshark -r FILE
-# -q -z conv,tcp, and tcpdump -r FILE -w /dev/null (the read floor: reading alone). Each
-# runs R times; the table shows median wall time, packets per second, peak RSS, and
-# wiremap's speed as a ratio to each. Machines here are noisy: read the ratios and medians.
+# -q -z conv,tcp, and tcpdump -r FILE -w /dev/null (the read floor: reading alone), in turn,
+# R rounds; the table shows median wall time, packets per second, peak RSS, and wiremap's
+# speed as a ratio to each: the ratio of the medians, and the median and range of the
+# ratios within each round. Machines here are noisy: read the ratios and medians.
 # --max-requests caps requests per TCP connection (wiremap-gen): with 1, 1 M packets can hold
 # 100 k connections open at once. --scaling adds wiremap with 1 and 2 threads, and 10k / 100k /
 # 1M concurrent flows (one request per connection, at least 11 packets per connection; see
@@ -75,23 +76,46 @@ SIZE=$(du -m "$FILE" | cut -f1)
 echo "capture: $FILE ($N packets, $SIZE MB, $FLOWS concurrent flows asked for: wiremap-gen says above how many were open at once); $RUNS runs each; page cache warm"
 cat "$FILE" > /dev/null
 
-RESULTS=$(
-  measure "wiremap analyze" "$WIREMAP" analyze -q "$FILE"
-  measure "ndpiReader -i" ndpiReader -q -i "$FILE"
-  measure "tshark -z conv,tcp" tshark -r "$FILE" -q -z conv,tcp
-  measure "tcpdump -w /dev/null" tcpdump -r "$FILE" -w /dev/null
-)
-echo
-printf '%-24s %12s %14s %12s %18s\n' tool "median s" "packets/s" "peak RSS MB" "wiremap speed x"
-WM=$(printf '%s\n' "$RESULTS" | awk -F'\t' '$1=="wiremap analyze" {split($2,a," "); print a[1]}')
-printf '%s\n' "$RESULTS" | while IFS=$'\t' read -r label stats; do
-  read -r secs rss <<<"$stats"
-  awk -v l="$label" -v s="$secs" -v r="$rss" -v n="$N" -v w="$WM" 'BEGIN {
-    pps = (s > 0) ? n / s : 0; ratio = (w > 0) ? s / w : 0
-    printf "%-24s %12.2f %14.0f %12.0f %18.2f\n", l, s, pps, r / 1024, ratio }'
+# The four tools run in turn within each round, RUNS rounds: a slow or fast minute then
+# touches every tool alike, and each round gives one ratio per tool (that tool's time over
+# wiremap's in the same round), whose median and range are printed beside the ratio of
+# the medians.
+TOOLS=("wiremap analyze" "ndpiReader -i" "tshark -z conv,tcp" "tcpdump -w /dev/null")
+tool_command() { # index -> the command, in CMD
+  case $1 in
+    0) CMD=("$WIREMAP" analyze -q "$FILE") ;;
+    1) CMD=(ndpiReader -q -i "$FILE") ;;
+    2) CMD=(tshark -r "$FILE" -q -z conv,tcp) ;;
+    3) CMD=(tcpdump -r "$FILE" -w /dev/null) ;;
+  esac
+}
+for ((i = 0; i < RUNS; i++)); do
+  for t in 0 1 2 3; do
+    tool_command "$t"
+    /usr/bin/time -o "$WORK/time" -f "%e %M" "${CMD[@]}" >/dev/null 2>&1 || true
+    tail -1 "$WORK/time" >>"$WORK/times.$t"
+  done
 done
+echo
+printf '%-24s %12s %14s %12s %18s %22s\n' tool "median s" "packets/s" "peak RSS MB" "wiremap speed x" "per round: median (range)"
+python3 - "$WORK" "$N" "${TOOLS[@]}" <<'PY'
+import statistics, sys
+work, n, tools = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+rows = [[tuple(map(float, l.split())) for l in open(f"{work}/times.{t}")] for t in range(len(tools))]
+wm = [r[0] for r in rows[0]]
+for label, runs in zip(tools, rows):
+    secs = [r[0] for r in runs]
+    med, rss = statistics.median(secs), max(r[1] for r in runs)
+    ratio = med / statistics.median(wm) if statistics.median(wm) > 0 else 0
+    paired = [s / w for s, w in zip(secs, wm) if w > 0]
+    per_round = (f"{statistics.median(paired):.2f} ({min(paired):.2f}-{max(paired):.2f})"
+                 if paired else "-")
+    pps = n / med if med > 0 else 0
+    print(f"{label:<24} {med:12.2f} {pps:14.0f} {rss / 1024:12.0f} {ratio:18.2f} {per_round:>22}")
+PY
 echo "(wiremap speed x = that tool's median time / wiremap's: >1 means wiremap is faster;"
-echo " for tcpdump it is the read floor, wiremap's distance from reading alone)"
+echo " for tcpdump it is the read floor, wiremap's distance from reading alone. Per round: the"
+echo " same ratio within each round of the four tools run in turn, its median and range)"
 
 if [[ $SCALING == 1 ]]; then
   echo
