@@ -66,8 +66,9 @@ Host, service and protocol names are resolved from /etc/hosts, /etc/services and
 
 #[derive(Args)]
 struct AnalyzeArgs {
-    /// Capture files (pcap or pcapng). Several files are merged by packet time; each file,
-    /// and each interface of a pcapng, is a vantage point.
+    /// Capture files (pcap or pcapng, gzip-compressed or not; `-` reads standard input).
+    /// Several files are merged by packet time; each file, and each interface of a pcapng,
+    /// is a vantage point.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<String>,
     /// Only packets matching this tcpdump expression.
@@ -359,6 +360,15 @@ fn tune_malloc() {
 }
 
 fn analyze(a: AnalyzeArgs) -> ExitCode {
+    if a.files
+        .iter()
+        .filter(|f| *f == wiremap::source::STDIN)
+        .count()
+        > 1
+    {
+        eprintln!("wiremap: standard input (-) can be read only once");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let mut limits = a.limits.limits();
     let lb = match a.lb.options(&mut limits) {
         Ok(lb) => lb,

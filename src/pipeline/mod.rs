@@ -176,11 +176,18 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
     let mut warnings = Vec::new();
     let mut fault = None;
     let progress = opts.progress && std::io::stderr().is_terminal();
-    let total_bytes: u64 = opts
+    // A share of the input only where every input's size is known: plain files, not
+    // standard input, a pipe or a compressed capture (whose offsets count the bytes inside).
+    let total_bytes: Option<u64> = opts
         .files
         .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
+        .zip(&inputs)
+        .map(|(p, i)| {
+            std::fs::metadata(p)
+                .ok()
+                .filter(|m| m.is_file() && p != crate::source::STDIN && !i.file.compressed())
+                .map(|m| m.len())
+        })
         .sum();
 
     // Merge by packet time; ties go to the earlier file.
@@ -188,9 +195,13 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
         for inp in inputs.iter_mut() {
             match inp.fill(&mut vantages) {
                 Ok(None) => {}
+                Ok(Some(offset)) if inp.file.gzip_cut() => warnings.push(format!(
+                    "{}: the gzip stream ends early, after byte {offset} of the capture inside it (a capture that was cut short); the document covers what came before",
+                    crate::source::shown_path(&inp.file.path)
+                )),
                 Ok(Some(offset)) => warnings.push(format!(
                     "{}: the file ends in the middle of a record at byte {offset} (a capture that was cut short); the document covers what came before",
-                    inp.file.path
+                    crate::source::shown_path(&inp.file.path)
                 )),
                 Err(e) => {
                     // Stop reading that file; what it held, and the other files, still count.
@@ -216,12 +227,17 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
             break;
         }
         if progress && reader.order.is_multiple_of(1_000_000) {
-            let done: u64 = inputs.iter().map(|i| i.file.offset()).sum();
-            eprint!(
-                "\rwiremap: {} packets, {}% of input",
-                reader.order,
-                done * 100 / total_bytes.max(1)
-            );
+            match total_bytes {
+                Some(total) => {
+                    let done: u64 = inputs.iter().map(|i| i.file.offset()).sum();
+                    eprint!(
+                        "\rwiremap: {} packets, {}% of input",
+                        reader.order,
+                        done * 100 / total.max(1)
+                    );
+                }
+                None => eprint!("\rwiremap: {} packets", reader.order),
+            }
         }
     }
     if progress && reader.order >= 1_000_000 {

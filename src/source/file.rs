@@ -1,9 +1,15 @@
 //! pcap and pcapng files. pcapng is read with `pcap-parser` (pure Rust, streaming, exposes
 //! pcapng interfaces and their timestamp resolutions, which libpcap's reader hides); classic
 //! pcap's fixed records are read in place, in chunks the packets point into (`legacy`).
+//!
+//! A capture is read once, front to back, never sought: from a file, a pipe (`<(zcat …)`,
+//! a FIFO) or standard input (`-`), and gzip-compressed ones as they are (`flate2`, pure
+//! Rust), as tshark reads them.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Cursor, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use pcap_parser::pcapng::Block;
 use pcap_parser::traits::PcapReaderIterator;
@@ -29,14 +35,22 @@ pub enum InputError {
 
 impl std::fmt::Display for InputError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = shown_path; // standard input by name, not as "-"
         match self {
-            InputError::Open(p, e) => write!(f, "{p}: cannot open: {e}"),
-            InputError::Empty(p) => write!(f, "{p}: empty file, not a pcap or pcapng capture"),
-            InputError::NotCapture(p) => write!(f, "{p}: not a pcap or pcapng capture"),
-            InputError::Corrupt { path, offset, what } => {
-                write!(f, "{path}: corrupt capture at byte {offset}: {what}")
+            InputError::Open(p, e) => write!(f, "{}: cannot open: {e}", shown(p)),
+            InputError::Empty(p) if p == STDIN => {
+                write!(f, "standard input is empty: no pcap or pcapng capture")
             }
-            InputError::Read(p, e) => write!(f, "{p}: read error: {e}"),
+            InputError::Empty(p) => write!(f, "{p}: empty file, not a pcap or pcapng capture"),
+            InputError::NotCapture(p) => write!(f, "{}: not a pcap or pcapng capture", shown(p)),
+            InputError::Corrupt { path, offset, what } => {
+                write!(
+                    f,
+                    "{}: corrupt capture at byte {offset}: {what}",
+                    shown(path)
+                )
+            }
+            InputError::Read(p, e) => write!(f, "{}: read error: {e}", shown(p)),
         }
     }
 }
@@ -89,6 +103,8 @@ pub struct CaptureFile {
     pub path: String,
     records: Records,
     at: Position,
+    /// Set when the capture is gzip-compressed and its stream was cut short.
+    gzip_cut: Option<Arc<AtomicBool>>,
 }
 
 /// What reading has learnt so far.
@@ -110,32 +126,115 @@ impl Position {
     }
 }
 
+/// Where a capture's bytes come from, already decompressed.
+pub type Input = Box<dyn Read + Send>;
+
+/// The path that names standard input.
+pub const STDIN: &str = "-";
+
+/// A capture's path as messages name it ("standard input" for [`STDIN`]).
+pub fn shown_path(path: &str) -> &str {
+    if path == STDIN {
+        "standard input"
+    } else {
+        path
+    }
+}
+
+/// The first (up to) 4 bytes of `input`, how many there were, and `input` itself.
+fn peek_magic(mut input: Input, path: &str) -> Result<([u8; 4], usize, Input), InputError> {
+    let mut magic = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match input.read(magic.get_mut(got..).unwrap_or_default()) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(InputError::Read(path.to_string(), e.to_string())),
+        }
+    }
+    Ok((magic, got, input))
+}
+
+/// `input` with `head`, the bytes already taken from it, put back in front.
+fn unread(head: Vec<u8>, input: Input) -> Input {
+    Box::new(Cursor::new(head).chain(input))
+}
+
+/// The two bytes every gzip member starts with (RFC 1952).
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// A gzip stream, read as the capture inside it. A stream cut short ends the capture there,
+/// as a capture cut mid-record does, and is remembered in `cut` (it is reported even when
+/// the cut falls between two records); other errors say they are the compression's.
+struct Gunzip {
+    inner: flate2::read::MultiGzDecoder<Input>,
+    cut: Arc<AtomicBool>,
+}
+
+impl Read for Gunzip {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                self.cut.store(true, Ordering::Relaxed);
+                Ok(0)
+            }
+            Err(e) => Err(std::io::Error::new(e.kind(), format!("gzip: {e}"))),
+            read => read,
+        }
+    }
+}
+
 const INITIAL_BUFFER: usize = 1 << 20;
 /// The first buffer of a classic pcap file (see `open`).
 const PCAP_READ_BUFFER: usize = 128 << 10;
 
 impl CaptureFile {
+    /// Open a capture: a file, a pipe, or standard input for [`STDIN`]; gzip-compressed or
+    /// not. Only its first bytes are read here.
     pub fn open(path: &str, max_record: usize) -> Result<CaptureFile, InputError> {
-        let mut file = File::open(path).map_err(|e| InputError::Open(path.to_string(), e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| InputError::Open(path.to_string(), e))?;
-        if meta.is_dir() {
-            return Err(InputError::NotCapture(path.to_string()));
-        }
-        if meta.len() == 0 {
+        let raw: Input = if path == STDIN {
+            Box::new(std::io::stdin())
+        } else {
+            let file = File::open(path).map_err(|e| InputError::Open(path.to_string(), e))?;
+            let meta = file
+                .metadata()
+                .map_err(|e| InputError::Open(path.to_string(), e))?;
+            if meta.is_dir() {
+                return Err(InputError::NotCapture(path.to_string()));
+            }
+            Box::new(file)
+        };
+        // Emptiness and the format come from the first bytes, not from the file's size: a
+        // pipe has none. Check the magic ourselves: pcap-parser's own error for a short or
+        // foreign file is less precise than the one line a user should see.
+        let (mut magic, mut got, mut input) = peek_magic(raw, path)?;
+        if got == 0 {
             return Err(InputError::Empty(path.to_string()));
         }
-        // Check the magic ourselves: pcap-parser's own error for a short or foreign file
-        // is less precise than the one line a user should see.
-        let mut magic = [0u8; 4];
-        let mut got = 0;
-        while got < 4 {
-            match file.read(magic.get_mut(got..).unwrap_or_default()) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) => return Err(InputError::Read(path.to_string(), e.to_string())),
+        let mut gzip_cut = None;
+        if magic.starts_with(&GZIP_MAGIC) {
+            // Members one after another (`cat a.gz b.gz`) decompress as one stream, as gzip
+            // itself does.
+            let cut = Arc::new(AtomicBool::new(false));
+            let gunzip = Gunzip {
+                inner: flate2::read::MultiGzDecoder::new(unread(
+                    magic.get(..got).unwrap_or_default().to_vec(),
+                    input,
+                )),
+                cut: Arc::clone(&cut),
+            };
+            (magic, got, input) = peek_magic(Box::new(gunzip), path)?;
+            if got == 0 && cut.load(Ordering::Relaxed) {
+                return Err(InputError::Read(
+                    path.to_string(),
+                    "gzip: the stream ends before any capture bytes".into(),
+                ));
             }
+            if got == 0 {
+                return Err(InputError::Empty(path.to_string()));
+            }
+            gzip_cut = Some(cut);
         }
         let known = matches!(
             u32::from_le_bytes(magic),
@@ -144,7 +243,7 @@ impl CaptureFile {
         if got < 4 || !known {
             return Err(InputError::NotCapture(path.to_string()));
         }
-        let mut file = File::open(path).map_err(|e| InputError::Open(path.to_string(), e))?;
+        let mut file = unread(magic.to_vec(), input);
         let max_record = max_record.max(INITIAL_BUFFER);
         if u32::from_le_bytes(magic) != 0x0a0d0d0a {
             let cut = || InputError::Corrupt {
@@ -174,6 +273,7 @@ impl CaptureFile {
                     max_record,
                     last_ts_ns: 0,
                 },
+                gzip_cut,
             });
         }
         // Classic pcap reads in small steps: what the kernel just copied in is parsed while it
@@ -186,6 +286,14 @@ impl CaptureFile {
         } else {
             PCAP_READ_BUFFER
         };
+        // pcap-parser recognises the section header from its first read alone: hand it
+        // as much as a file's first read would give, even from a pipe that delivers less.
+        let mut head = Vec::with_capacity(capacity);
+        (&mut file)
+            .take(capacity as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| InputError::Read(path.to_string(), e.to_string()))?;
+        let file = unread(head, file);
         let reader = pcap_parser::create_reader(capacity, file).map_err(|e| match e {
             PcapError::HeaderNotRecognized => InputError::NotCapture(path.to_string()),
             PcapError::Incomplete(_) | PcapError::UnexpectedEof | PcapError::Eof => {
@@ -210,6 +318,7 @@ impl CaptureFile {
                 max_record,
                 last_ts_ns: 0,
             },
+            gzip_cut,
         })
     }
 
@@ -224,12 +333,32 @@ impl CaptureFile {
         span: &mut Option<Span>,
     ) -> Result<ReadOutcome, InputError> {
         *span = None;
-        match &mut self.records {
+        let outcome = match &mut self.records {
             Records::Blocks(r) => next_block(&self.path, &mut self.at, r.as_mut(), vantages, out),
             Records::Legacy(r, header) => {
                 next_legacy(&self.path, &mut self.at, r, header, vantages, out, span)
             }
+        };
+        match outcome {
+            // The last record was whole, but the compressed stream around it was not.
+            Ok(ReadOutcome::End) if self.gzip_cut() => Ok(ReadOutcome::Cut {
+                offset: self.at.offset,
+            }),
+            other => other,
         }
+    }
+
+    /// The capture is gzip-compressed (its offsets count the bytes inside).
+    pub fn compressed(&self) -> bool {
+        self.gzip_cut.is_some()
+    }
+
+    /// The capture is gzip-compressed and its stream ended early (a cut is then at a byte
+    /// offset of the capture inside it).
+    pub fn gzip_cut(&self) -> bool {
+        self.gzip_cut
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
     /// A packet's bytes, kept in the file's chunk (a `span` from `next_packet`).

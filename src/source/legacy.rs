@@ -10,8 +10,9 @@
 //! The record layout (16-byte header: seconds, fraction, captured length, wire length, in
 //! the byte order of the file header's magic) is the one `pcap-parser` reads.
 
-use std::fs::File;
 use std::io::Read;
+
+use super::file::Input;
 
 /// The usual chunk size: a few window's worth of packets in a handful of chunks.
 const CHUNK: usize = 2 << 20;
@@ -58,7 +59,7 @@ struct Chunk {
 }
 
 pub struct LegacyReader {
-    file: File,
+    file: Input,
     big_endian: bool,
     max_record: usize,
     chunks: Vec<Chunk>,
@@ -84,7 +85,7 @@ fn field(b: &[u8], at: usize, big_endian: bool) -> u32 {
 
 impl LegacyReader {
     /// `file` positioned at the first record (after the 24-byte file header).
-    pub fn new(file: File, big_endian: bool, max_record: usize) -> LegacyReader {
+    pub fn new(file: Input, big_endian: bool, max_record: usize) -> LegacyReader {
         LegacyReader {
             file,
             big_endian,
@@ -259,6 +260,7 @@ impl LegacyReader {
 mod tests {
     #![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
     use super::*;
+    use std::fs::File;
     use std::io::Write;
 
     fn record(ts: u32, data: &[u8]) -> Vec<u8> {
@@ -279,7 +281,7 @@ mod tests {
         File::create(&path).unwrap().write_all(bytes).unwrap();
         let f = File::open(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
-        LegacyReader::new(f, false, max_record)
+        LegacyReader::new(Box::new(f), false, max_record)
     }
 
     /// Records of every size across many chunks, some held for a long time while reading

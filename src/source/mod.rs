@@ -11,7 +11,7 @@ mod file;
 mod legacy;
 mod reorder;
 
-pub use file::{CaptureFile, InputError, ReadOutcome};
+pub use file::{shown_path, CaptureFile, InputError, ReadOutcome, STDIN};
 pub use legacy::Span;
 pub use reorder::OrderedFile;
 
