@@ -327,8 +327,14 @@ pub fn capture_file(data: &[u8]) {
         let mut vantages = Vantages::new(false);
         let mut pkt = OwnedPacket::default();
         let mut span = None;
-        // Every packet needs at least 16 bytes of the file: more calls than that is a hang.
-        let bound = data.len() / 16 + 16;
+        // Every packet needs at least 16 bytes of the capture: more calls than that is a
+        // hang. A gzip-compressed one holds at most 1,032 times its size (deflate's limit).
+        let inside = if file.compressed() {
+            data.len().saturating_mul(1032)
+        } else {
+            data.len()
+        };
+        let bound = inside / 16 + 16;
         let mut calls = 0;
         loop {
             calls += 1;

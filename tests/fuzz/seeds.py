@@ -6,9 +6,10 @@ tests/fuzz-regressions/harness.rs.
 
 Parser targets get each TCP stream's (or UDP flow's) payloads as records, direction by
 the side that sent first; `decode` gets raw frames with their link type; `capture_file` gets
-capture files (whole and cut); `pipeline` gets captures converted to its record format.
+capture files (whole and cut, plain and gzip-compressed); `pipeline` gets captures converted to its record format.
 Needs tshark and editcap. The corpora stay out of git.
 """
+import gzip
 import hashlib
 import os
 import ssl
@@ -170,6 +171,11 @@ def main():
         if len(raw) <= FILE_MAX:
             write(out, "capture_file", raw)
         write(out, "capture_file", raw[: min(len(raw), FILE_MAX) * 2 // 3])
+        # Compressed captures are read as they are: whole, and the stream cut short.
+        packed = gzip.compress(raw[:FILE_MAX * 4], mtime=0)
+        if len(packed) <= FILE_MAX:
+            write(out, "capture_file", packed)
+        write(out, "capture_file", packed[: min(len(packed), FILE_MAX) * 2 // 3])
         pcap, tmp = as_pcap(path)
         if pcap is None:
             continue
