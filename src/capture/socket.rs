@@ -93,6 +93,11 @@ pub struct Interface {
 }
 
 /// ARPHRD_ types (linux/if_arp.h) wiremap can decode from a SOCK_RAW packet socket.
+/// tcpdump's name for all interfaces at once.
+const ANY: &str = "any";
+/// Why `any` is refused (unless an interface has that name).
+const ANY_REFUSED: &str = "--interface any (all interfaces at once) is not supported: a packet that crosses several interfaces (a container's veth, a bridge, the uplink) would be counted once on each. Capture on the interface the traffic crosses, one wiremap per interface if several";
+
 const ARPHRD_ETHER: u32 = 1;
 const ARPHRD_LOOPBACK: u32 = 772;
 const ARPHRD_NONE: u32 = 0xfffe;
@@ -106,6 +111,9 @@ impl Interface {
         let c = std::ffi::CString::new(name).map_err(|_| bad())?;
         // SAFETY: c is a valid NUL-terminated string.
         let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+        if index == 0 && name == ANY {
+            return Err(SetupError::Interface(ANY_REFUSED.into()));
+        }
         if index == 0 {
             return Err(bad());
         }
@@ -438,6 +446,19 @@ pub fn accept_all(snaplen: u32) -> [Insn; 1] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_interfaces_at_once_is_refused_with_its_reason() {
+        let Err(SetupError::Interface(why)) = Interface::lookup("any") else {
+            panic!("'any' was accepted");
+        };
+        assert_eq!(why, ANY_REFUSED);
+        let Err(SetupError::Interface(why)) = Interface::lookup("wm-no-such-if") else {
+            panic!("a missing interface was accepted");
+        };
+        assert!(why.contains("no such network interface"), "{why}");
+        assert!(Interface::lookup("lo").is_ok());
+    }
 
     #[test]
     fn only_a_sparse_pass_over_a_large_v2_ring_naps() {
