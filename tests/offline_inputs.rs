@@ -217,3 +217,29 @@ fn broken_or_empty_inputs_are_one_line_and_no_document() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("only once"));
 }
+
+#[test]
+fn other_compressions_are_named_with_the_command_that_reads_them() {
+    let dir = tmpdir("compressed");
+    // Each format's leading bytes (its magic number), then noise.
+    for (lead, format, tool) in [
+        (&[0x28, 0xb5, 0x2f, 0xfd][..], "zstd", "zstdcat"),
+        (&[0xfd, b'7', b'z', b'X', b'Z', 0][..], "xz", "xzcat"),
+        (&b"BZh9"[..], "bzip2", "bzcat"),
+        (&[0x04, 0x22, 0x4d, 0x18][..], "lz4", "lz4cat"),
+    ] {
+        let f = dir.join(format!("capture.{format}"));
+        let mut bytes = lead.to_vec();
+        bytes.extend((0..200u32).map(|i| (i * 37) as u8));
+        std::fs::write(&f, bytes).unwrap();
+        let out = run(&["analyze", "-q", f.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert!(out.stdout.is_empty());
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("{format}-compressed")) && err.contains(tool),
+            "{format}: {err}"
+        );
+    }
+}

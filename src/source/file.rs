@@ -24,6 +24,8 @@ pub enum InputError {
     Open(String, std::io::Error),
     Empty(String),
     NotCapture(String),
+    /// Compressed in a format read only through a pipe: (path, format, its decompressor).
+    Compressed(String, &'static str, &'static str),
     /// A fault after some packets were read: what came before is still reported.
     Corrupt {
         path: String,
@@ -43,6 +45,11 @@ impl std::fmt::Display for InputError {
             }
             InputError::Empty(p) => write!(f, "{p}: empty file, not a pcap or pcapng capture"),
             InputError::NotCapture(p) => write!(f, "{}: not a pcap or pcapng capture", shown(p)),
+            InputError::Compressed(p, format, tool) => write!(
+                f,
+                "{}: {format}-compressed: read it through a pipe, e.g. wiremap analyze <({tool} FILE)",
+                shown(p)
+            ),
             InputError::Corrupt { path, offset, what } => {
                 write!(
                     f,
@@ -164,6 +171,15 @@ fn unread(head: Vec<u8>, input: Input) -> Input {
 /// The two bytes every gzip member starts with (RFC 1952).
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// Other compressions captures come in, named so that the message says what to do:
+/// (leading bytes, format, decompressor to stdout).
+const OTHER_COMPRESSIONS: [(&[u8], &str, &str); 4] = [
+    (&[0x28, 0xb5, 0x2f, 0xfd], "zstd", "zstdcat"),
+    (&[0xfd, b'7', b'z', b'X'], "xz", "xzcat"),
+    (b"BZh", "bzip2", "bzcat"),
+    (&[0x04, 0x22, 0x4d, 0x18], "lz4", "lz4cat"),
+];
+
 /// A gzip stream, read as the capture inside it. A stream cut short ends the capture there,
 /// as a capture cut mid-record does, and is remembered in `cut` (it is reported even when
 /// the cut falls between two records); other errors say they are the compression's.
@@ -241,6 +257,12 @@ impl CaptureFile {
             0xa1b2c3d4 | 0xd4c3b2a1 | 0xa1b23c4d | 0x4d3cb2a1 | 0x0a0d0d0a
         );
         if got < 4 || !known {
+            if let Some((_, format, tool)) = OTHER_COMPRESSIONS
+                .iter()
+                .find(|(lead, _, _)| magic.get(..got).is_some_and(|m| m.starts_with(lead)))
+            {
+                return Err(InputError::Compressed(path.to_string(), format, tool));
+            }
             return Err(InputError::NotCapture(path.to_string()));
         }
         let mut file = unread(magic.to_vec(), input);
