@@ -243,3 +243,27 @@ fn other_compressions_are_named_with_the_command_that_reads_them() {
         );
     }
 }
+
+#[test]
+fn a_gzip_stream_corrupt_after_its_start_gives_the_partial_document_and_exit_4() {
+    let plain = std::fs::read(fixture("lab.pcap")).unwrap();
+    let all = whole_records(&plain);
+    let mut gz = gzip(&plain);
+    // The compressed data's second half replaced by noise.
+    let from = gz.len() / 2;
+    for (i, b) in gz.iter_mut().enumerate().skip(from) {
+        *b = (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3];
+    }
+    let out = run_fed(&["analyze", "-q", "-"], gz);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // Inflating noise fails, or yields bytes the capture's reader then refuses.
+    assert!(
+        err.contains("standard input") && (err.contains("gzip") || err.contains("corrupt")),
+        "{err}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a document");
+    let got = u(&doc["totals"]["packets"]);
+    assert!(got > 0 && got < all, "{got} of {all}");
+}
