@@ -92,12 +92,12 @@ pub struct Interface {
     pub loopback: bool,
 }
 
-/// ARPHRD_ types (linux/if_arp.h) wiremap can decode from a SOCK_RAW packet socket.
 /// tcpdump's name for all interfaces at once.
 const ANY: &str = "any";
 /// Why `any` is refused (unless an interface has that name).
 const ANY_REFUSED: &str = "--interface any (all interfaces at once) is not supported: a packet that crosses several interfaces (a container's veth, a bridge, the uplink) would be counted once on each. Capture on the interface the traffic crosses, one wiremap per interface if several";
 
+/// ARPHRD_ types (linux/if_arp.h) wiremap can decode from a SOCK_RAW packet socket.
 const ARPHRD_ETHER: u32 = 1;
 const ARPHRD_LOOPBACK: u32 = 772;
 const ARPHRD_NONE: u32 = 0xfffe;

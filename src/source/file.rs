@@ -110,8 +110,8 @@ pub struct CaptureFile {
     pub path: String,
     records: Records,
     at: Position,
-    /// Set when the capture is gzip-compressed and its stream was cut short.
-    gzip_cut: Option<Arc<AtomicBool>>,
+    /// Some for a gzip-compressed capture: set once its stream was found cut short.
+    gzip: Option<Arc<AtomicBool>>,
 }
 
 /// What reading has learnt so far.
@@ -228,7 +228,7 @@ impl CaptureFile {
         if got == 0 {
             return Err(InputError::Empty(path.to_string()));
         }
-        let mut gzip_cut = None;
+        let mut gzip = None;
         if magic.starts_with(&GZIP_MAGIC) {
             // Members one after another (`cat a.gz b.gz`) decompress as one stream, as gzip
             // itself does.
@@ -250,7 +250,7 @@ impl CaptureFile {
             if got == 0 {
                 return Err(InputError::Empty(path.to_string()));
             }
-            gzip_cut = Some(cut);
+            gzip = Some(cut);
         }
         let known = matches!(
             u32::from_le_bytes(magic),
@@ -295,7 +295,7 @@ impl CaptureFile {
                     max_record,
                     last_ts_ns: 0,
                 },
-                gzip_cut,
+                gzip,
             });
         }
         // Classic pcap reads in small steps: what the kernel just copied in is parsed while it
@@ -340,7 +340,7 @@ impl CaptureFile {
                 max_record,
                 last_ts_ns: 0,
             },
-            gzip_cut,
+            gzip,
         })
     }
 
@@ -372,13 +372,13 @@ impl CaptureFile {
 
     /// The capture is gzip-compressed (its offsets count the bytes inside).
     pub fn compressed(&self) -> bool {
-        self.gzip_cut.is_some()
+        self.gzip.is_some()
     }
 
     /// The capture is gzip-compressed and its stream ended early (a cut is then at a byte
     /// offset of the capture inside it).
     pub fn gzip_cut(&self) -> bool {
-        self.gzip_cut
+        self.gzip
             .as_ref()
             .is_some_and(|c| c.load(Ordering::Relaxed))
     }
