@@ -195,14 +195,17 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
         for inp in inputs.iter_mut() {
             match inp.fill(&mut vantages) {
                 Ok(None) => {}
-                Ok(Some(offset)) if inp.file.gzip_cut() => warnings.push(format!(
-                    "{}: the gzip stream ends early, after byte {offset} of the capture inside it (a capture that was cut short); the document covers what came before",
-                    crate::source::shown_path(&inp.file.path)
-                )),
-                Ok(Some(offset)) => warnings.push(format!(
-                    "{}: the file ends in the middle of a record at byte {offset} (a capture that was cut short); the document covers what came before",
-                    crate::source::shown_path(&inp.file.path)
-                )),
+                Ok(Some(offset)) => {
+                    let where_ = if inp.file.gzip_cut() {
+                        format!("the gzip stream ends early, after byte {offset} of the capture inside it")
+                    } else {
+                        format!("the file ends in the middle of a record at byte {offset}")
+                    };
+                    warnings.push(format!(
+                        "{}: {where_} (a capture that was cut short); the document covers what came before",
+                        crate::source::shown_path(&inp.file.path)
+                    ));
+                }
                 Err(e) => {
                     // Stop reading that file; what it held, and the other files, still count.
                     fault.get_or_insert(e);
