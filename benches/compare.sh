@@ -9,7 +9,11 @@
 # -q -z conv,tcp, and tcpdump -r FILE -w /dev/null (the read floor: reading alone), in turn,
 # R rounds; the table shows median wall time, packets per second, peak RSS, and wiremap's
 # speed as a ratio to each: the ratio of the medians, and the median and range of the
-# ratios within each round. Machines here are noisy: read the ratios and medians.
+# ratios within each round. Machines here are noisy: read the ratios and medians. A ratio
+# counts only for a correct run: wiremap's document on each generated capture is checked
+# against the generator's own answer (benches/gen/check_document.py: every edge's
+# connections, requests, responses, errors, codes, packets and bytes, and the totals), and
+# the script fails when they differ.
 # --max-requests caps requests per TCP connection (wiremap-gen): with 1, 1 M packets can hold
 # 100 k connections open at once. --scaling adds wiremap with 1 and 2 threads, and 10k / 100k /
 # 1M concurrent flows (one request per connection, at least 11 packets per connection; see
@@ -52,8 +56,19 @@ capture() { # packets flows [mean µs between packets] -> path
   local step=${3:-10}
   local f="$WORK/gen-$1-$2-$MAXREQ-$step.pcap"
   [[ -e $f ]] || "$GEN" --packets "$1" --flows-concurrent "$2" --clients 5000 --seed 1 \
-    --max-requests "$MAXREQ" --step-us "$step" -o "$f" >&2
+    --max-requests "$MAXREQ" --step-us "$step" -o "$f" --expected "$f.expected.json" >&2
   echo "$f"
+}
+
+# Every request counted? wiremap once more on capture $1 (untimed: the same binary and input
+# as the timed runs), its document against the generator's answer. Prints one line; fails
+# when they differ.
+# (A file marks a difference: the scaling rows are checked inside a pipeline's subshell.)
+check_counts() { # capture, then wiremap's extra arguments
+  local f=$1; shift
+  "$WIREMAP" analyze -q "$@" "$f" >"$WORK/check.json" 2>/dev/null \
+    && python3 benches/gen/check_document.py "$WORK/check.json" "$f.expected.json" \
+    || { touch "$WORK/counts-differ"; return 1; }
 }
 
 # median of "seconds rss_kb" lines: prints "median_seconds max_rss_kb"
@@ -116,11 +131,12 @@ PY
 echo "(wiremap speed x = that tool's median time / wiremap's: >1 means wiremap is faster;"
 echo " for tcpdump it is the read floor, wiremap's distance from reading alone. Per round: the"
 echo " same ratio within each round of the four tools run in turn, its median and range)"
+check_counts "$FILE" || true
 
 if [[ $SCALING == 1 ]]; then
   echo
   echo "scaling: wiremap on $N packets"
-  printf '%-34s %12s %14s %12s\n' case "median s" "packets/s" "peak RSS MB"
+  printf '%-34s %12s %14s %12s %8s\n' case "median s" "packets/s" "peak RSS MB" counts
   for t in 1 2; do
     measure "threads=$t" "$WIREMAP" analyze -q --threads "$t" "$FILE"
   done | while IFS=$'\t' read -r label stats; do
@@ -138,18 +154,23 @@ if [[ $SCALING == 1 ]]; then
   # raised to twice the connections open at once: closed connections linger 10 s and UDP
   # flows 60 s, so at 1 M open the table holds more than 1 M flows (the default,
   # --max-flows 1000000, evicts and says so in limits.flows_evicted).
-  echo "(by open connections: one request per connection; each capture's own packet count)"
+  echo "(by open connections: one request per connection; each capture's own packet count;"
+  echo " counts: wiremap's document against the generator's answer for that capture)"
   for c in 10000 100000 1000000; do
     n=$((11 * c > PACKETS ? 11 * c : PACKETS))
     step=$((1000000 / c)); step=$((step > 10 ? 10 : step < 1 ? 1 : step))
     maxflows=$((2 * c > 1000000 ? 2 * c : 1000000))
     f=$(MAXREQ=1 capture "$n" "$c" "$step")
     m=$(tcpdump -r "$f" -w /dev/null 2>&1 | awk '/packets/ {print $1; exit}' || true)
-    printf '%s\t%s\n' "$(measure "concurrent flows=$c" "$WIREMAP" analyze -q --max-flows "$maxflows" "$f")" "${m:-$n}"
-    [[ $KEEP == 1 || $f == "$FILE" ]] || rm -f "$f"
-  done | while IFS=$'\t' read -r label stats n; do
+    stats=$(measure "concurrent flows=$c" "$WIREMAP" analyze -q --max-flows "$maxflows" "$f")
+    counts=exact
+    check_counts "$f" --max-flows "$maxflows" >/dev/null || counts=DIFFER
+    printf '%s\t%s\t%s\n' "$stats" "${m:-$n}" "$counts"
+    [[ $KEEP == 1 || $f == "$FILE" ]] || rm -f "$f" "$f.expected.json"
+  done | while IFS=$'\t' read -r label stats n counts; do
     read -r secs rss <<<"$stats"
-    awk -v l="$label ($n packets)" -v s="$secs" -v r="$rss" -v n="$n" 'BEGIN {printf "%-34s %12.2f %14.0f %12.0f\n", l, s, n/s, r/1024}'
+    awk -v l="$label ($n packets)" -v s="$secs" -v r="$rss" -v n="$n" -v c="$counts" \
+      'BEGIN {printf "%-34s %12.2f %14.0f %12.0f %8s\n", l, s, n/s, r/1024, c}'
   done
 fi
 
@@ -170,3 +191,5 @@ PY
     [[ $KEEP == 1 ]] || rm -f "$f"
   done
 fi
+
+[[ ! -e $WORK/counts-differ ]] || { echo "compare.sh: wiremap's counts differ from the generator's answer" >&2; exit 1; }
