@@ -27,7 +27,8 @@ fn generate(dir: &std::path::Path, args: &[&str]) -> (String, serde_json::Value)
 }
 
 /// Every edge of `exp` (the generator's answer) in `doc` with the same counts, no other edge,
-/// and the same totals.
+/// and the same totals. `benches/gen/check_document.py` applies the same rules to the
+/// benchmark's captures: change both together.
 fn assert_matches_expected(doc: &serde_json::Value, exp: &serde_json::Value) {
     let got = doc["edges"].as_array().unwrap();
     let want = exp["edges"].as_array().unwrap();

@@ -4,10 +4,11 @@
     benches/gen/check_document.py DOC.json EXPECTED.json
 
 Every expected edge (client, server, transport, protocol) must be in the document with the
-same connections, requests, responses, errors, codes, packets and bytes, and no other edge;
-totals packets, flows and l7_requests must be equal. Latency is not predicted by the
-generator, so it is not compared. The same rules as tests/generated.rs, for captures too
-large for a test (the benchmark's own). Prints one line; exit 0 when everything matches, 1
+same connections, requests, responses, errors, codes, packets and bytes (TCP edges also
+failed_connections, and no retransmissions or missed bytes: the generator writes neither),
+and no other edge; totals packets, flows and l7_requests must be equal. Latency is not
+predicted by the generator, so it is not compared. The rules of tests/generated.rs
+(`assert_matches_expected`; change both together), for captures too large for a test. Prints one line; exit 0 when everything matches, 1
 with the first differences otherwise.
 """
 import json
@@ -32,6 +33,12 @@ def differences(doc, exp, most=10):
         for f in FIELDS:
             if g.get(f) != w.get(f):
                 out.append(f"{edge_key(w)} {f}: {g.get(f)} != expected {w.get(f)}")
+        if w["transport"] == "tcp":
+            if g.get("failed_connections") != w.get("failed_connections"):
+                out.append(f"{edge_key(w)} failed_connections: {g.get('failed_connections')}")
+            for f in ("retransmissions", "missed_bytes"):
+                if g.get("tcp", {}).get(f, 0) != 0:
+                    out.append(f"{edge_key(w)} tcp.{f}: {g['tcp'][f]}, expected 0")
     out.extend(f"unexpected edge {k}" for k in list(got)[:most])
     for f in TOTALS:
         if doc["totals"].get(f) != exp["totals"].get(f):
@@ -48,7 +55,7 @@ def main():
     diff = differences(doc, exp)
     t = exp["totals"]
     if diff:
-        print(f"counts: wiremap differs from the generator's answer in {len(diff)} places:")
+        print(f"counts: wiremap differs from the generator's answer ({len(diff)} differences):")
         for line in diff[:10]:
             print(f"  {line}")
         return 1
