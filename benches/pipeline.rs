@@ -199,6 +199,7 @@ fn bench_whole_file(c: &mut Criterion) {
                     limits: Limits::default(),
                     progress: false,
                     lb: Default::default(),
+                    reader_worker: Default::default(),
                 };
                 b.iter(|| {
                     black_box(

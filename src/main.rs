@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use wiremap::limits::Limits;
-use wiremap::pipeline::{self, Options, RunError};
+use wiremap::pipeline::{self, Options, ReaderWorker, RunError};
 
 const EXIT_INTERNAL: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -80,6 +80,10 @@ struct AnalyzeArgs {
     /// Worker threads (default: the number of CPUs). The output does not depend on it.
     #[arg(long, short = 't', value_name = "N")]
     threads: Option<usize>,
+    /// Whether the thread reading the input also analyses a share of the connections, as
+    /// one of the workers: auto (when the workers fill every CPU and are at most 2), on, off.
+    #[arg(long, value_name = "WHEN", default_value = "auto")]
+    reader_worker: String,
     /// The files continue one another (a rotated capture): one vantage point, not several.
     #[arg(long)]
     one_vantage: bool,
@@ -375,6 +379,15 @@ fn analyze(a: AnalyzeArgs) -> ExitCode {
         Err(code) => return code,
     };
     let threads = default_threads(a.threads);
+    let reader_worker = match a.reader_worker.as_str() {
+        "auto" => ReaderWorker::Auto,
+        "on" => ReaderWorker::On,
+        "off" => ReaderWorker::Off,
+        other => {
+            eprintln!("wiremap: --reader-worker must be auto, on or off, not '{other}'");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let opts = Options {
         files: a.files,
         filter: a.filter,
@@ -386,6 +399,7 @@ fn analyze(a: AnalyzeArgs) -> ExitCode {
         limits,
         progress: !a.quiet,
         lb,
+        reader_worker,
     };
     let mut analysis = match pipeline::analyze(&opts) {
         Ok(x) => x,

@@ -88,6 +88,7 @@ fn allocations_for(path: &std::path::Path) -> (u64, serde_json::Value) {
         limits: wiremap::limits::Limits::default(),
         progress: false,
         lb: Default::default(),
+        reader_worker: Default::default(),
     };
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     let analysis = wiremap::pipeline::analyze(&opts).expect("analyses");

@@ -70,13 +70,23 @@ fn a_worker_panic_is_one_line_naming_the_packet() {
     let lab = fixture("lab.pcap");
     let n = first_tcp_data_frame(&lab);
     let hook = format!("panic-at-packet:{n}");
-    for threads in ["1", "2"] {
+    // Worker threads only, and the reading thread running a worker (with one worker, the
+    // only one: the panic is on the reader's own thread).
+    for (threads, reader) in [("1", "off"), ("2", "off"), ("1", "on"), ("2", "on")] {
         let (code, out, err) = run_bounded(
-            &["analyze", "-q", "--threads", threads, &lab],
+            &[
+                "analyze",
+                "-q",
+                "--threads",
+                threads,
+                "--reader-worker",
+                reader,
+                &lab,
+            ],
             &[("WIREMAP_FAULT_INJECT", &hook)],
             Duration::from_secs(60),
         );
-        assert_eq!(code, Some(1), "threads {threads}: {err}");
+        assert_eq!(code, Some(1), "threads {threads}, reader {reader}: {err}");
         assert!(out.is_empty(), "no document after an internal error");
         assert_eq!(err.lines().count(), 1, "one line: {err}");
         assert!(
@@ -85,6 +95,12 @@ fn a_worker_panic_is_one_line_naming_the_packet() {
                 && err.contains("injected fault"),
             "{err}"
         );
+        if (threads, reader) == ("1", "on") {
+            assert!(
+                err.starts_with("wiremap: internal error: worker 0 "),
+                "{err}"
+            );
+        }
         // The place of the panic is named (file and line), not a backtrace.
         assert!(err.contains("src/pipeline/worker.rs:"), "{err}");
     }
@@ -106,10 +122,25 @@ fn a_worker_panic_while_the_reader_is_blocked_does_not_hang() {
     let f = dir.join("one-flow.pcap");
     write_pcap(&f, 1, &c.recs);
     let f = f.to_str().unwrap();
-    for (threads, at) in [("1", "5"), ("2", "30000")] {
+    // With the reading thread running worker 0 too ("on"), the one connection goes to one
+    // of the two: to the reader's own (a panic on the reader's thread) or to the other
+    // (the reader waits on its full queue instead of blocking the send).
+    for (threads, reader, at) in [
+        ("1", "off", "5"),
+        ("2", "off", "30000"),
+        ("2", "on", "30000"),
+    ] {
         let started = Instant::now();
         let (code, out, err) = run_bounded(
-            &["analyze", "-q", "--threads", threads, f],
+            &[
+                "analyze",
+                "-q",
+                "--threads",
+                threads,
+                "--reader-worker",
+                reader,
+                f,
+            ],
             &[("WIREMAP_FAULT_INJECT", &format!("panic-at-packet:{at}"))],
             Duration::from_secs(60),
         );
@@ -121,7 +152,7 @@ fn a_worker_panic_while_the_reader_is_blocked_does_not_hang() {
             "{err}"
         );
         println!(
-            "threads {threads}, panic at {at}: exit 1 after {:?}",
+            "threads {threads}, reader worker {reader}, panic at {at}: exit 1 after {:?}",
             started.elapsed()
         );
     }

@@ -95,6 +95,55 @@ fn generated_traffic_matches_by_construction() {
     assert_eq!(one, two);
 }
 
+/// The reading thread running one of the workers itself (`--reader-worker on`, the default
+/// on 2 CPUs), a quarter of the connections with 2 workers, all of them with 1: the same
+/// answer, byte for byte, and the same set of exchange records as worker threads only.
+/// (This capture names few resources per edge: no displacement, which would depend on the
+/// worker each connection went to.)
+#[test]
+fn the_reader_running_a_worker_changes_nothing() {
+    let dir = tmpdir("gen-reader-worker");
+    let (pcap, exp) = generate(&dir, MIXED);
+    let records = |name: &str, args: &[&str]| {
+        let rec = dir.join(name);
+        let rec_s = rec.to_str().unwrap();
+        let mut all = vec!["analyze", "-q", "--records", rec_s];
+        all.extend_from_slice(args);
+        all.push(&pcap);
+        let out = run(&all);
+        assert!(out.status.success(), "{args:?}");
+        let mut lines: Vec<String> = std::fs::read_to_string(&rec)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        (out.stdout, lines)
+    };
+    let (base_doc, base_records) =
+        records("off.jsonl", &["--threads", "2", "--reader-worker", "off"]);
+    let doc: serde_json::Value = serde_json::from_slice(&base_doc).unwrap();
+    assert_matches_expected(&doc, &exp);
+    assert_eq!(u(&doc["limits"]["resources_displaced"]), 0);
+    assert!(base_records.len() > 1000, "{} records", base_records.len());
+    for threads in ["1", "2", "3"] {
+        let (doc, recs) = records(
+            &format!("on-{threads}.jsonl"),
+            &["--threads", threads, "--reader-worker", "on"],
+        );
+        assert!(
+            doc == base_doc,
+            "--threads {threads} --reader-worker on: another document"
+        );
+        assert!(
+            recs == base_records,
+            "--threads {threads} --reader-worker on: other records"
+        );
+    }
+    let bad = run(&["analyze", "-q", "--reader-worker", "sometimes", &pcap]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
 /// A full flow table evicts connections whose close is complete first: with the table at
 /// 3,000 flows for about 8,000 connections (2,000 open at once; closed ones linger 10 s and
 /// UDP flows 60 s, longer than this 2 s capture), thousands of evictions are counted and the
@@ -105,10 +154,25 @@ fn generated_traffic_matches_by_construction() {
 fn a_full_flow_table_evicts_finished_connections_without_changing_the_counts() {
     let dir = tmpdir("gen-evict");
     let (pcap, exp) = generate(&dir, MIXED);
-    let doc = analyze(&["--threads", "2", "--max-flows", "3000", &pcap]);
-    let evicted = u(&doc["limits"]["flows_evicted"]);
-    assert!(evicted > 1000, "the table was full: {evicted} evictions");
-    assert_matches_expected(&doc, &exp);
+    // Also with the reading thread running a worker, which then gets a quarter of the
+    // connections and a quarter of the table.
+    for reader in ["off", "on"] {
+        let doc = analyze(&[
+            "--threads",
+            "2",
+            "--reader-worker",
+            reader,
+            "--max-flows",
+            "3000",
+            &pcap,
+        ]);
+        let evicted = u(&doc["limits"]["flows_evicted"]);
+        assert!(
+            evicted > 1000,
+            "reader worker {reader}: {evicted} evictions"
+        );
+        assert_matches_expected(&doc, &exp);
+    }
 }
 
 /// Latency percentiles: a few busy edges (hundreds of responses each, past the 64 values kept

@@ -38,9 +38,79 @@ pub struct Options {
     pub progress: bool,
     /// Load balancers named by the user (`--lvs-config`, `--lb-local`).
     pub lb: crate::lvs::LbOptions,
+    /// Whether the reading thread analyses a share of the connections itself.
+    pub reader_worker: ReaderWorker,
 }
 
-/// Why an analysis failed.
+/// Whether the thread that reads the input also runs one of the `--threads` workers (see
+/// [`reader_hosts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReaderWorker {
+    /// When the workers would otherwise fill every CPU, with at most 2 of them.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// Whether the reader runs worker 0 itself. With as many worker threads as CPUs, the reader
+/// is one thread too many: on 2 cores it needs about a third of one, and three busy threads
+/// left the cores idle an eighth of the time, each waiting on the other's queue (perf
+/// sched). Hosting a worker, it fills its own core with analysis instead. Only with L7
+/// parsing and up to 2 workers: without L7, or from 3 workers on, the reader alone is as
+/// busy as a worker, and work added to it slows the whole run (`--no-l7` on 2 cores: 0.23
+/// s became 0.27 s).
+pub fn reader_hosts(mode: ReaderWorker, threads: usize, cpus: usize, l7: bool) -> bool {
+    match mode {
+        ReaderWorker::On => true,
+        ReaderWorker::Off => false,
+        ReaderWorker::Auto => l7 && threads >= cpus && threads <= 2,
+    }
+}
+
+/// What the hosted worker weighs against 1 for each other worker: the reader spends the
+/// rest of its time reading, decoding and dispatching. With 2 workers on 2 cores it takes a
+/// quarter of the connections. On the 1 M / 100 k benchmark capture (alternating runs) a
+/// quarter and 30 % were fastest, alike; a third was slower, 40 % no faster than not
+/// hosting, and 15 % slower than not hosting.
+const HOSTED_WEIGHT: f64 = 1.0 / 3.0;
+
+/// How the reader picks a connection's worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dispatch {
+    /// Offline: the dispatch hash spread evenly over the workers.
+    Even,
+    /// Offline, the reader hosting worker 0: hashes below `local_below` go to it, the rest
+    /// evenly to the others.
+    Hosted { local_below: u64 },
+    /// Live with fanout: the kernel's fanout function, so that few packets need forwarding.
+    Lanes,
+}
+
+/// The share of connections worker `i` of `workers` gets when the reader hosts worker 0,
+/// which weighs `weight` against 1 for each of the others (a single worker gets them all).
+fn hosted_share(i: usize, workers: usize, weight: f64) -> f64 {
+    let total = workers.saturating_sub(1) as f64 + weight;
+    if i == 0 {
+        weight / total
+    } else {
+        1.0 / total
+    }
+}
+
+impl Dispatch {
+    /// Hosted dispatch for `workers` workers, worker 0 weighing `weight` against 1 for each
+    /// of the others.
+    fn hosted(workers: usize, weight: f64) -> Dispatch {
+        let share = hosted_share(0, workers, weight);
+        let local_below = if share >= 1.0 {
+            u64::MAX
+        } else {
+            (share * u64::MAX as f64) as u64
+        };
+        Dispatch::Hosted { local_below }
+    }
+}
 #[derive(Debug)]
 pub enum RunError {
     /// Nothing usable was read: no document.
@@ -128,13 +198,50 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
     let mut handles = Vec::with_capacity(threads);
     let positions: Vec<Arc<AtomicU64>> =
         (0..threads).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    let hosts = reader_hosts(opts.reader_worker, threads, cpus, opts.l7);
+    // The flow table is shared out as the connections are: a worker that gets three times
+    // the connections needs three times the flows.
+    let max_flows = |i: usize| {
+        let share = if hosts {
+            hosted_share(i, threads, HOSTED_WEIGHT)
+        } else {
+            1.0 / threads as f64
+        };
+        ((opts.limits.max_flows as f64 * share) as usize).max(1)
+    };
+    let mut hosted: Option<HostedWorker> = None;
+    // Worker 0's channel when the reader runs it: never sent to, held open to the end.
+    let mut _hosted_rx = None;
     for (i, position) in positions.iter().enumerate() {
         let (tx, rx) = bounded::<Batch>(16);
         senders.push(tx);
+        if i == 0 && hosts {
+            let sink = opts
+                .records
+                .as_ref()
+                .map(|_| crate::l7::RecordSink::new(rec_tx.clone(), spare_rx.clone()));
+            let worker = Worker::new(
+                opts.limits.clone(),
+                max_flows(0),
+                opts.vlan_key,
+                opts.l7,
+                sink,
+                fault,
+                lb_options(opts),
+            );
+            hosted = Some(HostedWorker {
+                worker,
+                position: Arc::clone(position),
+                failure: None,
+            });
+            _hosted_rx = Some(rx);
+            continue;
+        }
         let recycle = recycle_tx.clone();
         let results = result_tx.clone();
         let limits = opts.limits.clone();
-        let max_flows = (opts.limits.max_flows / threads).max(1);
+        let max_flows = max_flows(i);
         let (vlan_key, l7) = (opts.vlan_key, opts.l7);
         let lb = lb_options(opts);
         let position = Arc::clone(position);
@@ -142,7 +249,8 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
             .records
             .as_ref()
             .map(|_| crate::l7::RecordSink::new(rec_tx.clone(), spare_rx.clone()));
-        handles.push(
+        handles.push((
+            i,
             thread::Builder::new()
                 .name(format!("wiremap-worker-{i}"))
                 .spawn(move || {
@@ -154,16 +262,10 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
                     // Close this worker's channel first: a reader blocked sending to it
                     // must see it gone, not wait forever.
                     drop(rx);
-                    let result = run.map_err(|panic| {
-                        format!(
-                            "worker {i} failed at packet {} of the input: {}",
-                            position.load(Ordering::Relaxed).saturating_add(1),
-                            fault::message(panic.as_ref())
-                        )
-                    });
+                    let result = run.map_err(|panic| worker_failed(i, &position, panic.as_ref()));
                     let _ = results.send((i, result));
                 }),
-        );
+        ));
     }
     drop(result_tx);
     drop(recycle_tx);
@@ -171,6 +273,9 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
     drop(spare_rx);
 
     let mut reader = Reader::new(&opts.limits, senders, recycle_rx, None);
+    if hosted.is_some() {
+        reader.host_worker(HOSTED_WEIGHT);
+    }
     reader.records_failed = records_failed;
     reader.index_legs(lb_options(opts), opts.limits.lb_max_entries, opts.vlan_key);
     let mut warnings = Vec::new();
@@ -226,6 +331,15 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
             }
         }
         inputs[idx].release(slot);
+        if let Some(h) = hosted.as_mut() {
+            if reader.local_full || reader.has_stalled() {
+                h.process_local(&mut reader);
+                if !reader.retry_stalled() && !reader.workers_gone {
+                    // Our own share is done and a worker's queue is still full: wait.
+                    reader.send_stalled_blocking();
+                }
+            }
+        }
         if reader.workers_gone {
             break;
         }
@@ -247,10 +361,23 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
         eprintln!();
     }
     reader.flush_all();
+    if let Some(h) = hosted.as_mut() {
+        h.process_local(&mut reader);
+        while reader.has_stalled() && !reader.workers_gone {
+            reader.send_stalled_blocking();
+        }
+    }
     let stats = reader.finish();
+    // The reader's own worker ends its connections while the others end theirs.
+    let hosted_result = hosted.map(HostedWorker::finish);
 
     let mut results: Vec<Option<WorkerResult>> = (0..threads).map(|_| None).collect();
     let mut failure = None;
+    match hosted_result {
+        Some(Ok(r)) => results[0] = Some(r),
+        Some(Err(e)) => failure = Some(e),
+        None => {}
+    }
     for (i, r) in result_rx.iter() {
         match r {
             Ok(r) => results[i] = Some(r),
@@ -259,7 +386,7 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
             }
         }
     }
-    for (i, h) in handles.into_iter().enumerate() {
+    for (i, h) in handles {
         let joined = match h {
             Ok(h) => h.join(),
             Err(e) => return Err(RunError::Internal(format!("cannot start worker: {e}"))),
@@ -311,6 +438,64 @@ fn lb_options(opts: &Options) -> crate::lvs::LbOptions {
     }
 }
 
+/// Worker 0 run by the reader's thread (see [`reader_hosts`]). A panic in it is caught and
+/// reported as any worker's is.
+struct HostedWorker {
+    worker: Worker,
+    position: Arc<AtomicU64>,
+    failure: Option<String>,
+}
+
+impl HostedWorker {
+    /// Process what the reader holds for this worker, if anything. After a failure the
+    /// reader stops (its `workers_gone`).
+    fn process_local(&mut self, reader: &mut Reader) {
+        if self.failure.is_some() {
+            reader.workers_gone = true;
+            return;
+        }
+        let fresh = reader.fresh_batch();
+        let batch = match reader.swap_local(fresh) {
+            Ok(batch) => batch,
+            Err(unused) => {
+                reader.give_back(unused);
+                return;
+            }
+        };
+        let (worker, position) = (&mut self.worker, &self.position);
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            worker.process_batch(&batch, position);
+        }));
+        reader.give_back(batch);
+        if let Err(panic) = run {
+            self.failure = Some(worker_failed(0, &self.position, panic.as_ref()));
+            reader.workers_gone = true;
+        }
+    }
+
+    /// The worker's sums once the input has ended, or why it failed.
+    fn finish(self) -> Result<WorkerResult, String> {
+        if let Some(e) = self.failure {
+            return Err(e);
+        }
+        let HostedWorker {
+            worker, position, ..
+        } = self;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.into_result()))
+            .map_err(|panic| worker_failed(0, &position, panic.as_ref()))
+    }
+}
+
+/// Worker `i` panicked, `position` holding the reading order of the packet it was on (call
+/// on the thread that panicked: see [`fault::message`]).
+fn worker_failed(i: usize, position: &AtomicU64, panic: &(dyn std::any::Any + Send)) -> String {
+    format!(
+        "worker {i} failed at packet {} of the input: {}",
+        position.load(Ordering::Relaxed).saturating_add(1),
+        fault::message(panic)
+    )
+}
+
 fn work(w: &mut Worker, rx: &Receiver<Batch>, recycle: &Sender<Batch>, position: &AtomicU64) {
     for mut batch in rx.iter() {
         if w.fault_in(&batch).is_some() {
@@ -340,8 +525,10 @@ pub struct Reader {
     pub workers_gone: bool,
     /// Set by the records writer when it fails.
     pub(crate) records_failed: Arc<AtomicBool>,
-    /// Live with fanout: this reader's own worker, whose batch is processed in place.
+    /// This reader's own worker, whose batch the reader's thread processes (live with
+    /// fanout; offline when the reader hosts worker 0).
     local: Option<usize>,
+    dispatch: Dispatch,
     /// The local batch is full: the caller processes it before the next packet.
     pub local_full: bool,
     /// Batches a worker had no room for yet (live with fanout), in order per worker.
@@ -396,12 +583,21 @@ impl OwnedPacket {
 /// kernel's fanout program computes (`capture::fanout`), so that few packets need
 /// forwarding; otherwise the dispatch hash, which keeps a file's worker assignment the same
 /// from run to run.
-fn owner(key: &FlowKey, workers: usize, fanout: bool) -> usize {
+fn owner(key: &FlowKey, workers: usize, dispatch: Dispatch) -> usize {
     let n = workers.max(1);
-    if fanout {
-        key.lane_hash() as usize % n
-    } else {
-        key.worker(n)
+    match dispatch {
+        Dispatch::Lanes => key.lane_hash() as usize % n,
+        Dispatch::Even => key.worker(n),
+        Dispatch::Hosted { local_below } => {
+            let h = key.dispatch_hash();
+            if h <= local_below || n == 1 {
+                return 0;
+            }
+            // The rest of the range, evenly over workers 1..n.
+            let above = u128::from(h - local_below - 1);
+            let span = u128::from(u64::MAX - local_below);
+            1 + (above * (n as u128 - 1) / span) as usize
+        }
     }
 }
 
@@ -422,6 +618,11 @@ impl Reader {
             workers_gone: false,
             records_failed: Arc::new(AtomicBool::new(false)),
             local,
+            dispatch: if local.is_some() {
+                Dispatch::Lanes
+            } else {
+                Dispatch::Even
+            },
             local_full: false,
             stalled: Vec::new(),
             forwarded: 0,
@@ -455,14 +656,14 @@ impl Reader {
         st.packets += 1;
         st.first_ts = Some(st.first_ts.map_or(pkt.ts_ns, |t| t.min(pkt.ts_ns)));
         st.last_ts = Some(st.last_ts.map_or(pkt.ts_ns, |t| t.max(pkt.ts_ns)));
-        let (workers, fanout) = (self.senders.len(), self.local.is_some());
+        let (workers, dispatch) = (self.senders.len(), self.dispatch);
         match self.decoder.decode(pkt.linktype, pkt.data, pkt.ts_ns) {
             Outcome::Flow(t, payload) => {
                 if t.truncated {
                     st.truncated += 1;
                 }
                 let (key, _) = FlowKey::of(&t, 0);
-                let w = owner(&key, workers, fanout);
+                let w = owner(&key, workers, dispatch);
                 self.batches[w].push(t, pkt.ts_ns, pkt.vantage, order, payload);
                 if let Some(lvs) = self.lvs.as_mut() {
                     lvs.observe(&t, payload, pkt.ts_ns, pkt.vantage, &mut self.tags);
@@ -487,7 +688,7 @@ impl Reader {
                 }
                 for tag in self.tags.drain(..) {
                     // The worker that owns the tagged leg (dispatch ignores VLANs).
-                    let to = owner(&FlowKey { vlan: 0, ..tag.key }, workers, fanout);
+                    let to = owner(&FlowKey { vlan: 0, ..tag.key }, workers, dispatch);
                     if let Some(b) = self.batches.get_mut(to) {
                         b.push_tag(tag);
                     }
@@ -550,22 +751,20 @@ impl Reader {
     }
 
     fn send(&mut self, w: usize) {
-        let fresh = if self.local.is_none() {
-            self.spare.extend(self.recycle.try_iter());
-            self.spare.pop()
-        } else {
-            self.recycle.try_recv().ok()
-        }
-        .unwrap_or_else(Batch::with_capacity);
+        let fresh = self.fresh_batch();
         let full = std::mem::replace(&mut self.batches[w], fresh);
+        if self.records_failed.load(Ordering::Relaxed) {
+            self.workers_gone = true;
+        }
         if self.local.is_none() {
-            if self.senders[w].send(full).is_err() || self.records_failed.load(Ordering::Relaxed) {
+            if self.senders[w].send(full).is_err() {
                 self.workers_gone = true;
             }
             return;
         }
-        // Workers also read their own rings: never block on a full peer (two workers
-        // waiting on each other), keep the batch and retry after draining our own inbox.
+        // The reader runs a worker too: never block on a full peer (live, two workers
+        // waiting on each other; offline, a core left idle), keep the batch and retry after
+        // working through our own.
         if self.stalled.iter().any(|(x, _)| *x == w) {
             self.stalled.push((w, full));
             return;
@@ -593,6 +792,51 @@ impl Reader {
             }
         }
         true
+    }
+
+    /// An empty batch: the one a worker returned last when this is the only reader (it is
+    /// still in a cache), else any returned one, else a new one.
+    pub(crate) fn fresh_batch(&mut self) -> Batch {
+        if self.dispatch == Dispatch::Lanes {
+            self.recycle.try_recv().ok()
+        } else {
+            self.spare.extend(self.recycle.try_iter());
+            self.spare.pop()
+        }
+        .unwrap_or_else(Batch::with_capacity)
+    }
+
+    /// An emptied batch back for reuse (one the reader's own worker processed).
+    pub(crate) fn give_back(&mut self, mut batch: Batch) {
+        batch.clear();
+        self.spare.push(batch);
+    }
+
+    /// Offline, the reader hosting worker 0: hashes up to a share that weighs `weight`
+    /// against 1 for each other worker go to it; its batch is the caller's to process when
+    /// [`Reader::local_full`] says so, and batches for workers whose queue is full wait
+    /// ([`Reader::retry_stalled`]) instead of blocking.
+    pub(crate) fn host_worker(&mut self, weight: f64) {
+        self.local = Some(0);
+        self.dispatch = Dispatch::hosted(self.senders.len(), weight);
+    }
+
+    /// Batches wait for a worker's queue.
+    pub(crate) fn has_stalled(&self) -> bool {
+        !self.stalled.is_empty()
+    }
+
+    /// Send the first waiting batch, blocking until its worker takes it, then any others
+    /// there is room for (when the reader's own worker has nothing left to do).
+    pub(crate) fn send_stalled_blocking(&mut self) {
+        if self.stalled.is_empty() {
+            return;
+        }
+        let (w, b) = self.stalled.remove(0);
+        if self.senders[w].send(b).is_err() {
+            self.workers_gone = true;
+        }
+        self.retry_stalled();
     }
 
     /// An emptied batch from the shared pool, if one is there.
@@ -667,5 +911,77 @@ mod tests {
         assert_eq!(reader.batches[0].bytes.as_ptr(), newer_bytes);
         assert_eq!(reader.spare.len(), 1);
         assert!(rx.try_recv().is_ok(), "the full batch went to its worker");
+    }
+
+    fn keys(n: u32) -> impl Iterator<Item = FlowKey> {
+        (0..n).map(|i| {
+            let client = crate::flow::Endpoint {
+                ip: std::net::Ipv4Addr::from(0x0a14_0000 + i / 50_000).into(),
+                port: 1024 + (i % 50_000) as u16,
+            };
+            let server = crate::flow::Endpoint {
+                ip: [10, 30, 0, (i % 4) as u8 + 1].into(),
+                port: 80,
+            };
+            FlowKey::new(client, server, 6, 0).0
+        })
+    }
+
+    /// Hosted dispatch gives the reader's worker its weight's share and spreads the rest
+    /// evenly; one worker gets everything; both directions of a connection have one owner.
+    #[test]
+    fn hosted_dispatch_gives_the_reader_its_share() {
+        const N: u32 = 200_000;
+        for (workers, want) in [
+            (2usize, [0.25, 0.75, 0.0]),
+            (3, [1.0 / 7.0, 3.0 / 7.0, 3.0 / 7.0]),
+        ] {
+            let d = Dispatch::hosted(workers, HOSTED_WEIGHT);
+            let mut counts = [0u32; 3];
+            for k in keys(N) {
+                counts[owner(&k, workers, d)] += 1;
+            }
+            for (got, want) in counts.iter().zip(want) {
+                let share = f64::from(*got) / f64::from(N);
+                assert!((share - want).abs() < 0.01, "{workers} workers: {counts:?}");
+            }
+        }
+        // The flow table is shared out the same way.
+        for workers in 1..5 {
+            let sum: f64 = (0..workers)
+                .map(|i| hosted_share(i, workers, HOSTED_WEIGHT))
+                .sum();
+            assert!((sum - 1.0).abs() < 1e-9, "{workers}: {sum}");
+        }
+        let one = Dispatch::hosted(1, HOSTED_WEIGHT);
+        assert!(keys(10_000).all(|k| owner(&k, 1, one) == 0));
+        let d = Dispatch::hosted(2, HOSTED_WEIGHT);
+        for k in keys(10_000) {
+            let reverse = FlowKey::new(k.b, k.a, 6, 0).0;
+            assert_eq!(owner(&k, 2, d), owner(&reverse, 2, d));
+        }
+    }
+
+    #[test]
+    fn the_reader_hosts_a_worker_only_where_it_has_time_for_one() {
+        use ReaderWorker::*;
+        // (threads, CPUs, L7) -> hosting by default.
+        for (threads, cpus, l7, want) in [
+            (2, 2, true, true),
+            (1, 1, true, true),
+            (2, 1, true, true),
+            (1, 2, true, false),
+            (2, 4, true, false),
+            (4, 4, true, false),
+            (2, 2, false, false),
+        ] {
+            assert_eq!(
+                reader_hosts(Auto, threads, cpus, l7),
+                want,
+                "{threads} {cpus} {l7}"
+            );
+            assert!(reader_hosts(On, threads, cpus, l7));
+            assert!(!reader_hosts(Off, threads, cpus, l7));
+        }
     }
 }

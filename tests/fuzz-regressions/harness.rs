@@ -432,6 +432,7 @@ pub fn pipeline(data: &[u8]) {
         limits,
         progress: false,
         lb: Default::default(),
+        reader_worker: Default::default(),
     };
     let result = analyze(&opts);
     let _ = std::fs::remove_file(&path);
