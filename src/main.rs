@@ -81,7 +81,8 @@ struct AnalyzeArgs {
     #[arg(long, short = 't', value_name = "N")]
     threads: Option<usize>,
     /// Whether the thread reading the input also analyses a share of the connections, as
-    /// one of the workers: auto (when the workers fill every CPU and are at most 2), on, off.
+    /// one of the workers: auto (with L7, when the workers fill every CPU and are at most
+    /// 2), on, off.
     #[arg(long, value_name = "WHEN", default_value = "auto")]
     reader_worker: String,
     /// The files continue one another (a rotated capture): one vantage point, not several.

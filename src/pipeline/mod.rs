@@ -46,7 +46,8 @@ pub struct Options {
 /// [`reader_hosts`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ReaderWorker {
-    /// When the workers would otherwise fill every CPU, with at most 2 of them.
+    /// With L7 parsing, when the workers would otherwise fill every CPU, with at most 2 of
+    /// them.
     #[default]
     Auto,
     On,
@@ -111,6 +112,8 @@ impl Dispatch {
         Dispatch::Hosted { local_below }
     }
 }
+
+/// Why an analysis failed.
 #[derive(Debug)]
 pub enum RunError {
     /// Nothing usable was read: no document.
@@ -203,12 +206,12 @@ pub fn analyze(opts: &Options) -> Result<Analysis, RunError> {
     // The flow table is shared out as the connections are: a worker that gets three times
     // the connections needs three times the flows.
     let max_flows = |i: usize| {
-        let share = if hosts {
-            hosted_share(i, threads, HOSTED_WEIGHT)
+        let flows = if hosts {
+            (opts.limits.max_flows as f64 * hosted_share(i, threads, HOSTED_WEIGHT)) as usize
         } else {
-            1.0 / threads as f64
+            opts.limits.max_flows / threads
         };
-        ((opts.limits.max_flows as f64 * share) as usize).max(1)
+        flows.max(1)
     };
     let mut hosted: Option<HostedWorker> = None;
     // Worker 0's channel when the reader runs it: never sent to, held open to the end.
