@@ -245,7 +245,18 @@ fn latency_percentiles_match_the_exchanges_within_one_percent() {
         }
     }
     assert!(checked >= 4, "only {checked} edges past the exact values");
-    let one = run(&["analyze", "-q", "--threads", "1", &pcap]).stdout;
-    let two = run(&["analyze", "-q", "--threads", "2", &pcap]).stdout;
-    assert_eq!(one, two);
+    // The sketch merges exactly: one worker and two give the same latencies. This capture
+    // names more resources per edge than a list keeps, and which ones a full list displaces
+    // depends on which worker each connection went to (documented): the lists and the
+    // displacement count are left out of the comparison, everything else must be equal.
+    let without_displacement = |threads: &str| {
+        let mut d = analyze(&["--threads", threads, &pcap]);
+        assert!(u(&d["limits"]["resources_displaced"]) > 0);
+        d["limits"]["resources_displaced"] = serde_json::Value::Null;
+        for e in d["edges"].as_array_mut().unwrap() {
+            e["top_resources"] = serde_json::Value::Null;
+        }
+        d
+    };
+    assert_eq!(without_displacement("1"), without_displacement("2"));
 }
