@@ -46,6 +46,20 @@ fn run_bounded(
     (status.code(), out, err)
 }
 
+/// `wiremap analyze -q` of `file` with `threads` workers, the reader running one of them or
+/// not (`reader`: on, off).
+fn analyze_args<'a>(threads: &'a str, reader: &'a str, file: &'a str) -> [&'a str; 7] {
+    [
+        "analyze",
+        "-q",
+        "--threads",
+        threads,
+        "--reader-worker",
+        reader,
+        file,
+    ]
+}
+
 /// 1-based number of the first Ethernet/IPv4/TCP frame carrying payload, found with the
 /// tests' own pcap reader (not wiremap's).
 fn first_tcp_data_frame(path: &str) -> usize {
@@ -74,15 +88,7 @@ fn a_worker_panic_is_one_line_naming_the_packet() {
     // only one: the panic is on the reader's own thread).
     for (threads, reader) in [("1", "off"), ("2", "off"), ("1", "on"), ("2", "on")] {
         let (code, out, err) = run_bounded(
-            &[
-                "analyze",
-                "-q",
-                "--threads",
-                threads,
-                "--reader-worker",
-                reader,
-                &lab,
-            ],
+            &analyze_args(threads, reader, &lab),
             &[("WIREMAP_FAULT_INJECT", &hook)],
             Duration::from_secs(60),
         );
@@ -132,15 +138,7 @@ fn a_worker_panic_while_the_reader_is_blocked_does_not_hang() {
     ] {
         let started = Instant::now();
         let (code, out, err) = run_bounded(
-            &[
-                "analyze",
-                "-q",
-                "--threads",
-                threads,
-                "--reader-worker",
-                reader,
-                f,
-            ],
+            &analyze_args(threads, reader, f),
             &[("WIREMAP_FAULT_INJECT", &format!("panic-at-packet:{at}"))],
             Duration::from_secs(60),
         );

@@ -534,9 +534,10 @@ pub struct Reader {
     dispatch: Dispatch,
     /// The local batch is full: the caller processes it before the next packet.
     pub local_full: bool,
-    /// Batches a worker had no room for yet (live with fanout), in order per worker.
+    /// Batches a worker had no room for yet (whenever the reader runs a worker of its own),
+    /// in order per worker.
     stalled: Vec<(usize, Batch)>,
-    /// Packets handed to a worker other than the local one (live with fanout).
+    /// Packets handed to a worker other than the local one (reported live with fanout).
     pub forwarded: u64,
     /// Load-balancer legs: the reader sees every packet in order, so stitching decided here
     /// is the same whatever the number of workers (live with fanout: each lane's own legs).
@@ -585,7 +586,8 @@ impl OwnedPacket {
 /// The worker of `workers` that owns connection `key`. Live with fanout, the function the
 /// kernel's fanout program computes (`capture::fanout`), so that few packets need
 /// forwarding; otherwise the dispatch hash, which keeps a file's worker assignment the same
-/// from run to run.
+/// from run to run (spread evenly, or weighted toward the other workers when the reader
+/// runs worker 0).
 fn owner(key: &FlowKey, workers: usize, dispatch: Dispatch) -> usize {
     let n = workers.max(1);
     match dispatch {
@@ -847,7 +849,8 @@ impl Reader {
         self.recycle.try_recv().ok()
     }
 
-    /// The local worker's batch (live with fanout), when it holds anything, exchanged for
+    /// The local worker's batch (live with fanout, or offline when the reader runs worker 0),
+    /// when it holds anything, exchanged for
     /// `fresh` (an empty batch).
     pub(crate) fn swap_local(&mut self, fresh: Batch) -> Result<Batch, Batch> {
         self.local_full = false;
