@@ -20,6 +20,7 @@
 # below). --lengths adds wiremap's peak RSS on captures of each length with the same
 # concurrency (C), and the edges and flows tracked: memory should follow the flows open at
 # once and the edges, not the length of the capture (each N needs N x ~480 bytes of /tmp).
+# wiremap is the release build of scripts/build-release.sh (PGO where it can run: as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,8 +47,10 @@ for tool in tshark tcpdump ndpiReader /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install tshark tcpdump libndpi-bin time)" >&2; exit 1; }
 done
 
-cargo build --release --quiet --bin wiremap --bin wiremap-gen
-WIREMAP=$PWD/target/release/wiremap
+# The binary users deploy: the release build optimised with a profile (scripts/build-release.sh;
+# WIREMAP_PGO=0 times the plain `cargo build --release` one instead). It says which it built.
+cargo build --release --quiet --bin wiremap-gen
+WIREMAP=$(bash scripts/build-release.sh)
 GEN=$PWD/target/release/wiremap-gen
 WORK=$(mktemp -d /tmp/wiremap-compare.XXXXXX)
 [[ $KEEP == 1 ]] || trap 'rm -rf "$WORK"' EXIT

@@ -62,8 +62,9 @@ done
 TOOLS=${have# }
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
-cargo build --release --quiet --bin wiremap --bin wiremap-gen
-WIREMAP=$TARGET_DIR/release/wiremap
+cargo build --release --quiet --bin wiremap-gen
+# The release build users deploy (PGO: scripts/build-release.sh; WIREMAP_PGO=0 for a plain one).
+WIREMAP=$(bash "$REPO/scripts/build-release.sh")
 GEN=$TARGET_DIR/release/wiremap-gen
 "$WIREMAP" capture --help >/dev/null 2>&1 || { echo "live-replay.sh: this wiremap has no 'capture' command" >&2; exit 2; }
 

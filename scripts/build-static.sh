@@ -12,6 +12,8 @@
 # 2. cargo --config .cargo/static.toml build --release --target x86_64-unknown-linux-gnu
 #    (+crt-static: glibc linked in), with the pcap crate pointed at that libpcap.a through
 #    LIBPCAP_LIBDIR (a folder holding only libpcap.a, so the link cannot pick a shared one).
+#    With a profile of its own runs (PGO: scripts/pgo-profile.sh) where that can run (root,
+#    tcpreplay, an llvm-profdata for this rustc); WIREMAP_PGO=0 skips it.
 # 3. Checks that `file` and `ldd` agree the result has no dynamic dependencies.
 #
 # Needs: cargo, gcc, make, flex, bison, dpkg-dev (dpkg-source), file; network access to the
@@ -152,10 +154,24 @@ for f in "$LIBDIR"/*; do
 done
 
 # ------------------------------------------------------------------ cargo build
-log "cargo build --release --target $TARGET (+crt-static, libpcap.a)"
 cd "$REPO"
-LIBPCAP_LIBDIR=$LIBDIR LIBPCAP_VER=$(cat "$STAMP") \
-    cargo --config "$REPO/.cargo/static.toml" build --release --target "$TARGET" --bin wiremap >&2
+export LIBPCAP_LIBDIR=$LIBDIR LIBPCAP_VER
+LIBPCAP_VER=$(cat "$STAMP")
+# Optimised with a profile of this very build's runs (scripts/pgo-profile.sh), as
+# scripts/build-release.sh does for the ordinary one.
+PGO_FLAGS=()
+if [[ ${WIREMAP_PGO:-1} != 0 ]]; then
+    if profile=$(PGO_TARGET=$TARGET PGO_CARGO_CONFIG=$REPO/.cargo/static.toml bash "$REPO/scripts/pgo-profile.sh"); then
+        PGO_FLAGS=(--config "target.$TARGET.rustflags=['-Cprofile-use=$profile']")
+        log "PGO: yes ($profile)"
+    else
+        log "PGO: no (the line above says why): built without a profile"
+    fi
+else
+    log "PGO: no (WIREMAP_PGO=0)"
+fi
+log "cargo build --release --target $TARGET (+crt-static, libpcap.a)"
+cargo --config "$REPO/.cargo/static.toml" "${PGO_FLAGS[@]}" build --release --target "$TARGET" --bin wiremap >&2
 BIN=$TARGET_DIR/$TARGET/release/wiremap
 [[ -x $BIN ]] || die "no binary at $BIN"
 
