@@ -84,10 +84,11 @@ export LLVM_PROFILE_FILE=$WORK/raw/wiremap-%p-%m.profraw
 
 C=$WORK/captures
 log "generating the training captures ($TRAIN_PACKETS packets each)"
-"$GEN" --seed 7 --packets "$TRAIN_PACKETS" -o "$C/mix.pcap" >/dev/null 2>&1
-"$GEN" --seed 7 --packets "$TRAIN_PACKETS" --flows-concurrent 20000 --clients 5000 \
-    --max-requests 1 -o "$C/short.pcap" >/dev/null 2>&1
-"$GEN" --seed 7 --packets $((TRAIN_PACKETS / 2)) --pooled 8 -o "$C/pooled.pcap" >/dev/null 2>&1
+gen() { "$GEN" --seed 7 "$@" >/dev/null 2>&1 || die "wiremap-gen $* failed"; }
+gen --packets "$TRAIN_PACKETS" -o "$C/mix.pcap"
+gen --packets "$TRAIN_PACKETS" --flows-concurrent 20000 --clients 5000 --max-requests 1 \
+    -o "$C/short.pcap"
+gen --packets $((TRAIN_PACKETS / 2)) --pooled 8 -o "$C/pooled.pcap"
 
 log "training offline"
 offline() { "$BIN" analyze -o /dev/null "$@" >/dev/null 2>&1 || die "training run failed: wiremap analyze $*"; }
@@ -106,11 +107,13 @@ for d in fixtures/lvs/*/; do
 done
 
 log "training live capture (veth pair in network namespace $NS)"
-ip netns add "$NS"
-ip -n "$NS" link set lo up
-ip -n "$NS" link add pgo0 type veth peer name pgo1
-ip -n "$NS" link set pgo0 up
-ip -n "$NS" link set pgo1 up
+{
+    ip netns add "$NS" &&
+        ip -n "$NS" link set lo up &&
+        ip -n "$NS" link add pgo0 type veth peer name pgo1 &&
+        ip -n "$NS" link set pgo0 up &&
+        ip -n "$NS" link set pgo1 up
+} >&2 || die "cannot make the network namespace $NS with a veth pair"
 live() {   # live LIMIT [capture args]
     local limit=$1 err=$WORK/capture.err i
     shift
