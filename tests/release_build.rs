@@ -11,10 +11,6 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 #[test]
 fn the_pgo_build_writes_what_the_plain_build_writes() {
     // SAFETY: geteuid has no preconditions.
@@ -22,23 +18,11 @@ fn the_pgo_build_writes_what_the_plain_build_writes() {
         println!("skipped: the profile's live runs need root (CI runs as root)");
         return;
     }
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/build-release.sh"))
-        .output()
-        .expect("bash runs");
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "build-release.sh failed: {}\n{}",
-        out.status,
-        log.lines().rev().take(40).collect::<Vec<_>>().join("\n")
-    );
+    let (pgo, log) = build_script("build-release.sh");
     println!("{}", log.trim());
     // A silent fallback to a plain build would ship a slower binary.
     assert!(log.contains("[build-release] PGO: yes"), "{log}");
     assert!(log.contains("training live capture"), "{log}");
-    let pgo = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert!(pgo.is_file(), "no binary at {}", pgo.display());
     assert_ne!(pgo, PathBuf::from(bin()), "a binary of its own");
 
     // A generated capture (seed 3: not one the profile was trained on) and the recordings.

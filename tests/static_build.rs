@@ -11,35 +11,8 @@
 mod common;
 use common::*;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Run the script; the binary's path (its last line of output) and what it logged.
-fn build_static() -> (PathBuf, String) {
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/build-static.sh"))
-        .output()
-        .expect("bash runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "build-static.sh failed: {}\n{}",
-        out.status,
-        stderr.lines().rev().take(40).collect::<Vec<_>>().join("\n")
-    );
-    let path = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string();
-    let bin = PathBuf::from(path);
-    assert!(bin.is_file(), "no binary at {}", bin.display());
-    (bin, stderr.into_owned())
-}
 
 /// wiremap (normal or static) in `dir` as cwd, or chrooted into `dir`.
 fn run_in(dir: &Path, cmd: &[&str], chroot: bool) -> std::process::Output {
@@ -62,7 +35,7 @@ fn static_binary_runs_from_an_empty_chroot() {
         println!("skipped: chroot needs root (CI runs as root)");
         return;
     }
-    let (stat, log) = build_static();
+    let (stat, log) = build_script("build-static.sh");
     // As root, with .ci/run's tcpreplay and llvm-19, the profile step must have run: a
     // silent fallback to a plain build would ship a slower binary.
     assert!(

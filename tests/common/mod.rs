@@ -32,6 +32,34 @@ pub fn analyze(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("the output is JSON")
 }
 
+/// Run `bash scripts/SCRIPT`, one of the build scripts that print the binary's path as their
+/// last line of output: that path (checked to be a file) and what the script logged.
+pub fn build_script(script: &str) -> (PathBuf, String) {
+    let out = Command::new("bash")
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("scripts")
+                .join(script),
+        )
+        .output()
+        .expect("bash runs");
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed: {}\n{}",
+        out.status,
+        log.lines().rev().take(40).collect::<Vec<_>>().join("\n")
+    );
+    let path = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    let bin = PathBuf::from(path);
+    assert!(bin.is_file(), "{script}: no binary at {}", bin.display());
+    (bin, log)
+}
+
 pub fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
