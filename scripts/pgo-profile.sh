@@ -15,8 +15,8 @@
 # 1. Builds wiremap with -Cprofile-generate (in $CARGO_TARGET_DIR/pgo-train, or
 #    target/pgo-train) and wiremap-gen (plain release build).
 # 2. Trains on captures wiremap-gen writes (seed 7, so never the benchmark's own files), each
-#    a pure function of its arguments: the default mix, 100 k short connections from 5,000
-#    clients, long pooled connections; with 1 and 2 workers, with --records and --no-l7; and
+#    a pure function of its arguments: the default mix, short connections (one request each,
+#    20 k open at once) from 5,000 clients, long pooled connections; with 1 and 2 workers, with --records and --no-l7; and
 #    on the recorded fixtures (fixtures/*.pcap*; each LVS run's captures together).
 # 3. Trains the live path too: the same default-mix capture replayed at top speed by tcpreplay
 #    into a veth pair inside a private network namespace (created here, removed on exit; no
