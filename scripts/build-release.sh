@@ -21,15 +21,11 @@ log() { printf '[build-release] %s\n' "$*" >&2; }
 
 cd "$REPO"
 flags=${RUSTFLAGS:-}
-if [[ ${WIREMAP_PGO:-1} != 0 ]]; then
-    if profile=$(bash "$REPO/scripts/pgo-profile.sh"); then
-        flags="$flags -Cprofile-use=$profile"
-        log "PGO: yes ($profile)"
-    else
-        log "PGO: no (the line above says why): a plain release build"
-    fi
+if profile=$(bash "$REPO/scripts/pgo-profile.sh"); then
+    flags="$flags -Cprofile-use=$profile"
+    log "PGO: yes ($profile)"
 else
-    log "PGO: no (WIREMAP_PGO=0): a plain release build"
+    log "PGO: no (the line above says why): a plain release build"
 fi
 CARGO_TARGET_DIR=$OUT RUSTFLAGS="$flags" cargo build --release --quiet --bin wiremap >&2
 echo "$OUT/release/wiremap"

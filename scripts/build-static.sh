@@ -155,20 +155,16 @@ done
 
 # ------------------------------------------------------------------ cargo build
 cd "$REPO"
-export LIBPCAP_LIBDIR=$LIBDIR LIBPCAP_VER
 LIBPCAP_VER=$(cat "$STAMP")
+export LIBPCAP_LIBDIR=$LIBDIR LIBPCAP_VER
 # Optimised with a profile of this very build's runs (scripts/pgo-profile.sh), as
 # scripts/build-release.sh does for the ordinary one.
 PGO_FLAGS=()
-if [[ ${WIREMAP_PGO:-1} != 0 ]]; then
-    if profile=$(PGO_TARGET=$TARGET PGO_CARGO_CONFIG=$REPO/.cargo/static.toml bash "$REPO/scripts/pgo-profile.sh"); then
-        PGO_FLAGS=(--config "target.$TARGET.rustflags=['-Cprofile-use=$profile']")
-        log "PGO: yes ($profile)"
-    else
-        log "PGO: no (the line above says why): built without a profile"
-    fi
+if profile=$(PGO_TARGET=$TARGET PGO_CARGO_CONFIG=$REPO/.cargo/static.toml bash "$REPO/scripts/pgo-profile.sh"); then
+    PGO_FLAGS=(--config "target.$TARGET.rustflags=['-Cprofile-use=$profile']")
+    log "PGO: yes ($profile)"
 else
-    log "PGO: no (WIREMAP_PGO=0)"
+    log "PGO: no (the line above says why): built without a profile"
 fi
 log "cargo build --release --target $TARGET (+crt-static, libpcap.a)"
 cargo --config "$REPO/.cargo/static.toml" "${PGO_FLAGS[@]}" build --release --target "$TARGET" --bin wiremap >&2

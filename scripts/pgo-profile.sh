@@ -29,7 +29,8 @@
 #    12's llvm-19 does, for rustc's LLVM 22).
 #
 # Needs root (network namespace, packet sockets), iproute2 and tcpreplay; exits non-zero
-# with one line saying what is missing otherwise.
+# with one line saying what is missing otherwise, or that WIREMAP_PGO=0 asked for no profile
+# (so the build scripts that call it need no switch of their own).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -41,6 +42,7 @@ TRAIN_PACKETS=${PGO_TRAIN_PACKETS:-200000}
 log() { printf '[pgo] %s\n' "$*" >&2; }
 die() { printf '[pgo] ERROR: %s\n' "$*" >&2; exit 1; }
 
+if [[ ${WIREMAP_PGO:-1} == 0 ]]; then log "no profile: WIREMAP_PGO=0 asks for none"; exit 1; fi
 [[ $EUID -eq 0 ]] || die "needs root: the live path is trained in a private network namespace"
 for tool in cargo rustc ip tcpreplay; do
     command -v "$tool" >/dev/null || die "missing tool: $tool"

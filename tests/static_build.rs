@@ -6,7 +6,8 @@
 //!
 //! Needs root (chroot) and network access to the Debian mirror the first time (the script
 //! fetches libpcap's source package; later runs reuse target/static-deps). It builds the whole
-//! crate again for the explicit target: a few minutes.
+//! crate twice more for the explicit target (instrumented for the profile, then optimised
+//! with it): a few minutes.
 
 mod common;
 use common::*;
