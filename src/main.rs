@@ -584,7 +584,7 @@ fn capture(c: CaptureArgs) -> ExitCode {
                             s.forwarded,
                             if s.reorder_forced > 0 {
                                 format!(
-                                    ", {} processed out of time order (reorder buffer full)",
+                                    ", {} processed out of time order (reorder buffer full, or late from a ring that had been quiet)",
                                     s.reorder_forced
                                 )
                             } else {

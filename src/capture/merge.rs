@@ -77,6 +77,28 @@ pub struct Merge {
     spare: Vec<Batch>,
     held: usize,
     max_bytes: usize,
+    /// Set when the kernel's fanout already sends every connection to its owner's ring
+    /// (see [`Merge::trust_kernel`]).
+    trust: Option<Trust>,
+    /// The latest packet time handed out (i64::MIN before the first).
+    last_out: i64,
+    /// Packets that came from a lane not waited for, behind what was already handed out.
+    late: u64,
+}
+
+/// Waiting for a ring that never sends anything costs a worker dearly: its own packets sit
+/// queued until the other rings have read past them, up to a V3 block's worth, and are
+/// cold in the cache by the time they are processed. Where the kernel runs the workers' own
+/// owner function (`fanout cbpf`) the other rings have nothing to send, so a lane silent
+/// for `quiet_ns` of packet time is no longer waited for; one that sends again is, from
+/// then on, and what it sent behind the packets already handed out is counted (`late`).
+struct Trust {
+    own: usize,
+    quiet_ns: i64,
+    /// Per lane: the merged packet time when it last sent something (i64::MIN: never).
+    heard: Vec<i64>,
+    /// The first packet time handed out: silence is counted from there.
+    first_out: i64,
 }
 
 impl Merge {
@@ -86,6 +108,39 @@ impl Merge {
             spare: Vec::new(),
             held: 0,
             max_bytes,
+            trust: None,
+            last_out: i64::MIN,
+            late: 0,
+        }
+    }
+
+    /// The kernel dispatches by the workers' owner function: lane `own` (this worker's
+    /// ring) does not wait for a lane that has sent nothing for `quiet_ns` of packet time.
+    pub fn trust_kernel(mut self, own: usize, quiet_ns: i64) -> Merge {
+        self.trust = Some(Trust {
+            own,
+            quiet_ns: quiet_ns.max(1),
+            heard: vec![i64::MIN; self.lanes.len()],
+            first_out: i64::MIN,
+        });
+        self
+    }
+
+    /// Packets processed out of packet-time order because their lane was not waited for
+    /// (taken: the count restarts).
+    pub fn take_late(&mut self) -> u64 {
+        std::mem::take(&mut self.late)
+    }
+
+    /// Whether lane `j` is waited for (by lane `li`'s packets): always, unless the kernel is
+    /// trusted and `j` has been silent long enough.
+    fn awaited(&self, li: usize, j: usize) -> bool {
+        match &self.trust {
+            Some(t) if li == t.own && j != t.own && t.first_out != i64::MIN => {
+                let since = t.heard.get(j).copied().unwrap_or(i64::MIN).max(t.first_out);
+                self.last_out.saturating_sub(since) < t.quiet_ns
+            }
+            _ => true,
         }
     }
 
@@ -106,6 +161,31 @@ impl Merge {
             return;
         };
         batch.mark = None;
+        if let Some(t) = self.trust.as_mut().filter(|t| t.own != lane) {
+            if batch.packets.is_empty() && batch.tags.is_empty() {
+                // Nothing in it: not a sign of life.
+            } else {
+                let since = t
+                    .heard
+                    .get(lane)
+                    .copied()
+                    .unwrap_or(i64::MIN)
+                    .max(t.first_out);
+                let was_quiet =
+                    t.first_out != i64::MIN && self.last_out.saturating_sub(since) >= t.quiet_ns;
+                if was_quiet {
+                    let behind = batch
+                        .packets
+                        .iter()
+                        .filter(|m| m.ts_ns < self.last_out)
+                        .count();
+                    self.late += behind as u64;
+                }
+                if let Some(h) = t.heard.get_mut(lane) {
+                    *h = self.last_out;
+                }
+            }
+        }
         if !q.trailing.is_empty() {
             // Tags are rare: rebuilding the list costs nothing in the common case.
             let mut tags: Vec<(u32, crate::lvs::Tag)> =
@@ -211,14 +291,19 @@ impl Merge {
         self.vouched(bounds, None)
     }
 
+    /// How far lane `except` may go (None: how far everything has been handed out, for
+    /// intervals, which waits for every lane): the earliest next packet queued on the other
+    /// lanes, or for an empty one its watermark if it is waited for.
     fn vouched(&self, bounds: &[i64], except: Option<usize>) -> i64 {
         self.lanes
             .iter()
             .enumerate()
             .filter(|(j, _)| Some(*j) != except)
             .map(|(j, l)| {
-                l.head_ts()
-                    .unwrap_or_else(|| bounds.get(j).copied().unwrap_or(DONE))
+                l.head_ts().unwrap_or_else(|| match except {
+                    Some(li) if !self.awaited(li, j) => DONE,
+                    _ => bounds.get(j).copied().unwrap_or(DONE),
+                })
             })
             .min()
             .unwrap_or(DONE)
@@ -240,6 +325,12 @@ impl Merge {
             return;
         };
         f(b, from..to, li);
+        if let Some(last) = run.last() {
+            self.last_out = self.last_out.max(last.ts_ns);
+            if let Some(t) = self.trust.as_mut().filter(|t| t.first_out == i64::MIN) {
+                t.first_out = run.first().map_or(last.ts_ns, |m| m.ts_ns);
+            }
+        }
         let bytes: usize = run
             .iter()
             .map(|m| m.payload_len as usize + META_BYTES)
@@ -359,6 +450,52 @@ mod tests {
         assert!(m.is_empty());
         assert_eq!(m.held(), 0);
         assert_eq!(m.safe(&[7, 9]), 7);
+    }
+
+    #[test]
+    fn trusting_the_kernel_stops_waiting_for_a_silent_ring_only_after_the_quiet_time() {
+        // Lane 0 is ours; lane 1 has read nothing yet (watermark MIN) and sends nothing.
+        let mut m = Merge::new(2, 1 << 20).trust_kernel(0, 10);
+        let silent = [DONE, i64::MIN];
+        m.push_batch(0, batch(&[100, 105]));
+        // The first packet starts the quiet time; lane 1 is waited for until then.
+        assert!(run(&mut m, &silent).0.is_empty());
+        assert_eq!(run(&mut m, &[DONE, 100]).0, vec![100]);
+        assert!(run(&mut m, &silent).0.is_empty(), "105: only 5 of quiet");
+        // Once 10 of packet time has passed with nothing from lane 1 (at 111, which its
+        // watermark allows), ours go at once, in the same pass.
+        m.push_batch(0, batch(&[111, 112, 130]));
+        assert_eq!(run(&mut m, &[DONE, 111]).0, vec![105, 111, 112, 130]);
+        m.push_batch(0, batch(&[131]));
+        assert_eq!(run(&mut m, &silent).0, vec![131]);
+        assert_eq!(m.take_late(), 0);
+        // Intervals still wait for every ring.
+        assert_eq!(m.safe(&silent), i64::MIN);
+        // Without trust the same queue waits for lane 1 whatever the time.
+        let mut w = Merge::new(2, 1 << 20);
+        w.push_batch(0, batch(&[100, 200]));
+        assert_eq!(run(&mut w, &[DONE, 100]).0, vec![100]);
+        assert!(run(&mut w, &silent).0.is_empty());
+    }
+
+    #[test]
+    fn a_silent_ring_that_sends_again_is_counted_late_and_waited_for() {
+        let mut m = Merge::new(2, 1 << 20).trust_kernel(0, 50);
+        m.push_batch(0, batch(&[100, 160, 200]));
+        // 160 is allowed by lane 1's watermark and ends the quiet time: 200 goes too.
+        assert_eq!(run(&mut m, &[DONE, 170]).0, vec![100, 160, 200]);
+        // Lane 1 forwards 180 and 210 after 200 went: 180 is behind, counted.
+        m.push_batch(1, batch(&[180, 210]));
+        m.push_batch(0, batch(&[205, 260]));
+        assert_eq!(m.take_late(), 1);
+        assert_eq!(m.take_late(), 0, "taken once");
+        // It is waited for again: in time order with ours, and ours stop at its watermark.
+        assert_eq!(run(&mut m, &[DONE, 210]).0, vec![180, 205, 210]);
+        assert!(
+            run(&mut m, &[DONE, 255]).0.is_empty(),
+            "260 waits for lane 1"
+        );
+        assert_eq!(run(&mut m, &[DONE, 260]).0, vec![260]);
     }
 
     #[test]

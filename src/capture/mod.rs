@@ -56,6 +56,9 @@ pub const DEFAULT_RING_MB: usize = 64;
 /// A ring idle this long past an interval's end (on the wall clock) closes it: longer than
 /// the V3 block retire timeout, so no packet of the interval can still be on its way.
 const IDLE_GRACE_NS: i64 = 300_000_000;
+/// With `fanout cbpf`, a worker stops waiting for a ring that has forwarded nothing to it
+/// for this long (packet time); see `merge::Merge::trust_kernel`.
+const QUIET_LANE_NS: i64 = 1_000_000_000;
 /// Finished batches a fanout worker keeps for its own reader's next local batches.
 const LOCAL_SPARES: usize = 4;
 
@@ -619,7 +622,11 @@ pub fn run(
             let mut reader = Reader::new(&opts.limits, senders, recycle_rx.clone(), Some(i));
             // Each lane pairs the legs it sees itself (see the README).
             reader.index_legs(opts.lb.clone(), opts.limits.lb_max_entries, opts.vlan_key);
-            let merge = Merge::new(n, opts.limits.max_reorder_bytes);
+            let mut merge = Merge::new(n, opts.limits.max_reorder_bytes);
+            if fanout_name == Some("cbpf") {
+                // The kernel runs our owner function: the other rings send nothing.
+                merge = merge.trust_kernel(i, QUIET_LANE_NS);
+            }
             let st = lane_state(n + i, &sock, reader, false, n, Some(merge), part_tx.clone());
             let worker = new_worker(sink());
             let position = Arc::new(AtomicU64::new(0));
@@ -1000,6 +1007,7 @@ impl Owner {
             w.process_run(b, run, lane, position)
         });
         w.end_run();
+        let forced = forced + merge.take_late();
         if forced > 0 {
             w.count_reorder_forced(forced);
         }
