@@ -205,6 +205,8 @@ struct LaneState {
     n_workers: usize,
     /// Fanout: this thread's worker's queues (its own ring's packets and forwarded ones).
     merge: Option<Merge>,
+    /// Fanout: a full batch of this lane's own packets joined the merge since last asked.
+    local_pushed: bool,
 }
 
 impl LaneState {
@@ -255,7 +257,10 @@ impl LaneState {
             .or_else(|| self.reader.recycled())
             .unwrap_or_else(Batch::with_capacity);
         match self.reader.swap_local(fresh) {
-            Ok(full) => m.push_batch(lane, full),
+            Ok(full) => {
+                m.push_batch(lane, full);
+                self.local_pushed = true;
+            }
             Err(unused) => m.give_spare(unused),
         }
     }
@@ -594,6 +599,7 @@ pub fn run(
             malformed: 0,
             n_workers,
             merge,
+            local_pushed: false,
         }
     };
     if fanout {
@@ -1086,7 +1092,12 @@ fn fanout_loop(
         }
         sock.wait(POLL_MS);
         // A bounded share of the ring per pass, so forwarded batches never pile up.
-        let n = sock.walker.drain_at_most(64, |fr| st.frame(fr));
+        let n = sock.walker.drain_at_most(64, |fr| {
+            st.frame(fr);
+            if std::mem::take(&mut st.local_pushed) {
+                owner.serve(&mut st);
+            }
+        });
         st.take_local();
         st.reader.flush_marked(None);
         let idle_ring = n == 0 && !sock.walker.ready();
