@@ -561,6 +561,18 @@ fn live_capture_matches_the_clients() {
         normalise(expected_edges(&exp, all))
     );
 
+    // One worker: the ring's reader processes what it reads on its own thread.
+    let cap = Capture::start(&lab.dir, "one-thread", &["--threads", "1"]);
+    let exp = lab.workload(2);
+    let (err, out) = cap.stop(libc::SIGTERM);
+    let docs = read_docs(&out, false);
+    report("one-thread", &docs, &err);
+    assert_eq!(docs[0]["sources"][0]["sockets"], 1);
+    assert_eq!(
+        normalise(observed_edges(&docs)),
+        normalise(expected_edges(&exp, all))
+    );
+
     // Forced TPACKET_V2 and one socket, stopped by SIGINT.
     let cap = Capture::start(
         &lab.dir,
@@ -599,15 +611,16 @@ fn live_capture_matches_the_clients() {
     // One-second intervals: several documents that sum to what the clients did, each with
     // its own window; SIGTERM mid-run flushes the last partial interval.
     for (name, extra, env) in [
-        ("interval-fanout", &[][..], &[][..]),
-        ("interval-spread", &[][..], SPREAD),
+        ("interval-fanout", &["--threads", "2"][..], &[][..]),
+        ("interval-spread", &["--threads", "2"][..], SPREAD),
         (
             "interval-v2",
-            &["--tpacket", "2", "--no-fanout"][..],
+            &["--threads", "2", "--tpacket", "2", "--no-fanout"][..],
             &[][..],
         ),
+        ("interval-one-thread", &["--threads", "1"][..], &[][..]),
     ] {
-        let mut args = vec!["--interval", "1", "--threads", "2"];
+        let mut args = vec!["--interval", "1"];
         args.extend_from_slice(extra);
         let cap = Capture::start_env("wk-srv", IFACE, &lab.dir, name, &args, env);
         let exp = lab.workload(6);

@@ -11,8 +11,10 @@
 //!   spreads over several rings reaches its owner partly late, so each worker merges its
 //!   ring's packets and the forwarded ones back into packet-time order before processing
 //!   them (`merge`).
-//! * one socket (`--no-fanout`, one thread, or fanout refused): one reader thread walks the
-//!   ring and feeds the offline `Reader` (software dispatch to the workers).
+//! * one thread (`--threads 1`): one socket whose reader is the worker, the fanout shape
+//!   with a ring of one: packets are processed right after they are read, on that core.
+//! * one socket (`--no-fanout` or fanout refused, with several workers): one reader thread
+//!   walks the ring and feeds the offline `Reader` (software dispatch to the workers).
 //!
 //! Intervals (`--interval`) are aligned in packet time. Every party (each ring reader,
 //! each worker) closes interval k when its packet time reaches the end of k, or when its
@@ -602,7 +604,10 @@ pub fn run(
             local_pushed: false,
         }
     };
-    if fanout {
+    // One worker: the ring's reader is that worker's thread, as with fanout (a ring of
+    // one), so packets are processed right after they are read, on the same core.
+    let inline = fanout || (threads == 1 && socks.len() == 1);
+    if inline {
         let n = socks.len();
         parties = 2 * n;
         // One channel per pair of workers: each lane's batches arrive in its ring's order,
