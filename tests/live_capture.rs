@@ -561,17 +561,29 @@ fn live_capture_matches_the_clients() {
         normalise(expected_edges(&exp, all))
     );
 
-    // One worker: the ring's reader processes what it reads on its own thread.
-    let cap = Capture::start(&lab.dir, "one-thread", &["--threads", "1"]);
-    let exp = lab.workload(2);
-    let (err, out) = cap.stop(libc::SIGTERM);
-    let docs = read_docs(&out, false);
-    report("one-thread", &docs, &err);
-    assert_eq!(docs[0]["sources"][0]["sockets"], 1);
-    assert_eq!(
-        normalise(observed_edges(&docs)),
-        normalise(expected_edges(&exp, all))
-    );
+    // One worker: the ring's reader processes what it reads on its own thread (V3 blocks,
+    // and V2 frames).
+    for (name, args, version) in [
+        ("one-thread", &["--threads", "1"][..], 3),
+        (
+            "one-thread-v2",
+            &["--threads", "1", "--tpacket", "2"][..],
+            2,
+        ),
+    ] {
+        let cap = Capture::start(&lab.dir, name, args);
+        let exp = lab.workload(2);
+        let (err, out) = cap.stop(libc::SIGTERM);
+        let docs = read_docs(&out, false);
+        report(name, &docs, &err);
+        assert_eq!(docs[0]["sources"][0]["sockets"], 1, "{name}");
+        assert_eq!(docs[0]["sources"][0]["tpacket_version"], version, "{name}");
+        assert_eq!(
+            normalise(observed_edges(&docs)),
+            normalise(expected_edges(&exp, all)),
+            "{name}"
+        );
+    }
 
     // Forced TPACKET_V2 and one socket, stopped by SIGINT.
     let cap = Capture::start(
