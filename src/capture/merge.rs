@@ -101,6 +101,19 @@ struct Trust {
     first_out: i64,
 }
 
+impl Trust {
+    /// Lane `lane` has sent nothing for the quiet time, `now` being the merged packet time.
+    fn quiet(&self, lane: usize, now: i64) -> bool {
+        let since = self
+            .heard
+            .get(lane)
+            .copied()
+            .unwrap_or(i64::MIN)
+            .max(self.first_out);
+        self.first_out != i64::MIN && now.saturating_sub(since) >= self.quiet_ns
+    }
+}
+
 impl Merge {
     pub fn new(lanes: usize, max_bytes: usize) -> Merge {
         Merge {
@@ -136,10 +149,7 @@ impl Merge {
     /// trusted and `j` has been silent long enough.
     fn awaited(&self, li: usize, j: usize) -> bool {
         match &self.trust {
-            Some(t) if li == t.own && j != t.own && t.first_out != i64::MIN => {
-                let since = t.heard.get(j).copied().unwrap_or(i64::MIN).max(t.first_out);
-                self.last_out.saturating_sub(since) < t.quiet_ns
-            }
+            Some(t) if li == t.own && j != t.own => !t.quiet(j, self.last_out),
             _ => true,
         }
     }
@@ -161,29 +171,23 @@ impl Merge {
             return;
         };
         batch.mark = None;
-        if let Some(t) = self.trust.as_mut().filter(|t| t.own != lane) {
-            if batch.packets.is_empty() && batch.tags.is_empty() {
-                // Nothing in it: not a sign of life.
-            } else {
-                let since = t
-                    .heard
-                    .get(lane)
-                    .copied()
-                    .unwrap_or(i64::MIN)
-                    .max(t.first_out);
-                let was_quiet =
-                    t.first_out != i64::MIN && self.last_out.saturating_sub(since) >= t.quiet_ns;
-                if was_quiet {
-                    let behind = batch
-                        .packets
-                        .iter()
-                        .filter(|m| m.ts_ns < self.last_out)
-                        .count();
-                    self.late += behind as u64;
-                }
-                if let Some(h) = t.heard.get_mut(lane) {
-                    *h = self.last_out;
-                }
+        let sign_of_life = !batch.packets.is_empty() || !batch.tags.is_empty();
+        if let Some(t) = self
+            .trust
+            .as_mut()
+            .filter(|t| t.own != lane && sign_of_life)
+        {
+            if t.quiet(lane, self.last_out) {
+                // Not waited for: what it sent behind our processed packets is late.
+                let behind = batch
+                    .packets
+                    .iter()
+                    .filter(|m| m.ts_ns < self.last_out)
+                    .count();
+                self.late += behind as u64;
+            }
+            if let Some(h) = t.heard.get_mut(lane) {
+                *h = self.last_out;
             }
         }
         if !q.trailing.is_empty() {
