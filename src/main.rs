@@ -199,7 +199,8 @@ struct CaptureArgs {
     /// Also write one JSON line per request/response exchange to FILE (secrets removed).
     #[arg(long, value_name = "FILE")]
     records: Option<String>,
-    /// Worker threads (default: the number of CPUs); with fanout, one socket each.
+    /// Worker threads (default: the number of CPUs); with fanout, one socket each. With 1,
+    /// one thread reads the ring and processes it: the least CPU a packet.
     #[arg(long, short = 't', value_name = "N")]
     threads: Option<usize>,
     /// Bytes captured per packet.
