@@ -31,7 +31,9 @@
 # THREADS (wiremap --threads, default: the number of CPUs), TOP_LOOPS (default 1: how many
 # times the top-speed run replays the capture, tcpreplay --loop; 4 x 4.5 M packets keep top
 # speed up for about a minute here), TOOLS (default "wiremap tcpdump ndpiReader"; tcpdump is
-# needed for the ratios; a tool not installed is left out with a line saying so).
+# needed for the ratios; a tool not installed is left out with a line saying so), ROUNDS
+# (default 3: each rate is run that many times, every tool once a round, in turn; the table
+# gives medians, since one run on a shared machine moves by a third).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,6 +44,7 @@ SECS=${SECONDS_PER_RATE:-5}
 THREADS=${THREADS:-$(nproc)}
 TOP_LOOPS=${TOP_LOOPS:-1}
 TOOLS=${TOOLS:-"wiremap tcpdump ndpiReader"}
+ROUNDS=${ROUNDS:-3}
 RING_MB=64   # wiremap's default ring (src/capture/mod.rs DEFAULT_RING_MB); tcpdump -B gets the same
 
 [[ $EUID -eq 0 ]] || { echo "live-replay.sh: needs root (namespaces, packet sockets)" >&2; exit 2; }
@@ -160,27 +163,48 @@ per() {
         n = s - (l == "?" ? 0 : l)
         if (n > 0 && c != "?") printf "%.2f", c / (n / 1e6); else print "?" }'
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "?" && b != "?") printf "%.1fx", a / b; else print "?" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "?" && b != "?") printf "%.1f", a / b; else print "?" }'; }
+# median V... -> the median of the values that are not "?" (the lower middle of an even count)
+median() { printf '%s\n' "$@" | grep -v '^?$' | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "?" }'; }
+# span V... -> "min-max" of the values that are not "?"
+span() { printf '%s\n' "$@" | grep -v '^?$' | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) print lo "-" hi; else print "?" }'; }
+# total V... -> the sum, "?" if any value is "?"
+total() { printf '%s\n' "$@" | awk '$1 == "?" { q = 1 } { t += $1 } END { if (q) print "?"; else print t }'; }
 
-echo "== replay: $PACKETS packets ($SIZE_MB MB), paced runs send up to rate x ${SECS}s; wiremap --threads $THREADS; tools: $TOOLS" >&2
-printf '%-8s %-11s %-10s %-9s %-9s | %-10s %-10s | %-9s %s\n' \
-    "rate" "tool" "reached" "sent" "lost" "cpu run" "cpu replay" "x td run" "x td replay"
+echo "== replay: $PACKETS packets ($SIZE_MB MB), paced runs send up to rate x ${SECS}s; wiremap --threads $THREADS; tools: $TOOLS; $ROUNDS round(s)" >&2
+printf '%-8s %-11s %-10s %-9s %-9s | %-10s %-10s %-11s | %-9s %s\n' \
+    "rate" "tool" "reached" "sent" "lost" "cpu run" "cpu replay" "(range)" "x td run" "x td replay"
 for rate in $RATES top; do
-    declare -A ROW=()
-    for tool in $TOOLS; do
-        ROW[$tool]=$(run_one "$tool" "$rate")
+    # Rounds: every tool once per round, in turn; each ratio is to tcpdump's in the same round.
+    declare -A RUN=() REP=() XRUN=() XREP=() LOST=() PPS=() SENT=()
+    for _round in $(seq 1 "$ROUNDS"); do
+        declare -A ROW=()
+        for tool in $TOOLS; do
+            ROW[$tool]=$(run_one "$tool" "$rate")
+        done
+        read -r ts tl tc _ tr <<< "${ROW[tcpdump]:-0 ? ? 0 ?}"
+        tper=$(per "$tc" "$ts" "$tl"); trep=$(per "$tr" "$ts" "$tl")
+        for tool in $TOOLS; do
+            read -r s l c p r <<< "${ROW[$tool]}"
+            cper=$(per "$c" "$s" "$l"); crep=$(per "$r" "$s" "$l")
+            RUN[$tool]+=" $cper"; REP[$tool]+=" $crep"
+            XRUN[$tool]+=" $(ratio "$cper" "$tper")"; XREP[$tool]+=" $(ratio "$crep" "$trep")"
+            LOST[$tool]+=" $l"; PPS[$tool]+=" ${p%.*}"; SENT[$tool]+=" $s"
+        done
+        unset ROW
     done
-    read -r ts tl tc _ tr <<< "${ROW[tcpdump]:-0 ? ? 0 ?}"
-    tper=$(per "$tc" "$ts" "$tl"); trep=$(per "$tr" "$ts" "$tl")
     for tool in $TOOLS; do
-        read -r s l c p r <<< "${ROW[$tool]}"
-        cper=$(per "$c" "$s" "$l"); crep=$(per "$r" "$s" "$l")
-        printf '%-8s %-11s %-10s %-9s %-9s | %-10s %-10s | %-9s %s\n' \
-            "$rate" "$tool" "${p%.*}" "$s" "$l" "$cper" "$crep" "$(ratio "$cper" "$tper")" "$(ratio "$crep" "$trep")"
+        # shellcheck disable=SC2086 # the lists are words on purpose
+        printf '%-8s %-11s %-10s %-9s %-9s | %-10s %-10s %-11s | %-9s %s\n' \
+            "$rate" "$tool" "$(median ${PPS[$tool]})" "$(total ${SENT[$tool]})" "$(total ${LOST[$tool]})" \
+            "$(median ${RUN[$tool]})" "$(median ${REP[$tool]})" "($(span ${REP[$tool]}))" \
+            "$(median ${XRUN[$tool]})x" "$(median ${XREP[$tool]})x"
     done
-    unset ROW
+    unset RUN REP XRUN XREP LOST PPS SENT
 done
-echo "(reached: the packets a second tcpreplay reported for that tool's run; lost: kernel drops,"
-echo " or for ndpiReader the packets sent that it did not count; cpu: CPU µs per packet the tool"
-echo " handled (sent minus lost), user + system of all its threads, for the whole run and while"
-echo " replaying; x td: that figure over tcpdump's in the same round)"
+echo "(medians over $ROUNDS round(s), each tool once a round; reached: the packets a second"
+echo " tcpreplay reported for that tool's runs; sent, lost: totals over the rounds; lost: kernel"
+echo " drops, or for ndpiReader the packets sent that it did not count; cpu: CPU µs per packet the"
+echo " tool handled (sent minus lost), user + system of all its threads, for the whole run and"
+echo " while replaying, with the rounds' range of the latter; x td: that figure over tcpdump's in"
+echo " the same round, the median of the rounds' ratios)"
