@@ -12,7 +12,9 @@
 //! earliest first, only as far as every lane has vouched for: a lane with packets queued
 //! vouches up to its next one (its ring is read in order), an empty one up to its watermark.
 //! Past `Limits::max_reorder_bytes` it processes the earliest anyway and counts it
-//! (`limits.reorder_forced`).
+//! (`limits.reorder_forced`). Where the kernel already dispatches by the workers' owner
+//! function (`fanout cbpf`), a ring that has sent nothing for a while is not waited for
+//! ([`Merge::trust_kernel`]); what it sends late is counted the same way.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -207,7 +207,8 @@ struct LaneState {
     n_workers: usize,
     /// Fanout: this thread's worker's queues (its own ring's packets and forwarded ones).
     merge: Option<Merge>,
-    /// Fanout: a full batch of this lane's own packets joined the merge since last asked.
+    /// Fanout or one thread: a full batch of this lane's own packets joined the merge since
+    /// last asked.
     local_pushed: bool,
 }
 
