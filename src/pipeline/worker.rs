@@ -10,6 +10,7 @@ use crate::flow::{Flow, FlowKey, FlowTable};
 use crate::l7::{Ctx, L7Conn, RecordSink};
 use crate::limits::{Limits, SYN_SERVERS_PER_WORKER, UNDETERMINED_PER_WORKER};
 use crate::lvs::{self, evidence, LbEdge, LbOptions, Mode, Stitch, Tag};
+use crate::prefetch::span as prefetch_span;
 use crate::report::{ConnSummary, EdgeAgg, EdgeKey, NatAgg, WorkerResult};
 
 /// How many packets ahead of the one being processed the worker asks for the index slot,
@@ -58,6 +59,20 @@ pub struct Worker {
     /// UDP flows whose L7 state went idle: (slot id, flow start, packet time), oldest
     /// first (see `release_idle_udp`).
     idle_udp: std::collections::VecDeque<(u32, i64, i64)>,
+    /// Settled connections' tallies waiting for their edges to load (see `settle_l7`),
+    /// oldest first.
+    merges: std::collections::VecDeque<WaitingMerge>,
+}
+
+/// Most settled tallies waiting for their edges at once: settling is a few times per
+/// hundred packets, so the queue is almost always shorter.
+const MERGES_WAITING: usize = 8;
+
+/// A settled connection's tally and the edge it goes to, `age` packets after it settled.
+struct WaitingMerge {
+    edge: EdgeKey,
+    tally: crate::report::L7Tally,
+    age: u8,
 }
 
 impl Worker {
@@ -74,6 +89,7 @@ impl Worker {
             fault,
             lb_static: lb.config.is_some() || !lb.lb_local.is_empty(),
             idle_udp: std::collections::VecDeque::new(),
+            merges: std::collections::VecDeque::with_capacity(MERGES_WAITING),
             lb,
             records,
             events: Vec::with_capacity(64),
@@ -136,6 +152,7 @@ impl Worker {
     /// protocol is still being detected waits for a later snapshot (or its end), so its
     /// packets land on the edge of its real protocol.
     fn snapshot(&mut self) -> WorkerResult {
+        self.drain_merges();
         let mut ids = std::mem::take(&mut self.ids);
         self.table.ids(&mut ids);
         for &id in &ids {
@@ -392,6 +409,9 @@ impl Worker {
     ) {
         let t = &m.t;
         let ts = m.ts_ns;
+        if !self.merges.is_empty() {
+            self.advance_merges();
+        }
         if ts >= self.clock.next() {
             self.reach(ts);
         }
@@ -680,11 +700,53 @@ impl Worker {
         if paired {
             self.out.lb_duplicate_requests += tally.requests;
         }
-        let agg = edge_l7(&mut self.out, edge, &self.limits);
-        agg.l7.merge(&tally);
-        self.table.get_mut(id).edge_hint = agg as *const EdgeAgg as usize;
+        let (edge, agg) = admit_edge(&mut self.out, edge, &self.limits);
+        let at = &*agg as *const EdgeAgg;
+        // The merge waits two packets (`advance_merges`): the edge is cold (one of
+        // thousands), and its aggregate and then its vectors load meanwhile.
+        prefetch_span(at.cast(), std::mem::size_of::<EdgeAgg>());
+        self.table.get_mut(id).edge_hint = at as usize;
+        if self.merges.len() >= MERGES_WAITING {
+            self.merge_oldest();
+        }
+        self.merges.push_back(WaitingMerge {
+            edge,
+            tally,
+            age: 0,
+        });
         // A settled UDP flow is among the first a full table evicts.
         self.table.relist(id);
+    }
+
+    /// A packet went by: ask for the vectors of the edges of tallies queued a packet ago,
+    /// merge those queued two packets ago.
+    fn advance_merges(&mut self) {
+        for w in self.merges.iter_mut() {
+            w.age = w.age.saturating_add(1);
+            if w.age == 1 {
+                if let Some(agg) = self.out.edges.get(&w.edge) {
+                    agg.l7_memory(prefetch_span);
+                }
+            }
+        }
+        while self.merges.front().is_some_and(|w| w.age >= 2) {
+            self.merge_oldest();
+        }
+    }
+
+    fn merge_oldest(&mut self) {
+        if let Some(w) = self.merges.pop_front() {
+            edge_l7(&mut self.out, w.edge, &self.limits)
+                .l7
+                .merge(&w.tally);
+        }
+    }
+
+    /// Every queued tally to its edge (before the edges are read or handed over).
+    fn drain_merges(&mut self) {
+        while !self.merges.is_empty() {
+            self.merge_oldest();
+        }
     }
 
     fn finish(&mut self, id: u32) {
@@ -743,6 +805,7 @@ impl Worker {
     }
 
     pub fn into_result(mut self) -> WorkerResult {
+        self.drain_merges();
         // One at a time: collecting them first would hold every flow twice.
         let mut table = std::mem::replace(&mut self.table, FlowTable::new(1));
         while let Some(flow) = table.drain_oldest() {
@@ -875,14 +938,22 @@ fn fold_failed(out: &mut WorkerResult, server: crate::flow::Endpoint, n: u64, ca
 /// The aggregate of edge `k` (for its L7 tally), made if it is new (see
 /// [`admit_new_edge`]).
 fn edge_l7<'a>(out: &'a mut WorkerResult, k: EdgeKey, limits: &Limits) -> &'a mut EdgeAgg {
-    if !out.edges.contains_key(&k) {
-        let k = admit_new_edge(out, k, limits);
-        return out.edges.entry(k).or_default();
-    }
-    match out.edges.get_mut(&k) {
-        Some(agg) => agg,
-        None => unreachable!("checked above"),
-    }
+    admit_edge(out, k, limits).1
+}
+
+/// The edge `k`'s sums go to (`k` itself, or the edge it folds into; see
+/// [`admit_new_edge`]), created if new: its key and aggregate.
+fn admit_edge<'a>(
+    out: &'a mut WorkerResult,
+    k: EdgeKey,
+    limits: &Limits,
+) -> (EdgeKey, &'a mut EdgeAgg) {
+    let k = if out.edges.contains_key(&k) {
+        k
+    } else {
+        admit_new_edge(out, k, limits)
+    };
+    (k, &mut **out.edges.entry(k).or_default())
 }
 
 /// The key a connection's sums go under when `k` is not yet an edge: `k` itself while its
@@ -1203,6 +1274,79 @@ mod tests {
                 ..LbOptions::default()
             },
         )
+    }
+
+    /// A closed connection's tally waits two packets for its edge (`advance_merges`), but
+    /// an interval that closes meanwhile, and the end, still get it: the request counts in
+    /// the interval in which it completed, once.
+    #[test]
+    fn a_waiting_tally_lands_in_the_interval_it_settled_in() {
+        use crate::decode::tcp_flags::FIN;
+        let (cli, srv) = (ep("10.0.0.2:40000"), ep("10.0.1.1:80"));
+        let other = ep("10.0.0.3:40001");
+        for next_interval_packet in [true, false] {
+            let mut w = l7_worker(0);
+            w.set_interval(Some(SEC));
+            let pos = AtomicU64::new(0);
+            let mut b = Batch::with_capacity();
+            let mut order = 0u64;
+            let mut push = |b: &mut Batch, t: Transport, ts: i64, payload: &[u8]| {
+                b.push(t, ts, 0, order, payload);
+                order += 1;
+            };
+            let req = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+            let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+            let (q, r) = (req.len() as u32, resp.len() as u32);
+            let ms = SEC / 1000;
+            push(&mut b, seg(cli, srv, 100, 0, SYN, 0), 100 * ms, &[]);
+            push(&mut b, seg(srv, cli, 500, 101, SYN | ACK, 0), 101 * ms, &[]);
+            push(&mut b, seg(cli, srv, 101, 501, ACK, 0), 102 * ms, &[]);
+            push(&mut b, seg(cli, srv, 101, 501, ACK | PSH, q), 103 * ms, req);
+            push(
+                &mut b,
+                seg(srv, cli, 501, 101 + q, ACK | PSH, r),
+                104 * ms,
+                resp,
+            );
+            push(
+                &mut b,
+                seg(cli, srv, 101 + q, 501 + r, FIN | ACK, 0),
+                105 * ms,
+                &[],
+            );
+            push(
+                &mut b,
+                seg(srv, cli, 501 + r, 102 + q, FIN | ACK, 0),
+                106 * ms,
+                &[],
+            );
+            w.process_batch(&b, &pos);
+            b.clear();
+            // Both FINs seen: settled, its tally still waiting for the edge.
+            assert_eq!(w.merges.len(), 1);
+            assert!(w.out.edges.values().all(|a| a.l7.requests == 0));
+            if next_interval_packet {
+                // The next packet is in the next interval: the first one closes with it.
+                push(&mut b, seg(other, srv, 7, 0, SYN, 0), 1500 * ms, &[]);
+                w.process_batch(&b, &pos);
+            }
+            let mut parts: Vec<(i64, WorkerResult)> = w
+                .parts
+                .drain(..)
+                .filter_map(|(k, r)| r.map(|r| (k, r)))
+                .collect();
+            let last = w.into_result();
+            let requests = |r: &WorkerResult| r.edges.values().map(|a| a.l7.requests).sum::<u64>();
+            if next_interval_packet {
+                assert_eq!(parts.len(), 1);
+                let (k, first) = parts.remove(0);
+                assert_eq!((k, requests(&first)), (0, 1));
+                assert_eq!(requests(&last), 0);
+            } else {
+                assert!(parts.is_empty());
+                assert_eq!(requests(&last), 1);
+            }
+        }
     }
 
     /// A keep-alive connection with a new resource and latency per request: once past the

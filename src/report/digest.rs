@@ -8,16 +8,20 @@
 //! than [`MAX_BUCKETS`]. (An HDR histogram at the same precision is a fixed 10–20 KB.)
 
 const EXACT_MAX: usize = 64;
-/// Values kept inline before `exact` allocates: most connections have only a few.
+/// Values kept inline before `heap` allocates: most connections have only a few.
 const FEW: usize = 8;
 
 #[derive(Clone, Debug, Default)]
 pub struct Digest {
-    /// Exact mode: the values are `few[..few_len]` followed by `exact`.
+    /// Exact mode: the values are `few[..few_len]` followed by `heap`.
     few: [u64; FEW],
     few_len: u8,
-    exact: Vec<u64>,
-    hist: Option<Box<LogSketch>>,
+    /// Sketch mode: `heap` holds the sketch's buckets (see [`LogSketch`]), not values.
+    sketched: bool,
+    /// The exact values past the inline few, or the sketch's buckets: one vector for both
+    /// (the two modes never hold data at once), one load from the digest, so a prefetch
+    /// of an edge's vectors reaches the buckets before a connection's tally merges in.
+    heap: Vec<u64>,
     count: u64,
     sum: u128,
     min: u64,
@@ -37,21 +41,20 @@ pub struct Summary {
 }
 
 impl Digest {
-    /// Where the values beyond the inline few are (for a prefetch; nothing is read).
-    pub fn memory(&self) -> [(*const u8, usize); 2] {
-        [
-            (
-                self.exact.as_ptr().cast(),
-                std::mem::size_of_val(self.exact.as_slice()),
-            ),
-            match &self.hist {
-                Some(h) => (
-                    (&**h as *const LogSketch).cast(),
-                    std::mem::size_of::<LogSketch>(),
-                ),
-                None => (std::ptr::null(), 0),
-            },
-        ]
+    /// Where the values beyond the inline few, or the sketch's buckets, are (for a
+    /// prefetch; nothing is read).
+    pub fn memory(&self) -> (*const u8, usize) {
+        (
+            self.heap.as_ptr().cast(),
+            std::mem::size_of_val(self.heap.as_slice()),
+        )
+    }
+
+    /// The sketch, once the values no longer fit exactly.
+    fn sketch(&mut self) -> Option<LogSketch<'_>> {
+        self.sketched.then_some(LogSketch {
+            buckets: &mut self.heap,
+        })
     }
 
     pub fn record(&mut self, v: u64) {
@@ -61,8 +64,8 @@ impl Digest {
         self.max = self.max.max(v);
         self.count += 1;
         self.sum += u128::from(v);
-        match &mut self.hist {
-            Some(h) => h.record(v, 1),
+        match self.sketch() {
+            Some(mut h) => h.record(v, 1),
             None => {
                 self.push_exact(v);
                 if self.exact_len() > EXACT_MAX {
@@ -78,28 +81,35 @@ impl Digest {
                 *slot = v;
                 self.few_len += 1;
             }
-            None => self.exact.push(v),
+            None => self.heap.push(v),
         }
     }
 
     fn exact_len(&self) -> usize {
-        usize::from(self.few_len) + self.exact.len()
+        if self.sketched {
+            return 0;
+        }
+        usize::from(self.few_len) + self.heap.len()
     }
 
     /// The values held in exact mode.
     fn exact_values(&self) -> impl Iterator<Item = u64> + '_ {
         let few = self.few.get(..usize::from(self.few_len)).unwrap_or(&[]);
-        few.iter().chain(&self.exact).copied()
+        let heap: &[u64] = if self.sketched { &[] } else { &self.heap };
+        few.iter().chain(heap).copied()
     }
 
     fn spill(&mut self) {
-        let mut h = LogSketch::default();
+        let mut buckets = Vec::new();
+        let mut h = LogSketch {
+            buckets: &mut buckets,
+        };
         for v in self.exact_values() {
             h.record(v, 1);
         }
         self.few_len = 0;
-        self.exact = Vec::new();
-        self.hist = Some(Box::new(h));
+        self.heap = buckets;
+        self.sketched = true;
     }
 
     pub fn merge(&mut self, o: &Digest) {
@@ -113,20 +123,20 @@ impl Digest {
         self.count += o.count;
         self.sum += o.sum;
         for v in o.exact_values() {
-            match &mut self.hist {
-                Some(h) => h.record(v, 1),
+            match self.sketch() {
+                Some(mut h) => h.record(v, 1),
                 None => self.push_exact(v),
             }
         }
-        if let Some(oh) = &o.hist {
-            if self.hist.is_none() {
+        if o.sketched {
+            if !self.sketched {
                 self.spill();
             }
-            if let Some(h) = &mut self.hist {
-                h.merge(oh);
+            if let Some(mut h) = self.sketch() {
+                h.merge(&o.heap);
             }
         }
-        if self.hist.is_none() && self.exact_len() > EXACT_MAX {
+        if !self.sketched && self.exact_len() > EXACT_MAX {
             self.spill();
         }
     }
@@ -143,8 +153,8 @@ impl Digest {
     /// Back to empty; the exact values' vector keeps its capacity.
     pub fn clear(&mut self) {
         self.few_len = 0;
-        self.exact.clear();
-        self.hist = None;
+        self.heap.clear();
+        self.sketched = false;
         self.count = 0;
         self.sum = 0;
         self.min = 0;
@@ -156,11 +166,10 @@ impl Digest {
         if self.count == 0 {
             return 0;
         }
-        match &self.hist {
-            Some(h) => h
-                .value_at_rank(nearest_rank(q, self.count))
-                .clamp(self.min, self.max),
-            None => self.exact_at(&self.exact_sorted(), q),
+        if self.sketched {
+            value_at_rank(&self.heap, nearest_rank(q, self.count)).clamp(self.min, self.max)
+        } else {
+            self.exact_at(&self.exact_sorted(), q)
         }
     }
 
@@ -183,14 +192,17 @@ impl Digest {
             return None;
         }
         // Exact values are sorted once for the three quantiles.
-        let sorted = if self.hist.is_some() {
+        let sorted = if self.sketched {
             smallvec::SmallVec::new()
         } else {
             self.exact_sorted()
         };
-        let at = |q: f64| match self.hist {
-            Some(_) => self.quantile(q),
-            None => self.exact_at(&sorted, q),
+        let at = |q: f64| {
+            if self.sketched {
+                self.quantile(q)
+            } else {
+                self.exact_at(&sorted, q)
+            }
         };
         Some(Summary {
             count: self.count,
@@ -219,10 +231,9 @@ const COUNT_BITS: u32 = 48;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 
 /// Sparse log-bucket counts: each entry is a bucket index (high 16 bits) and its count (low
-/// 48), sorted by index.
-#[derive(Clone, Debug, Default)]
-struct LogSketch {
-    buckets: Vec<u64>,
+/// 48), sorted by index. A view of the digest's vector in sketch mode.
+struct LogSketch<'a> {
+    buckets: &'a mut Vec<u64>,
 }
 
 fn bucket_of(v: u64) -> u16 {
@@ -243,7 +254,7 @@ fn representative(i: u16) -> u64 {
     (2.0 * upper / (GAMMA + 1.0)).round() as u64
 }
 
-impl LogSketch {
+impl LogSketch<'_> {
     fn record(&mut self, v: u64, n: u64) {
         self.add_bucket(bucket_of(v), n);
     }
@@ -281,25 +292,27 @@ impl LogSketch {
         }
     }
 
-    fn merge(&mut self, o: &LogSketch) {
-        for e in &o.buckets {
+    /// Add another sketch's buckets.
+    fn merge(&mut self, other: &[u64]) {
+        for e in other {
             self.add_bucket((e >> COUNT_BITS) as u16, e & COUNT_MASK);
         }
     }
+}
 
-    /// The representative of the bucket holding the `rank`-th smallest value (1-based).
-    fn value_at_rank(&self, rank: u64) -> u64 {
-        let mut seen = 0u64;
-        for e in &self.buckets {
-            seen = seen.saturating_add(e & COUNT_MASK);
-            if seen >= rank {
-                return representative((e >> COUNT_BITS) as u16);
-            }
+/// The representative of the bucket of `buckets` holding the `rank`-th smallest value
+/// (1-based).
+fn value_at_rank(buckets: &[u64], rank: u64) -> u64 {
+    let mut seen = 0u64;
+    for e in buckets {
+        seen = seen.saturating_add(e & COUNT_MASK);
+        if seen >= rank {
+            return representative((e >> COUNT_BITS) as u16);
         }
-        self.buckets
-            .last()
-            .map_or(0, |e| representative((e >> COUNT_BITS) as u16))
     }
+    buckets
+        .last()
+        .map_or(0, |e| representative((e >> COUNT_BITS) as u16))
 }
 
 #[cfg(test)]
@@ -367,7 +380,7 @@ mod tests {
             p.record(i * 37 % 1000);
             parts.merge(&p);
         }
-        assert!(big.hist.is_some() && parts.hist.is_some());
+        assert!(big.sketched && parts.sketched);
         assert_eq!(big.summary(), parts.summary());
     }
 
@@ -397,7 +410,7 @@ mod tests {
                     "{decades}: {q} {got} {exact}"
                 );
             }
-            assert!(d.hist.as_ref().unwrap().buckets.len() <= MAX_BUCKETS);
+            assert!(d.heap.len() <= MAX_BUCKETS);
         }
     }
 
@@ -415,16 +428,13 @@ mod tests {
                 b.record(v)
             }
         }
-        assert!(a.hist.as_ref().unwrap().buckets.len() <= MAX_BUCKETS);
+        assert!(a.heap.len() <= MAX_BUCKETS);
         let mut ab = a.clone();
         ab.merge(&b);
         let mut ba = b.clone();
         ba.merge(&a);
         assert_eq!(ab.summary(), ba.summary());
-        assert_eq!(
-            ab.hist.as_ref().unwrap().buckets,
-            ba.hist.as_ref().unwrap().buckets
-        );
-        assert_eq!(ab.hist.as_ref().unwrap().buckets.len(), MAX_BUCKETS);
+        assert_eq!(ab.heap, ba.heap);
+        assert_eq!(ab.heap.len(), MAX_BUCKETS);
     }
 }

@@ -151,15 +151,29 @@ impl EdgeAgg {
     /// `f` gets each place and length; nothing is read.
     pub fn side_memory(&self, mut f: impl FnMut(*const u8, usize)) {
         const FIRST_BYTES: usize = 1024;
-        let [lat, lat_hist] = self.l7.latency_us.memory();
-        let [rtt, rtt_hist] = self.rtt_us.memory();
         let parts = [
             self.l7.resources.memory(),
             self.l7.codes.memory(),
-            lat,
-            lat_hist,
-            rtt,
-            rtt_hist,
+            self.l7.latency_us.memory(),
+            self.rtt_us.memory(),
+        ];
+        for (p, len) in parts {
+            if len > 0 {
+                f(p, len.min(FIRST_BYTES));
+            }
+        }
+    }
+
+    /// The memory merging a connection's L7 tally in touches beyond the aggregate: the
+    /// resource list, the codes and the latency values or buckets, each up to its first
+    /// 2 KiB (a list of 32 resources, a sketch of 256 buckets). For a prefetch, as
+    /// [`EdgeAgg::side_memory`].
+    pub fn l7_memory(&self, mut f: impl FnMut(*const u8, usize)) {
+        const FIRST_BYTES: usize = 2048;
+        let parts = [
+            self.l7.resources.memory(),
+            self.l7.codes.memory(),
+            self.l7.latency_us.memory(),
         ];
         for (p, len) in parts {
             if len > 0 {
