@@ -29,8 +29,11 @@
 # "25000 50000 100000 200000 400000"; "top" is always appended), SECONDS_PER_RATE (default 5:
 # each paced run sends at most rate x seconds packets; top speed sends the whole capture),
 # THREADS (wiremap --threads, default: the number of CPUs), TOP_LOOPS (default 1: how many
-# times the top-speed run replays the capture, tcpreplay --loop; 4 x 4.5 M packets keep top
-# speed up for about a minute here), TOOLS (default "wiremap tcpdump ndpiReader"; tcpdump is
+# times the top-speed run replays the capture, tcpreplay --loop with --unique-ip, so every
+# loop is new connections from other addresses, parsed in full: without it a loop repeats
+# the last one's connections, ISNs and all, which the analysers see as retransmissions of
+# connections still lingering, and parse almost nothing; 4 x 4.5 M packets keep top speed up
+# for about a minute here), TOOLS (default "wiremap tcpdump ndpiReader"; tcpdump is
 # needed for the ratios; a tool not installed is left out with a line saying so), ROUNDS
 # (default 3: each rate is run that many times, every tool once a round, in turn; the table
 # gives medians, since one run on a shared machine moves by a third).
@@ -129,8 +132,10 @@ run_one() {
     child=$(pgrep -P "$TOOL_PID" | head -n 1)
     before=$(cpu_of "$child")
     if [[ $rate == top ]]; then
+        unique=()
+        (( TOP_LOOPS > 1 )) && unique=(--unique-ip)
         timeout $(( 300 * TOP_LOOPS )) ip netns exec wg-cli tcpreplay -i wgc0 --topspeed \
-            --loop="$TOP_LOOPS" "$WORK/replay.pcap" > "$rep" 2>&1
+            --loop="$TOP_LOOPS" "${unique[@]}" "$WORK/replay.pcap" > "$rep" 2>&1
     else
         limit=$(( rate * SECS )); (( limit > PACKETS )) && limit=$PACKETS
         timeout $(( SECS * 4 + 60 )) ip netns exec wg-cli tcpreplay -i wgc0 --pps="$rate" --limit="$limit" \
