@@ -150,40 +150,38 @@ impl EdgeAgg {
     /// tally's vectors and the digests' values, each up to its first KiB. For a prefetch:
     /// `f` gets each place and length; nothing is read.
     pub fn side_memory(&self, mut f: impl FnMut(*const u8, usize)) {
-        const FIRST_BYTES: usize = 1024;
-        let parts = [
-            self.l7.resources.memory(),
-            self.l7.codes.memory(),
-            self.l7.latency_us.memory(),
-            self.rtt_us.memory(),
-        ];
-        for (p, len) in parts {
-            if len > 0 {
-                f(p, len.min(FIRST_BYTES));
-            }
-        }
+        self.l7_parts(1024, &mut f);
+        first_bytes(self.rtt_us.memory(), 1024, &mut f);
     }
 
     /// The memory merging a connection's L7 tally in touches beyond the aggregate: the
     /// resource list, the codes and the latency values or buckets, each up to its first
-    /// 2 KiB (a list of 32 resources, a sketch of 256 buckets). For a prefetch, as
-    /// [`EdgeAgg::side_memory`].
+    /// 2 KiB (a list of 32 resources, a sketch of 256 buckets: the merge's binary search
+    /// may land anywhere in them). For a prefetch, as [`EdgeAgg::side_memory`].
     pub fn l7_memory(&self, mut f: impl FnMut(*const u8, usize)) {
-        const FIRST_BYTES: usize = 2048;
-        let parts = [
-            self.l7.resources.memory(),
-            self.l7.codes.memory(),
-            self.l7.latency_us.memory(),
-        ];
-        for (p, len) in parts {
-            if len > 0 {
-                f(p, len.min(FIRST_BYTES));
-            }
+        self.l7_parts(2048, &mut f);
+    }
+
+    fn l7_parts(&self, max: usize, f: &mut impl FnMut(*const u8, usize)) {
+        let l7 = &self.l7;
+        for part in [
+            l7.resources.memory(),
+            l7.codes.memory(),
+            l7.latency_us.memory(),
+        ] {
+            first_bytes(part, max, f);
         }
     }
 
     /// True if the edge carries nothing but failed connection attempts.
     pub fn only_failed(&self) -> bool {
         self.connections == 0 && self.l7.requests == 0 && self.failed_connections > 0
+    }
+}
+
+/// Up to `max` bytes of a `(place, length)` span, if it is not empty, to `f`.
+fn first_bytes((p, len): (*const u8, usize), max: usize, f: &mut impl FnMut(*const u8, usize)) {
+    if len > 0 {
+        f(p, len.min(max));
     }
 }
