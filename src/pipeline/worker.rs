@@ -1261,6 +1261,15 @@ mod tests {
     }
 
     /// A worker with L7 parsing on and a load-balancer window of `window_ns`.
+    /// Pushes packets into a batch, numbered in the order they are pushed.
+    fn packet_pusher() -> impl FnMut(&mut Batch, Transport, i64, &[u8]) {
+        let mut order = 0u64;
+        move |b, t, ts, payload| {
+            b.push(t, ts, 0, order, payload);
+            order += 1;
+        }
+    }
+
     fn l7_worker(window_ns: i64) -> Worker {
         Worker::new(
             Limits::default(),
@@ -1289,11 +1298,7 @@ mod tests {
             w.set_interval(Some(SEC));
             let pos = AtomicU64::new(0);
             let mut b = Batch::with_capacity();
-            let mut order = 0u64;
-            let mut push = |b: &mut Batch, t: Transport, ts: i64, payload: &[u8]| {
-                b.push(t, ts, 0, order, payload);
-                order += 1;
-            };
+            let mut push = packet_pusher();
             let req = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
             let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
             let (q, r) = (req.len() as u32, resp.len() as u32);
@@ -1360,11 +1365,7 @@ mod tests {
         let window = w.lb.window_ns;
         let pos = AtomicU64::new(0);
         let mut b = Batch::with_capacity();
-        let mut order = 0u64;
-        let mut push = |b: &mut Batch, t: Transport, ts: i64, payload: &[u8]| {
-            b.push(t, ts, 0, order, payload);
-            order += 1;
-        };
+        let mut push = packet_pusher();
         push(&mut b, seg(cli, srv, 100, 0, SYN, 0), 0, &[]);
         push(&mut b, seg(srv, cli, 500, 101, SYN | ACK, 0), 1000, &[]);
         push(&mut b, seg(cli, srv, 101, 501, ACK, 0), 2000, &[]);
