@@ -408,11 +408,7 @@ impl LegIndex {
                     c.saturating_sub(1)
                 };
             }
-            let nonzero = *c != 0;
-            if let Some(w) = self.pending_bits.get_mut(slot / 64) {
-                let bit = 1u64 << (slot % 64);
-                *w = if nonzero { *w | bit } else { *w & !bit };
-            }
+            set_bit(&mut self.pending_bits, slot, *c != 0);
         }
     }
 
@@ -676,9 +672,7 @@ impl LegIndex {
             if let Some(c) = self.pending_counts.get_mut(slot) {
                 *c = c.saturating_add(1);
             }
-            if let Some(w) = self.pending_bits.get_mut(slot / 64) {
-                *w |= 1u64 << (slot % 64);
-            }
+            set_bit(&mut self.pending_bits, slot, true);
         }
         self.toa_seen.retain(|_, t| keep(&mut floors.toa, *t));
         // A slot goes when its newest leg is out of the window.
@@ -692,6 +686,14 @@ impl LegIndex {
     /// Entries held now (for tests of the bounds).
     pub fn entries(&self) -> usize {
         self.syns.len() + self.pending.len() + self.payloads.len() + self.toa_seen.len()
+    }
+}
+
+/// Set (`on`) or clear bit `slot` of a bitmap; a slot past its end changes nothing.
+fn set_bit(bits: &mut [u64], slot: usize, on: bool) {
+    if let Some(w) = bits.get_mut(slot / 64) {
+        let bit = 1u64 << (slot % 64);
+        *w = if on { *w | bit } else { *w & !bit };
     }
 }
 
