@@ -103,13 +103,14 @@ pub struct LegIndex {
     /// hash of their TCP tuple ([`LegIndex::tuple_key`]): 24 bytes a bucket instead of 64,
     /// for a map that every connection's SYN and first payload look into.
     pending: HashMap<u64, Pending, ahash::RandomState>,
-    /// How many tuples in `pending` fall on each [`pending_slot`]: a zero proves the tuple
-    /// has no entry, so most data packets skip hashing two endpoints for the map. Counted
-    /// on insert and remove, rebuilt from the map at each sweep.
+    /// How many tuples in `pending` fall on each [`pending_slot`], so that a removal can
+    /// tell when a slot empties. Counted on insert and remove, rebuilt from the map at each
+    /// sweep.
     pending_counts: Vec<u8>,
-    /// One bit a slot: its count is not zero. What every data packet reads (4 KiB, an
-    /// eighth of the counts: the counts fell out of cache between packets, and that one
-    /// load was 3 % of a live capture's profile).
+    /// One bit a slot: its count is not zero. A clear bit proves the tuple has no entry,
+    /// so most data packets skip hashing two endpoints for the map. This, not the counts,
+    /// is what every data packet reads (4 KiB, an eighth of the counts: the counts fell out
+    /// of cache between packets, and that one load was 3 % of a live capture's profile).
     pending_bits: Vec<u64>,
     /// First request bytes -> legs that sent them.
     payloads: HashMap<u64, Slot, ahash::RandomState>,
@@ -416,10 +417,7 @@ impl LegIndex {
     #[inline]
     fn may_be_pending(&self, src: &Endpoint, dst: &Endpoint) -> bool {
         // A slot is always in range; a missing one would answer "maybe".
-        let slot = usize::from(pending_slot(src, dst));
-        self.pending_bits
-            .get(slot / 64)
-            .is_none_or(|&w| w & (1u64 << (slot % 64)) != 0)
+        bit(&self.pending_bits, usize::from(pending_slot(src, dst))) != Some(false)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -689,6 +687,11 @@ impl LegIndex {
     }
 }
 
+/// Bit `slot` of a bitmap; None past its end.
+fn bit(bits: &[u64], slot: usize) -> Option<bool> {
+    bits.get(slot / 64).map(|w| w >> (slot % 64) & 1 == 1)
+}
+
 /// Set (`on`) or clear bit `slot` of a bitmap; a slot past its end changes nothing.
 fn set_bit(bits: &mut [u64], slot: usize, on: bool) {
     if let Some(w) = bits.get_mut(slot / 64) {
@@ -853,10 +856,10 @@ mod tests {
             // The bits are the counts' summary: set exactly where a count is not zero (the
             // packet's own slot each time, all of them now and then).
             let summarised = |slot: usize| {
-                let bit = ix.pending_bits[slot / 64] >> (slot % 64) & 1;
+                let counted = ix.pending_counts.get(slot).map(|&n| n != 0);
                 assert_eq!(
-                    bit == 1,
-                    ix.pending_counts[slot] != 0,
+                    bit(&ix.pending_bits, slot),
+                    counted,
                     "packet {i}, slot {slot}"
                 );
             };
