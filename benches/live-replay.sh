@@ -25,7 +25,8 @@
 # resets); packet sockets see them before that. tcpreplay, the tool under test and the kernel
 # share this machine's CPUs: the numbers are for this machine and load.
 #
-# Environment: PACKETS (generated capture, default 2000000), RATES (pps list, default
+# Environment: PACKETS (generated capture, default 2000000), REPLAY_PCAP (replay this file
+# instead of generating one, e.g. the real traffic benches/record-real.sh records), RATES (pps list, default
 # "25000 50000 100000 200000 400000"; "top" is always appended), SECONDS_PER_RATE (default 5:
 # each paced run sends at most rate x seconds packets; top speed sends the whole capture),
 # THREADS (wiremap --threads, default: the number of CPUs), TOP_LOOPS (default 1: how many
@@ -86,9 +87,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "== generating $PACKETS packets with wiremap-gen" >&2
-"$GEN" --packets "$PACKETS" --flows-concurrent 10000 -o "$WORK/replay.pcap" 2>&1 | tail -n 1 >&2
-SIZE_MB=$(( $(stat -c %s "$WORK/replay.pcap") / 1048576 ))
+if [[ -n ${REPLAY_PCAP:-} ]]; then
+    [[ -r $REPLAY_PCAP ]] || { echo "live-replay.sh: cannot read REPLAY_PCAP $REPLAY_PCAP" >&2; exit 2; }
+    ln -s "$(realpath "$REPLAY_PCAP")" "$WORK/replay.pcap"
+    PACKETS=$(tcpdump -n -r "$WORK/replay.pcap" 2>/dev/null | wc -l)
+    echo "== replaying $REPLAY_PCAP" >&2
+else
+    echo "== generating $PACKETS packets with wiremap-gen" >&2
+    "$GEN" --packets "$PACKETS" --flows-concurrent 10000 -o "$WORK/replay.pcap" 2>&1 | tail -n 1 >&2
+fi
+SIZE_MB=$(( $(stat -L -c %s "$WORK/replay.pcap") / 1048576 ))
 bash "$REPO/tests/legacy/lab.sh" bare "$LAB"
 # No offloads to reassemble or split what tcpreplay writes: each replayed frame is one packet.
 ip netns exec wg-cli ethtool -K wgc0 gro off gso off tso off >/dev/null 2>&1 || true
