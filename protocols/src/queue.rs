@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 
+#[derive(Clone, Debug, PartialEq)]
 pub struct InlineQueue<T, const N: usize> {
     ring: [Option<T>; N],
     /// Index in `ring` of the oldest entry.
