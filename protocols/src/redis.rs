@@ -30,6 +30,11 @@
 //! bad stretch and followed by resynchronisation: to the server on a line beginning
 //! `*<digits>\r\n$`, to the client on a line beginning with a RESP type byte and a
 //! well-formed header.
+//!
+//! The commonest messages skip the line-by-line walk when all of one is buffered
+//! (`Reader::whole_message`: a command of up to 16 arguments, a scalar or bulk reply): the
+//! same visitor calls and the same end state, with a quarter less work a command. Debug
+//! builds check that equivalence on every feed.
 
 use smallvec::SmallVec;
 
