@@ -34,7 +34,7 @@
 //! The commonest messages skip the line-by-line walk when all of one is buffered
 //! (`Reader::whole_message`: a command of up to 16 arguments, a scalar or bulk reply): the
 //! same visitor calls and the same end state, with a quarter less work a command. Debug
-//! builds check that equivalence on every feed.
+//! builds and this crate's tests check that equivalence on every feed.
 
 use smallvec::SmallVec;
 
@@ -716,8 +716,9 @@ impl Reader {
     /// `rest`: an array of up to [`WHOLE_ELEMENTS`] bulk strings (every command, and many
     /// replies) and, for replies, a simple string, error, integer or bulk string. It makes
     /// the visitor calls and leaves the state (`scanned` included) that [`Reader::step`]
-    /// would, a line at a time, at a fraction of the work: debug builds check that on every
-    /// feed (`RedisSession::feed`). `None`: anything else, nothing touched; `step` takes it.
+    /// would, a line at a time, at a fraction of the work: debug builds and tests check
+    /// that on every feed (`RedisSession::feed`). `None`: anything else, nothing touched;
+    /// `step` takes it.
     fn whole_message<V: Visit>(
         &mut self,
         rest: &[u8],
@@ -1915,14 +1916,15 @@ impl RedisSession {
 
 impl Session for RedisSession {
     fn feed(&mut self, dir: Direction, data: &[u8], out: &mut Events) -> usize {
-        // Debug builds: whole messages change nothing but the work done.
-        #[cfg(debug_assertions)]
+        // Debug builds and this crate's tests (`cargo test --release` too): whole messages
+        // change nothing but the work done.
+        #[cfg(any(debug_assertions, test))]
         let (mut slow, mut slow_out) = (self.clone(), out.clone());
         let n = self.feed_with(dir, data, out, true);
-        #[cfg(debug_assertions)]
+        #[cfg(any(debug_assertions, test))]
         {
             let slow_n = slow.feed_with(dir, data, &mut slow_out, false);
-            debug_assert_eq!((slow_n, &slow_out, &slow), (n, &*out, &*self), "{data:?}");
+            assert_eq!((slow_n, &slow_out, &slow), (n, &*out, &*self), "{data:?}");
         }
         n
     }
@@ -2073,9 +2075,10 @@ mod tests {
     // ----- commands -----
 
     /// Whole messages (`Reader::whole_message`) change nothing but the work: every feed in
-    /// a debug build also runs the line-by-line reader on a copy and compares events,
-    /// bytes consumed and the whole session. Here that check meets commands and replies of
-    /// every shape, edited at random (bytes replaced, inserted, dropped) and split at random.
+    /// this crate's tests (release builds too) also runs the line-by-line reader on a copy
+    /// and compares events, bytes consumed and the whole session. Here that check meets
+    /// commands and replies of every shape, edited at random (bytes replaced, inserted,
+    /// dropped) and split at random.
     #[test]
     fn whole_messages_match_the_line_reader_on_edited_streams() {
         let client: Vec<Vec<u8>> = vec![
