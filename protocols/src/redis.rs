@@ -223,6 +223,19 @@ fn crlf_line(buf: &[u8], nl: usize) -> Option<&[u8]> {
     buf.get(..cr)
 }
 
+/// A bulk string's declared length, when it is one the reader follows (0 to [`MAX_BULK`]).
+fn bulk_len(content: &[u8]) -> Option<usize> {
+    let n = parse_i64(content).filter(|n| *n >= 0 && n.unsigned_abs() <= MAX_BULK)?;
+    usize::try_from(n).ok()
+}
+
+/// Where the bulk payload of `len` bytes at `payload` and its CRLF end, if all are in `buf`.
+fn bulk_end(buf: &[u8], payload: usize, len: usize) -> Option<usize> {
+    let crlf = payload.checked_add(len)?;
+    let end = crlf.checked_add(2)?;
+    (buf.get(crlf..end)? == b"\r\n").then_some(end)
+}
+
 /// Three-valued answer of the candidate checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tri {
@@ -697,10 +710,9 @@ impl Reader {
     /// incomplete, too long or not CRLF-terminated (all left to `line`).
     fn whole_line<'r>(&self, rest: &'r [u8], at: usize) -> Option<(u8, &'r [u8], usize)> {
         let line = rest.get(at..)?;
-        let nl = line
-            .get(..self.max_line.min(line.len()))?
-            .iter()
-            .position(|&b| b == b'\n')?;
+        let LineEnd::At(nl) = find_line(line, self.max_line) else {
+            return None;
+        };
         let (&ty, content) = crlf_line(line, nl)?.split_first()?;
         Some((ty, content, at.checked_add(nl)?.checked_add(1)?))
     }
@@ -758,33 +770,18 @@ impl Reader {
         let mut at = first_end;
         for bulk in bulks.iter_mut().take(n) {
             let (ty, content, payload) = self.whole_line(rest, at)?;
-            let len = parse_i64(content)
-                .filter(|l| ty == b'$' && (0..=MAX_BULK as i64).contains(l))
-                .and_then(|l| usize::try_from(l).ok())?;
-            let end = payload.checked_add(len)?;
-            if rest.get(end..end.checked_add(2)?)? != b"\r\n" {
-                return None;
-            }
+            let len = (ty == b'$').then(|| bulk_len(content)).flatten()?;
             *bulk = (at, payload, len);
-            at = end.checked_add(2)?;
+            at = bulk_end(rest, payload, len)?;
         }
         // Second pass: what `on_header`, `step` and `value_done` do, line by line.
-        let top = Ctx::default();
-        v.begin();
-        self.scanned = self.scanned.saturating_add(self.line_scan(rest, 0));
-        self.no_newline = 0;
-        if let Err(a) = v.header(
-            top,
-            &Header {
-                ty: b'*',
-                val: Val::Len(count),
-            },
-        ) {
-            self.fail(a, out);
+        let h = Header {
+            ty: b'*',
+            val: Val::Len(count),
+        };
+        if !self.whole_top(rest, &h, first_end, v, out) {
             return Some(0);
         }
-        self.started = true;
-        self.bytes = first_end as u64;
         self.push(b'*', n as u64, false);
         for (index, &(start, payload, len)) in bulks.iter().take(n).enumerate() {
             self.scanned = self.scanned.saturating_add(self.line_scan(rest, start));
@@ -793,31 +790,17 @@ impl Reader {
                 index: index as u64,
                 in_attr: false,
             };
-            if let Err(a) = v.header(
-                ctx,
-                &Header {
-                    ty: b'$',
-                    val: Val::Len(len as i64),
-                },
-            ) {
+            let h = Header {
+                ty: b'$',
+                val: Val::Len(len as i64),
+            };
+            if let Err(a) = v.header(ctx, &h) {
                 self.fail(a, out);
                 return Some(start);
             }
-            self.cur = ctx;
-            self.cur_chunked = false;
-            if len > 0 {
-                v.data(
-                    ctx,
-                    rest.get(payload..payload.saturating_add(len))
-                        .unwrap_or(&[]),
-                );
-            }
-            let wire = payload
-                .saturating_sub(start)
-                .saturating_add(len)
-                .saturating_add(2);
-            self.bytes = self.bytes.saturating_add(wire as u64);
-            self.value_done(v, out);
+            let header = payload.saturating_sub(start) as u64;
+            self.bytes = self.bytes.saturating_add(header);
+            self.whole_bulk(ctx, rest, payload, len, v, out);
         }
         Some(at)
     }
@@ -831,48 +814,74 @@ impl Reader {
         v: &mut V,
         out: &mut Events,
     ) -> Option<usize> {
-        let (val, payload) = match ty {
-            b'+' | b'-' => (Val::Line(content), None),
-            b':' => (Val::Int(parse_i64(content)?), None),
-            _ => match parse_i64(content)? {
-                -1 => (Val::Len(-1), None),
-                n @ 0.. if n.unsigned_abs() <= MAX_BULK => {
-                    let len = usize::try_from(n).ok()?;
-                    let end = first_end.checked_add(len)?;
-                    if rest.get(end..end.checked_add(2)?)? != b"\r\n" {
-                        return None;
-                    }
-                    (Val::Len(n), Some(len))
-                }
-                _ => return None,
-            },
+        let (val, bulk) = match (ty, parse_i64(content)) {
+            (b'+' | b'-', _) => (Val::Line(content), None),
+            (b':', Some(i)) => (Val::Int(i), None),
+            (b'$', Some(-1)) => (Val::Len(-1), None),
+            (b'$', _) => {
+                let len = bulk_len(content)?;
+                let end = bulk_end(rest, first_end, len)?;
+                (Val::Len(len as i64), Some((len, end)))
+            }
+            _ => return None,
         };
-        let top = Ctx::default();
+        if !self.whole_top(rest, &Header { ty, val }, first_end, v, out) {
+            return Some(0);
+        }
+        match bulk {
+            Some((len, end)) => {
+                self.whole_bulk(Ctx::default(), rest, first_end, len, v, out);
+                Some(end)
+            }
+            None => {
+                self.value_done(v, out);
+                Some(first_end)
+            }
+        }
+    }
+
+    /// A whole message's first line, `h`, ending at `first_end`: what `on_header` does for
+    /// a top-level header. False if the visitor refused it (reported, as `line` would).
+    fn whole_top<V: Visit>(
+        &mut self,
+        rest: &[u8],
+        h: &Header<'_>,
+        first_end: usize,
+        v: &mut V,
+        out: &mut Events,
+    ) -> bool {
         v.begin();
         self.scanned = self.scanned.saturating_add(self.line_scan(rest, 0));
         self.no_newline = 0;
-        if let Err(a) = v.header(top, &Header { ty, val }) {
+        if let Err(a) = v.header(Ctx::default(), h) {
             self.fail(a, out);
-            return Some(0);
+            return false;
         }
         self.started = true;
         self.bytes = first_end as u64;
-        let mut end = first_end;
-        if let Some(len) = payload {
-            self.cur = top;
-            self.cur_chunked = false;
-            if len > 0 {
-                v.data(
-                    top,
-                    rest.get(first_end..first_end.saturating_add(len))
-                        .unwrap_or(&[]),
-                );
-            }
-            end = first_end.saturating_add(len).saturating_add(2);
-            self.bytes = end as u64;
+        true
+    }
+
+    /// A bulk value at `ctx` whose header was taken: its `len` payload bytes at `payload`
+    /// and the CRLF after them (`Body`, `Crlf` and `value_done`).
+    fn whole_bulk<V: Visit>(
+        &mut self,
+        ctx: Ctx,
+        rest: &[u8],
+        payload: usize,
+        len: usize,
+        v: &mut V,
+        out: &mut Events,
+    ) {
+        self.cur = ctx;
+        self.cur_chunked = false;
+        if len > 0 {
+            let data = rest.get(payload..payload.saturating_add(len));
+            v.data(ctx, data.unwrap_or(&[]));
         }
+        let wire = len.saturating_add(2) as u64;
+        self.bytes = self.bytes.saturating_add(wire);
         self.value_done(v, out);
-        Some(end)
     }
 
     fn line<V: Visit>(&mut self, rest: &[u8], v: &mut V, out: &mut Events) -> (usize, bool) {
