@@ -47,7 +47,7 @@ trap 'exit 130' INT TERM
 
 SRV=10.212.0.1
 bash "$REPO/tests/legacy/lab.sh" up "$LAB"
-chmod 755 "$WORK"
+chmod 755 "$WORK"   # mariadbd runs as mysql and needs to reach its data dir below it
 lab_mariadb_conf "$LAB/my.cnf" "$SRV"
 lab_mariadb_start wg-srv "$LAB" "$LAB/my.cnf"
 echo $! >> "$LAB/pids"
