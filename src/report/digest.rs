@@ -304,6 +304,7 @@ struct BucketTable {
     upper: Vec<u64>,
 }
 
+/// Built by the first value recorded; every use after that is one atomic load, no lock.
 static BUCKET_TABLE: std::sync::LazyLock<BucketTable> =
     std::sync::LazyLock::new(BucketTable::build);
 
@@ -313,13 +314,12 @@ impl BucketTable {
         let top = bucket_by_formula((1u64 << TABLE_BITS) - 1);
         let mut start = Vec::with_capacity(keys);
         let mut upper = vec![0u64; usize::from(top) + 1];
+        // Key 0: the value 0, bucket 0.
+        start.push(0);
         // In rising order, so each bucket's last write is its highest value.
         for key in 1..keys {
             let (lo, hi) = table_range(key);
             let (b_lo, b_hi) = (bucket_by_formula(lo), bucket_by_formula(hi));
-            if key == 1 {
-                start.push(0); // key 0 is the value 0, bucket 0
-            }
             start.push(b_lo);
             if b_hi != b_lo {
                 // The first value of b_hi: the formula rises with v.
