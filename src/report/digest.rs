@@ -418,7 +418,7 @@ fn value_at_rank(buckets: &[u64], rank: u64) -> u64 {
 mod tests {
     use super::*;
 
-    /// The table is the formula: on every value below 2^24 (4.7 hours in µs), on both
+    /// The table is the formula: on every value below 2^24 (16.8 s in µs), on both
     /// sides of every bucket boundary and sub-range end below 2^40, and above it.
     #[test]
     fn bucket_table_is_the_formula() {
